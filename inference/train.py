@@ -1,0 +1,170 @@
+"""Model-agnostic SVI training.
+
+The optimiser is a plain ``torch.optim.Adam`` over the model's ``parameters()`` and the loss is
+Pyro's ``differentiable_loss`` (Trace_ELBO, or TraceEnum_ELBO for enumerated discrete latents),
+so a checkpoint is just the module's and the optimiser's ``state_dict``. Data stay as one tensor
+on the device; minibatches are index slices of a per-epoch permutation. Losses are collected on
+the device and read back only every ``log_every`` steps (one host sync), where the NaN guard,
+the progress bar and checkpoints happen.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pyro
+import torch
+from pyro.infer import Trace_ELBO, TraceEnum_ELBO
+from tqdm.auto import tqdm
+
+from inference.checkpoint import load_checkpoint, save_checkpoint
+
+ELBOS = {"Trace_ELBO": Trace_ELBO, "TraceEnum_ELBO": TraceEnum_ELBO}
+
+
+class TrainingDiverged(RuntimeError):
+    pass
+
+
+@dataclass
+class TrainResult:
+    """Per-step losses (negative ELBO in nats per data point), steps done, wall time."""
+
+    losses: list[float] = field(default_factory=list)
+    step: int = 0
+    seconds: float = 0.0
+    checkpoint: Path | None = None
+
+    @property
+    def final_loss(self) -> float:
+        tail = self.losses[-max(1, len(self.losses) // 20):]
+        return float(sum(tail) / len(tail)) if tail else float("nan")
+
+
+def make_elbo(name: str = "Trace_ELBO", max_plate_nesting: int = 1, num_particles: int = 1):
+    """The Pyro ELBO called ``name`` ("Trace_ELBO" or "TraceEnum_ELBO")."""
+    if name not in ELBOS:
+        raise ValueError(f"unknown ELBO {name!r}; choose one of {', '.join(ELBOS)}")
+    return ELBOS[name](
+        max_plate_nesting=max_plate_nesting,
+        num_particles=num_particles,
+        vectorize_particles=num_particles > 1,
+    )
+
+
+def _total_steps(num_data: int, batch_size: int, steps: int | None, epochs: float | None) -> int:
+    if (steps is None) == (epochs is None):
+        raise ValueError("give exactly one of steps or epochs")
+    if steps is not None:
+        return int(steps)
+    return int(math.ceil(epochs * math.ceil(num_data / batch_size)))
+
+
+def fit(
+    model,
+    x: torch.Tensor,
+    *,
+    elbo: str = "Trace_ELBO",
+    max_plate_nesting: int = 1,
+    steps: int | None = None,
+    epochs: float | None = None,
+    batch_size: int | None = None,
+    lr: float = 1e-3,
+    clip_norm: float | None = None,
+    num_particles: int = 1,
+    seed: int | None = None,
+    checkpoint: str | Path | None = None,
+    resume: bool = False,
+    meta: dict | None = None,
+    log_every: int | None = None,
+    progress: bool = True,
+) -> TrainResult:
+    """Train ``model`` (a :class:`models.ZooModel`) on ``x`` by SVI; see the module docstring.
+
+    ``x`` must already be on the model's device. With ``checkpoint`` a checkpoint is written
+    at every log point and at the end; ``resume`` continues from it. A non-finite loss stops
+    training with :class:`TrainingDiverged`, leaving the last good checkpoint in place.
+    """
+    model.check_data(x)
+    if seed is not None:
+        pyro.set_rng_seed(seed)
+    num_data = x.shape[0]
+    batch_size = min(batch_size or num_data, num_data)
+    batches_per_epoch = math.ceil(num_data / batch_size)
+    total = _total_steps(num_data, batch_size, steps, epochs)
+    log_every = log_every or min(batches_per_epoch, 100) if batch_size < num_data else log_every or 25
+    loss_fn = make_elbo(elbo, max_plate_nesting, num_particles).differentiable_loss
+    optimizer = torch.optim.Adam(model.parameters(), lr=lr)
+    result = TrainResult(checkpoint=Path(checkpoint) if checkpoint else None)
+    if resume:
+        result.step, result.losses = _restore(checkpoint, model, optimizer)
+    state_meta = {**(meta or {}), "elbo": elbo, "lr": lr, "batch_size": batch_size}
+
+    def save():
+        if checkpoint:
+            save_checkpoint(checkpoint, {
+                **state_meta,
+                "model_state": model.state_dict(),
+                "optimizer_state": optimizer.state_dict(),
+                "step": result.step,
+                "losses": result.losses,
+                "rng_state": torch.get_rng_state(),
+            })
+
+    pending: list[torch.Tensor] = []
+    order = None
+    start = time.perf_counter()
+    bar = tqdm(total=total, initial=result.step, disable=not progress, unit="step", dynamic_ncols=True)
+    model.train()
+    while result.step < total:
+        position = result.step % batches_per_epoch
+        if batch_size < num_data:
+            if order is None or position == 0:
+                order = torch.randperm(num_data, device=x.device)
+            batch = x[order[position * batch_size:(position + 1) * batch_size]]
+            kwargs = {"num_data": num_data}
+        else:
+            batch, kwargs = x, {}
+        loss = loss_fn(model.model, model.guide, model.preprocess(batch), **kwargs)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if clip_norm:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), clip_norm)
+        optimizer.step()
+        pending.append(loss.detach() / num_data)
+        result.step += 1
+        if len(pending) == log_every or result.step == total:
+            values = torch.stack(pending).tolist()
+            pending.clear()
+            _guard(values, result, checkpoint)
+            result.losses.extend(values)
+            bar.update(len(values))
+            bar.set_postfix(loss=f"{sum(values) / len(values):.4f}")
+            save()
+    bar.close()
+    model.eval()
+    result.seconds = time.perf_counter() - start
+    return result
+
+
+def _guard(values: list[float], result: TrainResult, checkpoint) -> None:
+    for offset, value in enumerate(values):
+        if not math.isfinite(value):
+            kept = f"; the last good checkpoint is kept at {checkpoint}" if checkpoint else ""
+            raise TrainingDiverged(
+                f"loss became {value} at step {result.step - len(values) + offset + 1}; "
+                f"lower the learning rate (--lr) or clip gradients (--clip-norm){kept}"
+            )
+
+
+def _restore(checkpoint, model, optimizer) -> tuple[int, list[float]]:
+    if not checkpoint:
+        raise ValueError("resume needs a checkpoint path")
+    state = load_checkpoint(checkpoint)
+    model.load_state_dict(state["model_state"])
+    optimizer.load_state_dict(state["optimizer_state"])
+    torch.set_rng_state(state["rng_state"])
+    return state["step"], list(state["losses"])

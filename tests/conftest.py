@@ -1,0 +1,32 @@
+"""Shared test set-up: fixed seed, empty param store and validation on for every test.
+
+Set ``ZOO_TEST_DEVICE=cuda`` to rerun the whole suite on a GPU.
+"""
+
+from __future__ import annotations
+
+import os
+
+import matplotlib
+import pyro
+import pytest
+import torch
+
+matplotlib.use("Agg")
+
+TEST_DEVICE = torch.device(os.environ.get("ZOO_TEST_DEVICE", "cpu"))
+
+requires_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+
+
+@pytest.fixture(autouse=True)
+def _pyro_state():
+    pyro.set_rng_seed(0)
+    pyro.clear_param_store()
+    with pyro.validation_enabled(True):
+        yield
+
+
+@pytest.fixture
+def device() -> torch.device:
+    return TEST_DEVICE
