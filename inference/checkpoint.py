@@ -39,6 +39,6 @@ def load_checkpoint(path: Path, map_location="cpu") -> dict:
             f"checkpoint {path} is corrupt or not a zoo checkpoint ({type(err).__name__}); "
             "retrain or point --checkpoint at another file"
         ) from None
-    if not isinstance(state, dict) or "model_state" not in state or "model" not in state:
+    if not isinstance(state, dict) or "model_state" not in state:
         raise CheckpointError(f"{path} is not a zoo checkpoint; point --checkpoint at a file written by `zoo train`")
     return state

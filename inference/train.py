@@ -95,7 +95,8 @@ def fit(
     batch_size = min(batch_size or num_data, num_data)
     batches_per_epoch = math.ceil(num_data / batch_size)
     total = _total_steps(num_data, batch_size, steps, epochs)
-    log_every = log_every or min(batches_per_epoch, 100) if batch_size < num_data else log_every or 25
+    if log_every is None:
+        log_every = min(batches_per_epoch, 100) if batch_size < num_data else 25
     loss_fn = make_elbo(elbo, max_plate_nesting, num_particles).differentiable_loss
     optimizer = torch.optim.Adam(model.parameters(), lr=lr)
     result = TrainResult(checkpoint=Path(checkpoint) if checkpoint else None)
@@ -128,7 +129,7 @@ def fit(
             kwargs = {"num_data": num_data}
         else:
             batch, kwargs = x, {}
-        loss = loss_fn(model.model, model.guide, model.preprocess(batch), **kwargs)
+        loss = _loss(loss_fn, model, model.preprocess(batch), kwargs, result.step, checkpoint)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if clip_norm:
@@ -150,6 +151,22 @@ def fit(
     return result
 
 
+def _loss(loss_fn, model, batch, kwargs, step, checkpoint) -> torch.Tensor:
+    """The loss; after the first step, a distribution rejecting its (NaN) arguments under
+    validation means training diverged, and becomes :class:`TrainingDiverged`."""
+    try:
+        return loss_fn(model.model, model.guide, batch, **kwargs)
+    except ValueError as err:
+        finite = all(torch.isfinite(p).all() for p in model.parameters())
+        if step == 0 or (finite and "invalid values" not in str(err)):
+            raise
+        kept = f"; the last good checkpoint is kept at {checkpoint}" if checkpoint else ""
+        raise TrainingDiverged(
+            f"parameters became non-finite before step {step + 1}; lower the learning rate (--lr) "
+            f"or clip gradients (--clip-norm){kept}"
+        ) from err
+
+
 def _guard(values: list[float], result: TrainResult, checkpoint) -> None:
     for offset, value in enumerate(values):
         if not math.isfinite(value):
@@ -168,3 +185,12 @@ def _restore(checkpoint, model, optimizer) -> tuple[int, list[float]]:
     optimizer.load_state_dict(state["optimizer_state"])
     torch.set_rng_state(state["rng_state"])
     return state["step"], list(state["losses"])
+
+
+@torch.no_grad()
+def neg_elbo(model, x: torch.Tensor, elbo: str = "Trace_ELBO", max_plate_nesting: int = 1,
+             chunk: int = 10_000) -> float:
+    """Single-sample −ELBO of ``model`` on ``x`` in nats per data point (the training objective)."""
+    loss_fn = make_elbo(elbo, max_plate_nesting).differentiable_loss
+    total = sum(loss_fn(model.model, model.guide, x[i:i + chunk]).item() for i in range(0, len(x), chunk))
+    return total / len(x)

@@ -1,0 +1,147 @@
+"""Image data shared by the image models: MNIST (torchvision) and scikit-learn's 8x8 digits.
+
+Both come back as a :class:`models.DataSplit` whose ``x`` is a float32 tensor of shape
+``(N, D)`` with grey levels in [0, 1] (one row per image, pixels in row-major order) and whose
+``y`` is the int64 digit label of shape ``(N,)``:
+
+* ``"mnist"``: LeCun et al. (1998), 60000 train / 10000 test images of 28x28, so D = 784,
+  read once from the four raw IDX files under ``<data_dir>/MNIST/raw/`` (torchvision layout),
+  scaled by 1/255. The files are downloaded only when absent.
+* ``"digits"``: the UCI 8x8 digits shipped with scikit-learn (Alpaydin & Kaynak, 1998), 1797
+  images of 8x8 with 17 grey levels, so D = 64, scaled by 1/16. Embedded and offline; a fixed
+  split (a seed-0 permutation, last fifth as test) gives 1438 train / 359 test images.
+
+Which data set :func:`load_data` gives when ``data`` is None: ``"digits"`` in smoke mode (the
+data set the small smoke models are built for; ``data_dir`` is then ignored) and ``"mnist"``
+otherwise, read from ``data_dir`` (default ``$ZOO_DATA_DIR`` or ``./data``). A named ``data``
+always wins.
+
+:func:`binarize` draws x_b ~ Bernoulli(x) with a fixed generator: the fixed binarised test sets
+of binary-likelihood models are made with it once, while their training minibatches are
+binarised afresh at every step (dynamic binarisation).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from models.base import DataError, DataSplit
+
+DATA_SETS = ("digits", "mnist")
+MNIST_SMOKE_SIZES = {"train": 2000, "test": 500}
+DIGITS_TEST_FRACTION = 0.2
+
+
+def default_data_dir() -> Path:
+    """Where MNIST is looked for (and downloaded to) when no ``data_dir`` is given."""
+    return Path(os.environ.get("ZOO_DATA_DIR", "data"))
+
+
+def _check_split(split: str) -> None:
+    if split not in ("train", "test"):
+        raise DataError(f"unknown split {split!r}; use 'train' or 'test'")
+
+
+def _missing_mnist(data_dir: Path) -> DataError:
+    return DataError(
+        f"MNIST not found under {data_dir} and it could not be downloaded; pass --data-dir "
+        "pointing at a folder with MNIST/raw/ (e.g. ../shared/data) or connect to the network"
+    )
+
+
+def load_mnist(split: str, data_dir: str | Path, download: bool = True) -> DataSplit:
+    """MNIST ``split`` from ``<data_dir>/MNIST/raw``: ``x`` (N, 784) in [0, 1], ``y`` (N,).
+
+    The IDX files are read once into uint8 tensors (no per-item transform, no DataLoader).
+    When they are absent a download is tried if ``download``; failing that, :class:`DataError`.
+    """
+    _check_split(split)
+    from torchvision.datasets import MNIST
+
+    root = Path(data_dir).expanduser()
+    train = split == "train"
+    try:
+        dataset = MNIST(root=root, train=train, download=False)
+    except RuntimeError:
+        if not download:
+            raise _missing_mnist(root) from None
+        try:
+            dataset = MNIST(root=root, train=train, download=True)
+        except (RuntimeError, OSError) as err:
+            raise _missing_mnist(root) from err
+    x = dataset.data.reshape(len(dataset.data), -1).to(torch.float32) / 255.0
+    return DataSplit(
+        x=x,
+        y=dataset.targets.to(torch.int64),
+        source=f"MNIST {split} ({len(x)} images of 28x28) from {root / 'MNIST' / 'raw'}",
+        info={"data": "mnist", "image_shape": (28, 28), "split": split},
+    )
+
+
+def load_digits(split: str) -> DataSplit:
+    """scikit-learn's 8x8 digits, ``split`` of a fixed 80/20 split: ``x`` (N, 64) in [0, 1]."""
+    _check_split(split)
+    from sklearn.datasets import load_digits as sklearn_digits
+
+    bunch = sklearn_digits()
+    order = np.random.RandomState(0).permutation(len(bunch.target))
+    num_test = int(round(DIGITS_TEST_FRACTION * len(order)))
+    rows = order[:-num_test] if split == "train" else order[-num_test:]
+    x = torch.as_tensor(bunch.data[rows] / 16.0, dtype=torch.float32)
+    return DataSplit(
+        x=x,
+        y=torch.as_tensor(bunch.target[rows], dtype=torch.int64),
+        source=f"scikit-learn 8x8 digits {split} ({len(x)} images of 8x8)",
+        info={"data": "digits", "image_shape": (8, 8), "split": split},
+    )
+
+
+def binarize(x: torch.Tensor, seed: int = 0) -> torch.Tensor:
+    """x_b ~ Bernoulli(x) elementwise, drawn with a generator seeded by ``seed``; same shape."""
+    generator = torch.Generator(device=x.device).manual_seed(seed)
+    return torch.bernoulli(x, generator=generator)
+
+
+def data_name(data: str | None = None, smoke: bool = False) -> str:
+    """The data set :func:`load_data` reads: ``data`` if given, else digits in smoke mode, else MNIST."""
+    if data is None:
+        return "digits" if smoke else "mnist"
+    name = str(data).lower()
+    if name not in DATA_SETS:
+        raise DataError(f"unknown image data set {data!r}; choose one of {', '.join(DATA_SETS)}")
+    return name
+
+
+def load_data(
+    split: str,
+    data_dir: str | Path | None = None,
+    data: str | None = None,
+    smoke: bool = False,
+    binarize_test: bool = False,
+) -> DataSplit:
+    """Grey images of ``split`` (see the module docstring for which data set is chosen).
+
+    ``smoke`` keeps the first 2000 train / 500 test MNIST images (the digits are small already).
+    ``binarize_test`` replaces the test images by one fixed draw of :func:`binarize` (seed 0).
+    """
+    name = data_name(data, smoke)
+    if name == "digits":
+        split_data = load_digits(split)
+    else:
+        split_data = load_mnist(split, default_data_dir() if data_dir is None else data_dir)
+        if smoke:
+            size = MNIST_SMOKE_SIZES[split]
+            split_data = DataSplit(split_data.x[:size], split_data.y[:size],
+                                   f"{split_data.source}, first {size}", split_data.info)
+    if binarize_test and split == "test":
+        split_data.x = binarize(split_data.x)
+        split_data.source += ", binarised once (Bernoulli draw, seed 0)"
+        split_data.info["binarised"] = "fixed, seed 0"
+    return split_data
+
+
+__all__ = sorted(["binarize", "data_name", "default_data_dir", "load_data", "load_digits", "load_mnist"])

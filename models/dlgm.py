@@ -1,0 +1,327 @@
+"""Deep latent Gaussian model (DLGM) with a 1- or 2-dimensional latent and exact log p(x).
+
+Generative story (course slides, "Modelos gaussianos profundos": an infinite mixture of
+Gaussians; Rezende, Mohamed & Wierstra 2014; Kingma & Welling 2014):
+
+    z ~ N(0, I_d),                          d = latent_dim in {1, 2}
+    x | z ~ N(mu_theta(z), Sigma_theta(z)),   x in R^D, D = data_dim (2 in the slides)
+
+The "seed" decoder is the slides' example, theta = (A, B, c, d):
+
+    mu_theta(z)    = sigmoid(A z + c)                A: (D, d), c: (D,)
+    Sigma_theta(z) = diag(exp(sigmoid(B z + d)))     B: (D, d), d: (D,)
+
+so every coordinate of x has conditional mean in (0, 1) and conditional variance in (1, e);
+p(x) is a continuous mixture of such Gaussians. The "mlp" decoder replaces both networks by one
+tanh MLP z -> (loc, log_scale), each of shape (D,).
+
+Guide (amortised, mean field): q_phi(z | x) = N(m_phi(x), diag(s_phi(x)^2)), with
+(m_phi, log(exp(s_phi) - 1)) = MLP(x) (one tanh hidden layer of ``guide_hidden`` units).
+
+Exact references (the latent is at most 2-dimensional):
+
+* log p(x) = log integral N(z; 0, I) p(x | z) dz by the trapezoid rule on a uniform grid over
+  [-z_max, z_max]^d (1601 nodes for d = 1, 321^2 for d = 2, z_max = 8). The integrand is smooth
+  and its tails are dominated by the prior, so the rule converges geometrically in the grid size;
+  refining the grid changes log p(x) by < 1e-5 nats (tests/test_dlgm.py).
+* ELBO(x) = E_q[log p(x, z) - log q(z | x)] by Gauss-Hermite quadrature in q's own coordinates
+  z = m + s * xi, xi ~ N(0, I) (exact for the quadratic terms, 64 nodes per latent dimension), and
+  KL(q(z | x) || p(z | x)) = log p(x) - ELBO(x).
+
+Default data: 4000 draws (2000 train, 2000 test; seed 0) from the seed decoder with d = 1 and the
+fixed parameters TRUE_A, TRUE_B, TRUE_C, TRUE_D below; ``true_model()`` builds that model.
+
+Shapes: x is (N, D); inside an outer particles plate z is (k, N, d); ``exact_log_prob``,
+``elbo_quadrature`` and ``posterior_kl`` return (N,).
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pyro
+import pyro.distributions as dist
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from models import ModelSpec
+from models.base import DataError, DataSplit, ZooModel
+
+#: true decoder of the default data (D = 2, d = 1): mu(z) = sigmoid(TRUE_A z + TRUE_C) moves
+#: from (0, 1) to (1, 0) as z goes from -inf to +inf ...
+TRUE_A = ((4.0,), (-4.0,))
+#: ... and Sigma(z) = diag(exp(sigmoid(TRUE_B z + TRUE_D))) grows from about I to about e I.
+TRUE_B = ((3.0,), (3.0,))
+TRUE_C = (0.5, -0.5)
+TRUE_D = (-1.0, 1.0)
+
+DATA_SEED = 0
+NUM_TRAIN = 2000
+NUM_TEST = 2000
+NUM_SMOKE = 256
+GRID_SIZE = {1: 1601, 2: 321}
+HERMITE_NODES = {1: 64, 2: 32}
+Z_MAX = 8.0
+
+
+class DLGM(ZooModel):
+    """z ~ N(0, I_d), x | z ~ N(mu(z), Sigma(z)); see the module docstring."""
+
+    def __init__(
+        self,
+        data_dim: int = 2,
+        latent_dim: int = 1,
+        decoder: str = "seed",
+        guide_hidden: int = 32,
+        decoder_hidden: int = 32,
+    ):
+        super().__init__()
+        if decoder not in ("seed", "mlp"):
+            raise ValueError(f"unknown decoder {decoder!r}; choose 'seed' or 'mlp'")
+        self.data_dim = data_dim
+        self.latent_dim = latent_dim
+        self.decoder = decoder
+        self.event_shape = (data_dim,)
+        if decoder == "seed":
+            self.A = nn.Parameter(0.5 * torch.randn(data_dim, latent_dim))
+            self.B = nn.Parameter(0.5 * torch.randn(data_dim, latent_dim))
+            self.c = nn.Parameter(torch.zeros(data_dim))
+            self.d = nn.Parameter(torch.zeros(data_dim))
+        else:
+            self.net = nn.Sequential(
+                nn.Linear(latent_dim, decoder_hidden), nn.Tanh(), nn.Linear(decoder_hidden, 2 * data_dim)
+            )
+        self.encoder = nn.Sequential(
+            nn.Linear(data_dim, guide_hidden), nn.Tanh(), nn.Linear(guide_hidden, 2 * latent_dim)
+        )
+
+    def decode(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(loc, scale) of p(x | z), each (..., D), for z of shape (..., d)."""
+        if self.decoder == "seed":
+            loc = torch.sigmoid(z @ self.A.T + self.c)
+            # scale = Sigma^{1/2} = exp(sigmoid(B z + d) / 2)
+            scale = torch.exp(0.5 * torch.sigmoid(z @ self.B.T + self.d))
+            return loc, scale
+        loc, log_scale = self.net(z).chunk(2, dim=-1)
+        return loc, log_scale.exp()
+
+    def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(m, s) of q(z | x) = N(m, diag(s^2)), each (..., d), for x of shape (..., D)."""
+        loc, raw_scale = self.encoder(x).chunk(2, dim=-1)
+        return loc, F.softplus(raw_scale) + 1e-4
+
+    def prior(self, like: torch.Tensor) -> dist.Distribution:
+        return dist.Normal(like.new_zeros(self.latent_dim), like.new_ones(self.latent_dim)).to_event(1)
+
+    def model(self, x: torch.Tensor, num_data: int | None = None):
+        with self.data_plate(x, num_data):
+            z = pyro.sample("z", self.prior(x))
+            loc, scale = self.decode(z)
+            pyro.sample("x", dist.Normal(loc, scale).to_event(1), obs=x)
+
+    def guide(self, x: torch.Tensor, num_data: int | None = None):
+        with self.data_plate(x, num_data):
+            loc, scale = self.encode(x)
+            pyro.sample("z", dist.Normal(loc, scale).to_event(1))
+
+    def log_joint(self, x: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        """log p(x, z) = log N(z; 0, I) + log N(x; mu(z), Sigma(z)); x (..., D), z (..., d) -> (...)."""
+        loc, scale = self.decode(z)
+        return self.prior(z).log_prob(z) + dist.Normal(loc, scale).log_prob(x).sum(-1)
+
+    def sample(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
+        """n ancestral draws of x, shape (n, D)."""
+        device = self.device
+        with torch.no_grad():
+            z = torch.randn(n, self.latent_dim, generator=generator, device=device)
+            loc, scale = self.decode(z)
+            return loc + scale * torch.randn(n, self.data_dim, generator=generator, device=device)
+
+    def _check_quadrature(self):
+        if self.latent_dim > 2:
+            raise NotImplementedError(
+                f"quadrature over z needs latent_dim <= 2 (this model has {self.latent_dim}); "
+                "use the importance-sampling estimate of log p(x) instead"
+            )
+
+    def _grid(self, like: torch.Tensor, grid_size: int | None, z_max: float):
+        """Nodes z (G, d) and log weights (G,) of the trapezoid rule for integral N(z; 0, I) f(z) dz."""
+        size = grid_size or GRID_SIZE[self.latent_dim]
+        axis = torch.linspace(-z_max, z_max, size, dtype=like.dtype, device=like.device)
+        z = axis[:, None] if self.latent_dim == 1 else torch.cartesian_prod(axis, axis)
+        # the end nodes carry weight h/2, but N(+-z_max; 0, 1) is negligible there
+        log_h = math.log(2 * z_max / (size - 1))
+        return z, self.latent_dim * log_h + self.prior(z).log_prob(z)
+
+    def _hermite(self, like: torch.Tensor, num_nodes: int | None):
+        """Nodes xi (H, d) and log weights (H,) with sum_h w_h f(xi_h) ~ E_{xi ~ N(0, I)} f(xi)."""
+        nodes, weights = np.polynomial.hermite_e.hermegauss(num_nodes or HERMITE_NODES[self.latent_dim])
+        nodes = torch.as_tensor(nodes, dtype=like.dtype, device=like.device)
+        log_w = torch.as_tensor(np.log(weights / math.sqrt(2 * math.pi)), dtype=like.dtype, device=like.device)
+        if self.latent_dim == 1:
+            return nodes[:, None], log_w
+        return torch.cartesian_prod(nodes, nodes), torch.cartesian_prod(log_w, log_w).sum(-1)
+
+    @torch.no_grad()
+    def exact_log_prob(self, x: torch.Tensor, grid_size: int | None = None, z_max: float = Z_MAX) -> torch.Tensor:
+        """log p(x) = log integral N(z; 0, I) p(x | z) dz by the trapezoid rule, shape (N,)."""
+        self._check_quadrature()
+        z, log_w = self._grid(x, grid_size, z_max)
+        loc, scale = self.decode(z)
+        rows = max(1, 2**22 // (z.shape[0] * self.data_dim))
+        parts = []
+        for chunk in x.split(rows):
+            log_lik = dist.Normal(loc, scale).log_prob(chunk[:, None, :]).sum(-1)
+            parts.append(torch.logsumexp(log_lik + log_w, dim=-1))
+        return torch.cat(parts)
+
+    @torch.no_grad()
+    def elbo_quadrature(self, x: torch.Tensor, num_nodes: int | None = None) -> torch.Tensor:
+        """ELBO(x) = E_q[log p(x, z) - log q(z | x)] by Gauss-Hermite quadrature, shape (N,)."""
+        self._check_quadrature()
+        xi, log_w = self._hermite(x, num_nodes)
+        m, s = self.encode(x)
+        z = m[:, None, :] + s[:, None, :] * xi
+        log_q = dist.Normal(m[:, None, :], s[:, None, :]).log_prob(z).sum(-1)
+        return (log_w.exp() * (self.log_joint(x[:, None, :], z) - log_q)).sum(-1)
+
+    def posterior_kl(self, x: torch.Tensor) -> torch.Tensor:
+        """KL(q(z | x) || p(z | x)) = log p(x) - ELBO(x), both by quadrature, shape (N,)."""
+        return self.exact_log_prob(x) - self.elbo_quadrature(x)
+
+    @torch.no_grad()
+    def posterior_density(self, x: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        """p(z | x) = p(x, z) / p(x) for x (N, D) at nodes z (G, d), shape (N, G)."""
+        return (self.log_joint(x[:, None, :], z) - self.exact_log_prob(x)[:, None]).exp()
+
+    def metrics(self, data: DataSplit) -> dict:
+        if self.latent_dim > 2:
+            return {}
+        x = data.x.to(self.device)
+        return {
+            "exact_log_prob_nats": float(self.exact_log_prob(x).mean()),
+            "elbo_quadrature_nats": float(self.elbo_quadrature(x).mean()),
+            "posterior_kl_nats": float(self.posterior_kl(x).mean()),
+        }
+
+    def figures(self, data: DataSplit, out_dir: Path) -> dict[str, Path]:
+        from matplotlib.figure import Figure
+
+        out_dir = Path(out_dir)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        x = data.x[:2000].to(self.device)
+        paths = {"data vs model samples": out_dir / "dlgm_samples.png"}
+        fig = _scatter_figure(Figure(figsize=(9, 4.2)), x.cpu(), self.sample(x.shape[0]).cpu())
+        fig.savefig(paths["data vs model samples"], dpi=110)
+        if self.latent_dim == 1:
+            paths["posterior vs guide"] = out_dir / "dlgm_posterior.png"
+            fig = self._posterior_figure(Figure(figsize=(10, 3)), x)
+            fig.savefig(paths["posterior vs guide"], dpi=110)
+        return paths
+
+    def _posterior_figure(self, fig, x: torch.Tensor):
+        order = torch.argsort(x[:, 0] - x[:, -1])
+        picks = x[order[torch.linspace(0, x.shape[0] - 1, 4).round().long()]]
+        z = torch.linspace(-4, 4, 401, device=x.device)[:, None]
+        exact = self.posterior_density(picks, z).cpu()
+        with torch.no_grad():
+            m, s = self.encode(picks)
+            guide = dist.Normal(m, s).log_prob(z[:, None, :]).squeeze(-1).exp().T.cpu()
+        axes = fig.subplots(1, 4, sharey=True)
+        for i, ax in enumerate(axes):
+            ax.plot(z[:, 0].cpu(), exact[i], label="p(z|x) (quadrature)")
+            ax.plot(z[:, 0].cpu(), guide[i], "--", label="q(z|x) (guide)")
+            ax.set_title("x = (" + ", ".join(f"{v:.2f}" for v in picks[i].tolist()) + ")", fontsize=9)
+            ax.set_xlabel("z")
+        axes[0].legend(fontsize=8)
+        fig.tight_layout()
+        return fig
+
+
+def _scatter_figure(fig, data: torch.Tensor, samples: torch.Tensor):
+    axes = fig.subplots(1, 2, sharex=True, sharey=True)
+    for ax, values, title in zip(axes, (data, samples), ("data", "model samples"), strict=True):
+        if values.shape[1] >= 2:
+            ax.scatter(values[:, 0], values[:, 1], s=3, alpha=0.4)
+            ax.set_xlabel("x1")
+            ax.set_ylabel("x2")
+        else:
+            ax.hist(values[:, 0].numpy(), bins=60, density=True)
+            ax.set_xlabel("x1")
+        ax.set_title(title)
+    fig.tight_layout()
+    return fig
+
+
+def true_model() -> DLGM:
+    """The seed-decoder DLGM (D = 2, d = 1) with the fixed parameters TRUE_A, TRUE_B, TRUE_C, TRUE_D."""
+    model = DLGM(data_dim=2, latent_dim=1, decoder="seed")
+    with torch.no_grad():
+        model.A.copy_(torch.tensor(TRUE_A))
+        model.B.copy_(torch.tensor(TRUE_B))
+        model.c.copy_(torch.tensor(TRUE_C))
+        model.d.copy_(torch.tensor(TRUE_D))
+    return model.eval()
+
+
+def build(**hparams) -> DLGM:
+    return DLGM(**hparams)
+
+
+def load_data(split: str, data_dir=None, data: str | None = None, smoke: bool = False) -> DataSplit:
+    """Draws from ``true_model()`` (data=None or "synthetic") or rows of a CSV file (data="<path>.csv").
+
+    A CSV holds one data point per row, D numeric columns, optional header; its rows are shuffled
+    with seed 0 and split 80 % train / 20 % test.
+    """
+    if split not in ("train", "test"):
+        raise DataError(f"unknown split {split!r}; use 'train' or 'test'")
+    if data in (None, "synthetic"):
+        generator = torch.Generator().manual_seed(DATA_SEED)
+        x = true_model().sample(NUM_TRAIN + NUM_TEST, generator=generator)
+        x = x[:NUM_TRAIN] if split == "train" else x[NUM_TRAIN:]
+        source = "synthetic: seed decoder with TRUE_A, TRUE_B, TRUE_C, TRUE_D (models/dlgm.py)"
+    elif str(data).endswith(".csv"):
+        x = _csv_split(Path(data), split)
+        source = str(data)
+    else:
+        raise DataError(f"unknown data {data!r} for dlgm; use 'synthetic' or a path ending in .csv")
+    if smoke:
+        x = x[:NUM_SMOKE]
+    return DataSplit(x=x, source=source, info={"split": split, "num_data": x.shape[0]})
+
+
+def _csv_split(path: Path, split: str) -> torch.Tensor:
+    if not path.is_file():
+        raise DataError(f"CSV file {path} not found; pass an existing file with data=<path>.csv")
+    try:
+        values = np.loadtxt(path, delimiter=",", ndmin=2, dtype=np.float32)
+    except ValueError:
+        try:
+            values = np.loadtxt(path, delimiter=",", ndmin=2, dtype=np.float32, skiprows=1)
+        except ValueError as error:
+            raise DataError(
+                f"{path} is not a numeric CSV ({error}); write one data point per row, comma-separated"
+            ) from None
+    if values.shape[0] < 2:
+        raise DataError(f"{path} has fewer than 2 rows; a train/test split needs at least 2 data points")
+    order = np.random.default_rng(0).permutation(values.shape[0])
+    cut = max(1, int(round(0.8 * values.shape[0])))
+    rows = order[:cut] if split == "train" else order[cut:]
+    return torch.from_numpy(values[rows])
+
+
+SPEC = ModelSpec(
+    name="dlgm",
+    description="Deep latent Gaussian model of the slides (sigmoid/exp decoder), exact log p(x) by quadrature",
+    build=build,
+    load_data=load_data,
+    hparams={"data_dim": 2, "latent_dim": 1, "decoder": "seed", "guide_hidden": 32, "decoder_hidden": 32},
+    train={"steps": 3000, "batch_size": None, "lr": 1e-2},
+    smoke_hparams={"guide_hidden": 16},
+    smoke_train={"steps": 50},
+    elbo="Trace_ELBO",
+)

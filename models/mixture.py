@@ -1,0 +1,456 @@
+r"""Gaussian mixture with K components in D dimensions, assignments summed out by enumeration.
+
+Generative story (seed 000, "Ejemplo 2: mezcla de gaussianas"; Bishop 2006, section 9.2)::
+
+    z_n ~ Categorical(w)                      w in the (K-1)-simplex
+    x_n | z_n = k ~ N(mu_k, Sigma_k)          x_n in R^D,  n = 1..N
+
+    p(x_n) = sum_k w_k N(x_n; mu_k, Sigma_k)
+    log p(x_n) = logsumexp_k [log w_k + log N(x_n; mu_k, Sigma_k)]
+
+``Sigma_k`` is full (``covariance="full"``, Sigma_k = L_k L_k^T with L_k lower triangular) or
+diagonal (``covariance="diag"``, Sigma_k = diag(s_k^2)). All mixture parameters are point
+estimates (``nn.Parameter``s); the site ``"assignment"`` is enumerated in parallel and the
+guide is empty, so ``TraceEnum_ELBO`` equals the exact marginal log-likelihood and SVI is
+gradient ascent on log p(x) (the seed's second training route besides EM).
+
+Parameters live in standardised coordinates u = (x - shift) / scale, where ``shift`` and
+``scale`` (buffers, shape (D,)) are the mean and standard deviation of the data seen by
+:meth:`MixtureModel.initialise`; this makes one Adam learning rate fit any data units::
+
+    mu_k = shift + scale * locs_k        L_k = diag(scale) transform_to(lower_cholesky)(raw_k)
+
+Shapes: ``x`` (N, D); ``weights`` (K,); ``locs`` (K, D); ``scale_tril`` and ``covariances``
+(K, D, D); ``posterior(x)`` (N, K); ``exact_log_prob(x)`` (N,); ``sample(n)`` (n, D).
+
+Initialisation: the first call of ``model(x)`` on an uninitialised module runs
+``initialise(x)`` under ``torch.no_grad()``: k-means (scikit-learn ``KMeans``, k-means++ seeding,
+3 restarts) on the standardised batch, then weights, means and covariances from the hard
+assignment (covariances shrunk towards the identity in standardised units so that tiny clusters
+stay positive definite). The boolean buffer ``initialised`` is saved in checkpoints, so a
+resumed run is not re-initialised. When the first batch is a minibatch, the estimates come from
+that minibatch (an unbiased subsample) and SVI refines them.
+
+Data sets (``load_data(data=...)``): ``"cats"`` (default) the seed's cat weights in kg, 1-D,
+K=2 (:data:`CATS`); ``"synthetic2d"`` 2-D, K=3 (:data:`SYNTHETIC2D`); or a path to a numeric
+CSV file (header optional), split 80/20 into train/test by a fixed permutation.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pyro
+import pyro.distributions as dist
+import torch
+from torch import nn
+from torch.distributions import constraints, transform_to
+
+from models import ModelSpec
+from models.base import DataError, DataSplit, ZooModel
+
+#: Cat weights in kg (seed 000): z = 0 female N(4.0, 0.5^2), z = 1 male N(5.5, 0.7^2), P(male) = 0.45.
+CATS = {
+    "weights": np.array([0.55, 0.45]),
+    "locs": np.array([[4.0], [5.5]]),
+    "covariances": np.array([[[0.5**2]], [[0.7**2]]]),
+}
+
+#: Three correlated 2-D Gaussians, well separated (Mahalanobis distances between means > 4).
+SYNTHETIC2D = {
+    "weights": np.array([0.5, 0.3, 0.2]),
+    "locs": np.array([[-3.0, 0.0], [3.0, 1.0], [0.0, 5.0]]),
+    "covariances": np.array([
+        [[1.0, 0.5], [0.5, 1.0]],
+        [[0.8, -0.3], [-0.3, 0.5]],
+        [[0.6, 0.0], [0.0, 1.5]],
+    ]),
+}
+
+DATASETS = {"cats": CATS, "synthetic2d": SYNTHETIC2D}
+
+#: Data points per split (train and test are disjoint draws from one seeded stream).
+SIZES = {"full": 2000, "smoke": 200}
+DATA_SEED = 20240
+
+
+def true_parameters(name: str) -> dict[str, np.ndarray]:
+    """Generating parameters of a synthetic data set: weights (K,), locs (K, D), covariances (K, D, D)."""
+    if name not in DATASETS:
+        raise DataError(f"no true parameters for {name!r}; choose one of {', '.join(DATASETS)}")
+    return {key: value.copy() for key, value in DATASETS[name].items()}
+
+
+class MixtureModel(ZooModel):
+    """Gaussian mixture; see the module docstring for the maths, shapes and initialisation."""
+
+    def __init__(self, num_components: int = 2, dim: int = 1, covariance: str = "full"):
+        super().__init__()
+        if covariance not in ("full", "diag"):
+            raise ValueError(f"covariance must be 'full' or 'diag', got {covariance!r}")
+        self.num_components = int(num_components)
+        self.dim = int(dim)
+        self.covariance = covariance
+        self.event_shape = (self.dim,)
+        k, d = self.num_components, self.dim
+        self.weight_logits = nn.Parameter(torch.zeros(k))
+        self.unit_locs = nn.Parameter(torch.zeros(k, d))
+        if covariance == "full":
+            self.unit_scale_tril = nn.Parameter(torch.zeros(k, d, d))
+        else:
+            self.unit_log_scales = nn.Parameter(torch.zeros(k, d))
+        self.register_buffer("shift", torch.zeros(d))
+        self.register_buffer("scale", torch.ones(d))
+        self.register_buffer("initialised", torch.tensor(False))
+        self._ready = False
+
+    # --- parameters in data units -------------------------------------------------------
+    @property
+    def weights(self) -> torch.Tensor:
+        return self.weight_logits.softmax(-1)
+
+    @property
+    def locs(self) -> torch.Tensor:
+        return self.shift + self.scale * self.unit_locs
+
+    @property
+    def scales(self) -> torch.Tensor:
+        """Per-dimension standard deviations (K, D) of a diagonal model."""
+        return self.scale * self.unit_log_scales.exp()
+
+    @property
+    def scale_tril(self) -> torch.Tensor:
+        if self.covariance == "diag":
+            return self.scales.diag_embed()
+        # L_k = diag(scale) L_unit_k
+        return self.scale[:, None] * transform_to(constraints.lower_cholesky)(self.unit_scale_tril)
+
+    @property
+    def covariances(self) -> torch.Tensor:
+        tril = self.scale_tril
+        return tril @ tril.transpose(-1, -2)
+
+    def _component(self, index=None):
+        """N(mu_k, Sigma_k) for ``index`` (any shape), or all K components (batch shape (K,))."""
+        if self.covariance == "diag":
+            loc, scale = self.locs, self.scales
+            if index is not None:
+                loc, scale = loc[index], scale[index]
+            return dist.Normal(loc, scale).to_event(1)
+        loc, tril = self.locs, self.scale_tril
+        if index is not None:
+            loc, tril = loc[index], tril[index]
+        return dist.MultivariateNormal(loc, scale_tril=tril)
+
+    # --- Pyro programs ----------------------------------------------------------------------
+    def model(self, x: torch.Tensor, num_data: int | None = None):
+        """p(x, z); initialises the parameters from ``x`` on first use (see the module docstring)."""
+        if not self._ready:
+            self._ready = bool(self.initialised)
+            if not self._ready:
+                self.initialise(x)
+        self._mixture(x, num_data)
+
+    def _mixture(self, x: torch.Tensor, num_data: int | None = None):
+        with self.data_plate(x, num_data):
+            z = pyro.sample(
+                "assignment",
+                dist.Categorical(logits=self.weight_logits),
+                infer={"enumerate": "parallel"},
+            )
+            pyro.sample("x", self._component(z), obs=x)
+
+    def guide(self, x: torch.Tensor, num_data: int | None = None):
+        pass
+
+    # --- exact queries ----------------------------------------------------------------------
+    def joint_log_prob(self, x: torch.Tensor) -> torch.Tensor:
+        """log w_k + log N(x_n; mu_k, Sigma_k), shape (N, K)."""
+        return self.weight_logits.log_softmax(-1) + self._component().log_prob(x.unsqueeze(-2))
+
+    def exact_log_prob(self, x: torch.Tensor) -> torch.Tensor:
+        """log p(x_n) = logsumexp_k [log w_k + log N(x_n; mu_k, Sigma_k)], shape (N,)."""
+        return self.joint_log_prob(x).logsumexp(-1)
+
+    @torch.no_grad()
+    def posterior(self, x: torch.Tensor) -> torch.Tensor:
+        """Responsibilities p(z_n = k | x_n), shape (N, K), by Pyro's exact enumeration."""
+        elbo = pyro.infer.TraceEnum_ELBO(max_plate_nesting=1)
+        marginals = elbo.compute_marginals(self._mixture, self.guide, x)
+        return marginals["assignment"].probs
+
+    @torch.no_grad()
+    def sample(self, n: int) -> torch.Tensor:
+        """Ancestral draws: z ~ Categorical(w), x ~ N(mu_z, Sigma_z); shape (n, D)."""
+        z = dist.Categorical(logits=self.weight_logits).sample((n,))
+        return self._component(z).sample()
+
+    # --- initialisation and parameter setting ---------------------------------------------
+    @torch.no_grad()
+    def initialise(self, x: torch.Tensor) -> None:
+        """k-means on standardised ``x`` (N, D), then weights, means, covariances of the clusters."""
+        x = x.detach()
+        self.shift.copy_(x.mean(0))
+        std = x.std(0) if x.shape[0] > 1 else torch.ones_like(self.scale)
+        self.scale.copy_(torch.where(std > 0, std, torch.ones_like(std)))
+        units = (x - self.shift) / self.scale
+        labels = _kmeans_labels(units, self.num_components)
+        weights, locs, covs = _hard_assignment_moments(units, labels, self.num_components)
+        self._set_unit_parameters(weights, locs, covs)
+
+    @torch.no_grad()
+    def set_parameters(self, weights, locs, covariances) -> None:
+        """Set w (K,), mu (K, D) and Sigma (K, D, D) (or (K, D) variances when diagonal) in data units.
+
+        Marks the module as initialised, so training starts from these values.
+        """
+        like = self.unit_locs
+        weights, locs, covs = (torch.as_tensor(v, dtype=like.dtype, device=like.device)
+                               for v in (weights, locs, covariances))
+        if covs.dim() == 2:
+            covs = covs.diag_embed()
+        # Sigma_unit = diag(1/scale) Sigma diag(1/scale)
+        units = covs / (self.scale[:, None] * self.scale)
+        self._set_unit_parameters(weights, (locs - self.shift) / self.scale, units)
+
+    def _set_unit_parameters(self, weights, locs, covs) -> None:
+        self.weight_logits.copy_(weights.log() - weights.log().mean())
+        self.unit_locs.copy_(locs)
+        if self.covariance == "full":
+            tril = torch.linalg.cholesky(covs)
+            self.unit_scale_tril.copy_(transform_to(constraints.lower_cholesky).inv(tril))
+        else:
+            self.unit_log_scales.copy_(0.5 * covs.diagonal(dim1=-2, dim2=-1).log())
+        self.initialised.fill_(True)
+        self._ready = True
+
+    def _load_from_state_dict(self, *args, **kwargs):
+        self._ready = False
+        super()._load_from_state_dict(*args, **kwargs)
+
+    # --- reports ------------------------------------------------------------------------------
+    @torch.no_grad()
+    def metrics(self, data: DataSplit) -> dict:
+        x = data.x.to(self.device)
+        result = {
+            "log_lik_per_point": float(self.exact_log_prob(x).mean()),
+            "log_lik_unit": "nats per data point",
+            "weights": self.weights.tolist(),
+            "locs": self.locs.tolist(),
+        }
+        if data.y is not None and int(data.y.max()) < self.num_components:
+            result["assignment_accuracy"] = _matched_accuracy(self.posterior(x), data.y.to(x.device))
+        return result
+
+    @torch.no_grad()
+    def figures(self, data: DataSplit, out_dir: Path) -> dict[str, Path]:
+        """Histogram and fitted densities (1-D) or points coloured by responsibility with
+        means and 2-sigma ellipses (first two coordinates when D > 2)."""
+        from matplotlib.figure import Figure
+
+        out_dir = Path(out_dir)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        x = data.x.to(self.device)
+        fig = Figure(figsize=(6, 4.5))
+        ax = fig.add_subplot()
+        if self.dim == 1:
+            title = "Mixture: histogram and fitted component densities"
+            self._plot_1d(ax, x)
+        else:
+            title = "Mixture: responsibilities, means and 2-sigma ellipses"
+            self._plot_2d(ax, x)
+        ax.set_title(title, fontsize=10)
+        fig.tight_layout()
+        path = out_dir / "mixture_fit.png"
+        fig.savefig(path, dpi=110)
+        return {title: path}
+
+    def _plot_1d(self, ax, x):
+        values = x[:, 0].cpu().numpy()
+        ax.hist(values, bins=50, density=True, color="0.8", label="data")
+        grid = torch.linspace(float(values.min()), float(values.max()), 400, device=x.device)
+        # w_k N(x; mu_k, sigma_k^2) on the grid, shape (400, K)
+        parts = self.joint_log_prob(grid[:, None]).exp().cpu().numpy()
+        grid = grid.cpu().numpy()
+        for k in range(self.num_components):
+            ax.plot(grid, parts[:, k], label=f"component {k}")
+        ax.plot(grid, parts.sum(1), "k--", label="mixture")
+        ax.set_xlabel("x")
+        ax.set_ylabel("density")
+        ax.legend(fontsize=8)
+
+    def _plot_2d(self, ax, x):
+        from matplotlib import colormaps
+        from matplotlib.patches import Ellipse
+
+        palette = colormaps["tab10"](np.arange(self.num_components) % 10)[:, :3]
+        colours = np.clip(self.posterior(x).cpu().numpy() @ palette, 0, 1)
+        points = x[:, :2].cpu().numpy()
+        ax.scatter(points[:, 0], points[:, 1], c=colours, s=6, alpha=0.6, linewidths=0)
+        locs = self.locs[:, :2].cpu().numpy()
+        covs = self.covariances[:, :2, :2].cpu().numpy()
+        for k in range(self.num_components):
+            eigvals, eigvecs = np.linalg.eigh(covs[k])
+            angle = math.degrees(math.atan2(eigvecs[1, 1], eigvecs[0, 1]))
+            width, height = 4 * np.sqrt(np.maximum(eigvals[::-1], 0))
+            ax.add_patch(Ellipse(locs[k], width, height, angle=angle, fill=False,
+                                 color=palette[k], linewidth=2))
+        ax.scatter(locs[:, 0], locs[:, 1], c=palette, marker="x", s=80, linewidths=3)
+        ax.set_xlabel("x[0]")
+        ax.set_ylabel("x[1]")
+
+
+def _kmeans_labels(units: torch.Tensor, k: int) -> torch.Tensor:
+    """Hard k-means labels (N,) of the rows of ``units``; seeded from torch's global RNG."""
+    from sklearn.cluster import KMeans
+    from sklearn.exceptions import ConvergenceWarning
+
+    n = units.shape[0]
+    seed = int(torch.randint(0, 2**31 - 1, ()).item())
+    if n <= k:
+        return torch.arange(n, device=units.device) % k
+    with warnings.catch_warnings():
+        # duplicate points may leave fewer distinct clusters; the moments below cope with that
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        kmeans = KMeans(n_clusters=k, n_init=3, random_state=seed).fit(units.cpu().double().numpy())
+    return torch.as_tensor(kmeans.labels_, device=units.device, dtype=torch.long)
+
+
+def _hard_assignment_moments(units: torch.Tensor, labels: torch.Tensor, k: int):
+    """Weights (K,), means (K, D), covariances (K, D, D) of hard clusters in standardised units.
+
+    w_k = (n_k + 1) / (N + K); Sigma_k = (S_k + I) / (n_k + 1) with S_k the scatter matrix,
+    i.e. the cluster covariance shrunk towards the identity (positive definite for any n_k).
+    """
+    n, d = units.shape
+    onehot = nn.functional.one_hot(labels, k).to(units.dtype)  # (N, K)
+    counts = onehot.sum(0)
+    global_mean = units.mean(0)
+    means = (onehot.T @ units + global_mean) / (counts[:, None] + 1)
+    diff = units[:, None, :] - means  # (N, K, D)
+    scatter = torch.einsum("nk,nkd,nke->kde", onehot, diff, diff)
+    eye = torch.eye(d, dtype=units.dtype, device=units.device)
+    covs = (scatter + eye) / (counts[:, None, None] + 1)
+    weights = (counts + 1) / (n + k)
+    return weights, means, covs
+
+
+def _matched_accuracy(responsibilities: torch.Tensor, labels: torch.Tensor) -> float:
+    """Accuracy of argmax assignments under the best matching of components to labels."""
+    from scipy.optimize import linear_sum_assignment
+
+    k = responsibilities.shape[1]
+    predicted = responsibilities.argmax(1)
+    confusion = torch.zeros(k, k, device=labels.device)
+    confusion.index_put_((predicted, labels.long()), torch.ones_like(labels, dtype=confusion.dtype),
+                         accumulate=True)
+    rows, cols = linear_sum_assignment(-confusion.cpu().numpy())
+    return float(confusion[rows, cols].sum() / labels.numel())
+
+
+# --- data -------------------------------------------------------------------------------------
+def _draw(params: dict, n: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    z = rng.choice(len(params["weights"]), size=n, p=params["weights"])
+    chol = np.linalg.cholesky(params["covariances"])
+    noise = rng.standard_normal((n, params["locs"].shape[1]))
+    x = params["locs"][z] + np.einsum("nij,nj->ni", chol[z], noise)
+    return x, z
+
+
+def _synthetic(name: str, split: str, smoke: bool) -> DataSplit:
+    size = SIZES["smoke" if smoke else "full"]
+    x, z = _draw(DATASETS[name], 2 * SIZES["full"], np.random.default_rng(DATA_SEED))
+    offset = 0 if split == "train" else SIZES["full"]
+    part = slice(offset, offset + size)
+    k, d = DATASETS[name]["locs"].shape
+    return DataSplit(
+        torch.as_tensor(x[part], dtype=torch.float32),
+        torch.as_tensor(z[part], dtype=torch.long),
+        source=f"synthetic {name} (models.mixture.{name.upper()}, seed {DATA_SEED})",
+        info={"num_components": k, "dim": d},
+    )
+
+
+def read_csv(path: str | Path) -> np.ndarray:
+    """Rows of a numeric comma-separated file, shape (N, D); one header line is optional."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"CSV file {str(path)!r} does not exist; check the path given as data")
+    lines = [line for line in path.read_text().splitlines() if line.strip()]
+    if not lines:
+        raise DataError(f"CSV file {str(path)!r} is empty; give a file with one numeric row per point")
+    skip = 0 if _is_numeric_row(lines[0]) else 1
+    try:
+        values = np.loadtxt(lines[skip:], delimiter=",", ndmin=2, dtype=np.float64)
+    except ValueError as error:
+        raise DataError(
+            f"CSV file {str(path)!r} has a non-numeric or ragged row ({error}); "
+            "keep only numeric columns of equal length"
+        ) from None
+    if values.shape[0] == 0:
+        raise DataError(f"CSV file {str(path)!r} has a header but no data rows; add numeric rows")
+    if not np.isfinite(values).all():
+        raise DataError(f"CSV file {str(path)!r} contains NaN or infinite values; remove or impute them")
+    return values
+
+
+def _is_numeric_row(line: str) -> bool:
+    try:
+        [float(field) for field in line.split(",")]
+    except ValueError:
+        return False
+    return True
+
+
+def _csv(path: Path, split: str, smoke: bool) -> DataSplit:
+    values = read_csv(path)
+    order = np.random.default_rng(DATA_SEED).permutation(values.shape[0])
+    cut = int(round(0.8 * len(order))) if len(order) > 1 else 1
+    rows = order[:cut] if split == "train" else order[cut:]
+    if smoke:
+        rows = rows[: SIZES["smoke"]]
+    return DataSplit(
+        torch.as_tensor(values[np.sort(rows)], dtype=torch.float32),
+        source=f"CSV file {path}",
+        info={"dim": values.shape[1]},
+    )
+
+
+def load_data(split: str = "train", data_dir=None, data: str | None = None, smoke: bool = False) -> DataSplit:
+    """``split`` "train"/"test" of ``data``: "cats" (default), "synthetic2d", or a CSV path.
+
+    Synthetic sets: 2000 points per split (200 with ``smoke``), labels ``y`` = true component.
+    A CSV path is tried as given, then relative to ``data_dir``.
+    """
+    if split not in ("train", "test"):
+        raise DataError(f"split must be 'train' or 'test', got {split!r}")
+    data = data or "cats"
+    if data in DATASETS:
+        return _synthetic(data, split, smoke)
+    path = Path(data)
+    if not path.is_file() and data_dir is not None and (Path(data_dir) / path).is_file():
+        path = Path(data_dir) / path
+    if path.suffix.lower() != ".csv" and not path.is_file():
+        raise DataError(
+            f"unknown data set {data!r}; choose one of {', '.join(DATASETS)} or give a path to a .csv file"
+        )
+    return _csv(path, split, smoke)
+
+
+def build(num_components: int = 2, dim: int = 1, covariance: str = "full") -> MixtureModel:
+    return MixtureModel(num_components, dim, covariance)
+
+
+SPEC = ModelSpec(
+    name="mixture",
+    description="Gaussian mixture (seed's cat weights), assignments enumerated, fit by SVI",
+    build=build,
+    load_data=load_data,
+    hparams={"num_components": 2, "dim": 1, "covariance": "full"},
+    train={"steps": 500, "batch_size": None, "lr": 0.05},
+    smoke_train={"steps": 50},
+    elbo="TraceEnum_ELBO",
+)

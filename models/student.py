@@ -1,0 +1,601 @@
+r"""The student Bayesian network of Koller & Friedman, with Dirichlet priors on its CPDs.
+
+Five discrete variables (seed 000, "Redes bayesianas: ejemplo"): difficulty D and intelligence I
+(0 = low, 1 = high), grade G in {A, B, C} (coded 0, 1, 2), SAT score S and recommendation
+letter L (0/1), on the DAG D -> G <- I, I -> S, G -> L:
+
+    p(d, i, g, s, l) = p(d) p(i) p(g | i, d) p(s | i) p(l | g),
+
+so D ⊥ I, S ⊥ {D, G} | I and L ⊥ {I, D, S} | G. Each CPD row (one per parent configuration)
+is a probability vector θ; the true network (Koller & Friedman 2009, fig. 3.4) is
+
+    p(D) = [0.6, 0.4]           p(I) = [0.7, 0.3]
+    p(G | I=0, D=0) = [0.3, 0.4, 0.3]     p(G | I=0, D=1) = [0.05, 0.25, 0.7]
+    p(G | I=1, D=0) = [0.9, 0.08, 0.02]   p(G | I=1, D=1) = [0.5, 0.3, 0.2]
+    p(L | G=A) = [0.1, 0.9]   p(L | G=B) = [0.4, 0.6]   p(L | G=C) = [0.99, 0.01]
+    p(S | I=0) = [0.95, 0.05] p(S | I=1) = [0.2, 0.8]
+
+Learning (Bayesian, by SVI). Every CPD row is a global latent with a Dirichlet prior,
+θ_row ~ Dirichlet(α0 1) (α0 = ``prior_concentration``); the rows of one CPD form one site,
+``p_G`` of shape ``(2, 2, 3)`` indexed [i, d, g] (``Dirichlet(...).to_event(2)``), ``p_S``
+``(2, 2)`` [i, s], ``p_L`` ``(3, 2)`` [g, l], ``p_D`` and ``p_I`` ``(2,)``. Data points x_n =
+(d, i, g, s, l) sit in the data plate; an entry coded -1 is missing and becomes a latent
+``<name>_unobserved`` through ``pyro.sample(..., obs_mask=...)``, summed out exactly by
+TraceEnum_ELBO (parallel enumeration, set by ``poutine.infer_config`` because pyro 1.9's
+``_masked_observe`` drops a site's ``infer`` argument). The guide is mean-field over rows,
+q(θ_row) = Dirichlet(exp(u_row)) with unconstrained u (``log_concentration``). With complete
+data this family holds the exact posterior, Dirichlet(α0 + counts), so SVI should reach it.
+
+``init`` sets the starting guide: "truth" (default) makes the posterior means equal the table
+above, so ``query``/``exact_log_prob``/``sample`` answer for the true network before any
+training; "uniform" starts from uniform rows (for learning); "random" from rows drawn from
+Dirichlet(1) with a fixed seed (breaks the I-label symmetry when I is hidden). The starting
+concentration of every row sums to ``init_concentration``.
+
+Exact inference ignores Pyro: the joint table p(d, i, g, s, l), shape ``(2, 2, 3, 2, 2)``, is
+one ``torch.einsum`` of the CPD posterior means, and queries and log p(x) (with missing entries
+summed out) are sums over it. ``answer("I | G=C, S=1")`` -> ``{"I=0": 0.4217, "I=1": 0.5783}``.
+
+Data: ``x`` is a LongTensor of shape ``(N, 5)``, columns (D, I, G, S, L), -1 = missing.
+Reference: D. Koller, N. Friedman, Probabilistic Graphical Models, MIT Press 2009, sec. 3.2.
+"""
+
+from __future__ import annotations
+
+import csv
+import itertools
+import math
+import re
+from pathlib import Path
+
+import pyro
+import pyro.distributions as dist
+import torch
+from pyro import poutine
+from pyro.ops.indexing import Vindex
+from torch import nn
+
+from models import ModelSpec
+from models.base import DataError, DataSplit, ZooModel
+
+VARIABLES = ("D", "I", "G", "S", "L")
+CARDINALITY = {"D": 2, "I": 2, "G": 3, "S": 2, "L": 2}
+PARENTS = {"D": (), "I": (), "G": ("I", "D"), "S": ("I",), "L": ("G",)}
+LONG_NAMES = {"difficulty": "D", "intelligence": "I", "grade": "G", "sat": "S", "letter": "L"}
+GRADES = ("A", "B", "C")
+TRUE_CPDS = {
+    "D": [0.6, 0.4],
+    "I": [0.7, 0.3],
+    "G": [[[0.3, 0.4, 0.3], [0.05, 0.25, 0.7]], [[0.9, 0.08, 0.02], [0.5, 0.3, 0.2]]],
+    "S": [[0.95, 0.05], [0.2, 0.8]],
+    "L": [[0.1, 0.9], [0.4, 0.6], [0.99, 0.01]],
+}
+SIZES = {"train": 20_000, "test": 5_000}
+SMOKE_SIZE = 2_000
+SEEDS = {"train": 20_091, "test": 20_092}
+
+
+class QueryError(DataError):
+    """A query string or dict that names no valid event (a ValueError the CLI reports)."""
+
+
+def cpd_shape(name: str) -> tuple[int, ...]:
+    """Shape of a CPD table: parents' cardinalities, then the variable's own."""
+    return tuple(CARDINALITY[p] for p in PARENTS[name]) + (CARDINALITY[name],)
+
+
+def true_cpds(device=None, dtype=torch.float64) -> dict[str, torch.Tensor]:
+    """The Koller–Friedman CPDs as tensors of shape :func:`cpd_shape`."""
+    return {name: torch.tensor(TRUE_CPDS[name], device=device, dtype=dtype) for name in VARIABLES}
+
+
+def joint_table(cpds: dict[str, torch.Tensor]) -> torch.Tensor:
+    """p(d, i, g, s, l) = p(d) p(i) p(g|i,d) p(s|i) p(l|g), shape (2, 2, 3, 2, 2), float64."""
+    c = {name: table.double() for name, table in cpds.items()}
+    return torch.einsum("d,i,idg,is,gl->digsl", c["D"], c["I"], c["G"], c["S"], c["L"])
+
+
+def swap_intelligence(cpds: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The same network with I's labels exchanged (I's CPD, and the I axes of G and S)."""
+    return {**cpds, "I": cpds["I"].flip(0), "G": cpds["G"].flip(0), "S": cpds["S"].flip(0)}
+
+
+def ancestral_sample(cpds: dict[str, torch.Tensor], n: int, generator=None) -> torch.Tensor:
+    """``n`` draws x ~ p(d, i, g, s, l) in topological order, LongTensor of shape (n, 5)."""
+    device = cpds["D"].device
+    u = torch.rand(n, len(VARIABLES), generator=generator, device=device, dtype=torch.float64)
+    values: dict[str, torch.Tensor] = {}
+    for j, name in enumerate(VARIABLES):
+        probs = cpds[name].double()[tuple(values[p] for p in PARENTS[name])]
+        cdf = probs.expand(n, -1).cumsum(-1)[:, :-1]
+        # inverse CDF: x = #{k < K-1 : u > F(k)}
+        values[name] = (u[:, j, None] > cdf).sum(-1)
+    return torch.stack([values[name] for name in VARIABLES], -1)
+
+
+def _enumerate_latent(msg) -> dict:
+    if msg["type"] == "sample" and not msg["is_observed"] and msg["fn"].has_enumerate_support:
+        return {"enumerate": "parallel"}
+    return {}
+
+
+class StudentNetwork(ZooModel):
+    """The student network with Dirichlet-distributed CPDs; see the module docstring."""
+
+    event_shape = (len(VARIABLES),)
+    data_dtype = torch.long
+
+    def __init__(self, prior_concentration: float = 1.0, init: str = "truth",
+                 init_concentration: float = 10.0):
+        super().__init__()
+        if init not in ("truth", "uniform", "random"):
+            raise DataError(f"unknown init {init!r}; use init='truth', 'uniform' or 'random'")
+        if prior_concentration <= 0 or init_concentration <= 0:
+            raise DataError("prior_concentration and init_concentration must be positive")
+        self.prior_concentration = float(prior_concentration)
+        generator = torch.Generator().manual_seed(0)
+        self.log_concentration = nn.ParameterDict()
+        for name in VARIABLES:
+            shape = cpd_shape(name)
+            if init == "truth":
+                mean = torch.tensor(TRUE_CPDS[name])
+            elif init == "uniform":
+                mean = torch.full(shape, 1.0 / shape[-1])
+            else:
+                # normalised Exp(1) draws ~ Dirichlet(1)
+                mean = -torch.rand(shape, generator=generator).log()
+                mean = mean / mean.sum(-1, keepdim=True)
+            self.log_concentration[name] = nn.Parameter((init_concentration * mean).log())
+
+    # q(θ_row) = Dirichlet(exp(u_row))
+    def concentration(self, name: str) -> torch.Tensor:
+        return self.log_concentration[name].exp()
+
+    def learned_cpds(self, dtype: torch.dtype | None = None) -> dict[str, torch.Tensor]:
+        """Posterior means E_q[θ] = α / Σα, one tensor of shape :func:`cpd_shape` per variable.
+
+        Computed in float64 and returned in ``dtype`` (default: the parameters' dtype).
+        """
+        with torch.no_grad():
+            out = {}
+            for name, u in self.log_concentration.items():
+                alpha = u.double().exp()
+                out[name] = (alpha / alpha.sum(-1, keepdim=True)).to(dtype or u.dtype)
+            return out
+
+    def model(self, x: torch.Tensor, num_data: int | None = None):
+        cpds = {}
+        for name in VARIABLES:
+            shape = cpd_shape(name)
+            prior = torch.full(shape, self.prior_concentration, device=x.device)
+            cpds[name] = pyro.sample(f"p_{name}", dist.Dirichlet(prior).to_event(len(shape) - 1))
+        self.network(x, cpds, num_data)
+
+    def guide(self, x: torch.Tensor, num_data: int | None = None):
+        for name in VARIABLES:
+            events = len(cpd_shape(name)) - 1
+            pyro.sample(f"p_{name}", dist.Dirichlet(self.concentration(name)).to_event(events))
+
+    def network(self, x: torch.Tensor, cpds: dict[str, torch.Tensor], num_data: int | None = None):
+        """The five variables of every row given CPDs (batch shape ``(..., *cpd_shape)``).
+
+        Column j = -1 makes ``<name>_unobserved`` a latent of shape (..., N), enumerated in
+        parallel under TraceEnum_ELBO; ``<name>`` is the merged value.
+        """
+        values: dict[str, torch.Tensor] = {}
+        with self.data_plate(x, num_data), poutine.infer_config(config_fn=_enumerate_latent):
+            for j, name in enumerate(VARIABLES):
+                table = cpds[name]
+                parents = tuple(values[p] for p in PARENTS[name])
+                probs = Vindex(table)[(Ellipsis, *parents, slice(None))] if parents else table
+                column = x[:, j]
+                values[name] = pyro.sample(
+                    name, dist.Categorical(probs), obs=column.clamp(min=0), obs_mask=column >= 0
+                )
+        return values
+
+    def local_pair(self):
+        """p(x, missing entries) with CPDs fixed at their posterior means, and an empty guide."""
+        cpds = self.learned_cpds()
+
+        def local_model(x, num_data=None):
+            return self.network(x, cpds, num_data)
+
+        def local_guide(x, num_data=None):
+            return None
+
+        return local_model, local_guide
+
+    def sample(self, n: int) -> torch.Tensor:
+        """``n`` ancestral draws from the posterior-mean network, LongTensor of shape (n, 5)."""
+        return ancestral_sample(self.learned_cpds(torch.float64), n)
+
+    def joint(self) -> torch.Tensor:
+        """The joint table of the posterior-mean network, shape (2, 2, 3, 2, 2), float64."""
+        return joint_table(self.learned_cpds(torch.float64))
+
+    def exact_log_prob(self, x: torch.Tensor) -> torch.Tensor:
+        """log p(x_n) = log Σ_{missing entries} p(d, i, g, s, l), shape (N,), float32."""
+        self.check_data(x)
+        return evidence_log_prob(self.joint(), x).float()
+
+    def query(self, target, evidence: dict | None = None) -> torch.Tensor:
+        """Exact posterior of ``target`` given ``evidence`` under the posterior-mean network.
+
+        See :func:`query`.
+        """
+        return query(target, evidence, self.learned_cpds(torch.float64))
+
+    def ask(self, text: str) -> dict[str, float]:
+        """``ask("I | G=C, S=1")`` -> ``{"I=0": 0.4217, "I=1": 0.5783}``; see :func:`answer`."""
+        return answer(text, self.learned_cpds(torch.float64))
+
+    def check_data(self, x: torch.Tensor) -> None:
+        super().check_data(x)
+        check_values(x)
+
+    def metrics(self, data: DataSplit) -> dict:
+        """CPD errors against the true table, query answers, exact mean log p(x) in nats."""
+        learned = self.learned_cpds(torch.float64)
+        truth = true_cpds(device=self.device)
+        x = data.x.to(self.device)
+        texts = ("L=1", "I=1 | G=C", "I=1 | G=C, S=1", "G=A, S=1, L=1")
+        return {
+            "max_abs_cpd_error": max_abs_cpd_error(learned, truth),
+            "max_abs_cpd_error_up_to_I_swap": min(
+                max_abs_cpd_error(learned, truth), max_abs_cpd_error(swap_intelligence(learned), truth)
+            ),
+            "queries": {
+                text: {"learned": _single(answer(text, learned)), "true": _single(answer(text))}
+                for text in texts
+            },
+            "exact_log_lik_nats": self.exact_log_prob(x).mean().item(),
+            "true_network_log_lik_nats": evidence_log_prob(joint_table(truth), x).mean().item(),
+        }
+
+    def figures(self, data: DataSplit, out_dir: Path) -> dict[str, Path]:
+        """The DAG annotated with the learned CPDs, and learned vs true CPD probabilities."""
+        out_dir = Path(out_dir)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        learned = {k: v.cpu() for k, v in self.learned_cpds().items()}
+        paths = {
+            "student network DAG with learned CPDs": out_dir / "student_dag.png",
+            "student CPDs: learned vs true": out_dir / "student_cpds.png",
+        }
+        _draw_dag(learned).savefig(paths["student network DAG with learned CPDs"], dpi=120)
+        _draw_cpd_bars(learned, true_cpds(dtype=torch.float32)).savefig(
+            paths["student CPDs: learned vs true"], dpi=120
+        )
+        return paths
+
+
+def check_values(x: torch.Tensor) -> None:
+    """Raise :class:`DataError` unless every entry is -1 (missing) or a value of its column."""
+    high = torch.tensor([CARDINALITY[name] - 1 for name in VARIABLES], device=x.device)
+    bad = (x < -1) | (x > high)
+    if bad.any():
+        row, col = bad.nonzero()[0].tolist()
+        name = VARIABLES[col]
+        raise DataError(
+            f"column {name} holds {x[row, col].item()} in row {row}, but {name} takes values "
+            f"0..{CARDINALITY[name] - 1} (or -1 for missing); recode the data"
+        )
+
+
+def _single(result: dict[str, float]) -> float:
+    return next(iter(result.values()))
+
+
+def max_abs_cpd_error(cpds: dict[str, torch.Tensor], reference: dict[str, torch.Tensor]) -> float:
+    """max over all CPD entries of |θ - θ_ref|."""
+    return max((cpds[n].double().cpu() - reference[n].double().cpu()).abs().max().item() for n in VARIABLES)
+
+
+def evidence_log_prob(joint: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """log Σ p(d, i, g, s, l) over each row's missing (-1) entries, shape (N,), float64."""
+    # e_n[v, k] = 1[x_nv = k] if observed else 1
+    factors = []
+    for j, name in enumerate(VARIABLES):
+        column = x[:, j]
+        onehot = nn.functional.one_hot(column.clamp(min=0), CARDINALITY[name]).to(joint)
+        factors.append(torch.where((column >= 0)[:, None], onehot, torch.ones_like(onehot)))
+    return torch.einsum("digsl,nd,ni,ng,ns,nl->n", joint.to(x.device), *factors).log()
+
+
+# ---------------------------------------------------------------------------- queries
+
+def _variable(token: str) -> str:
+    key = token.strip()
+    name = key.upper() if key.upper() in VARIABLES else LONG_NAMES.get(key.lower())
+    if name is None:
+        raise QueryError(
+            f"unknown variable {token.strip()!r}; use D, I, G, S or L "
+            "(difficulty, intelligence, grade, sat, letter)"
+        )
+    return name
+
+
+def _value(name: str, value) -> int:
+    if isinstance(value, str):
+        text = value.strip()
+        if name == "G" and text.upper() in GRADES:
+            return GRADES.index(text.upper())
+        if not re.fullmatch(r"-?\d+", text):
+            raise QueryError(f"value {text!r} of {name} is not an integer{_values_hint(name)}")
+        value = int(text)
+    if isinstance(value, torch.Tensor):
+        value = value.item()
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < CARDINALITY[name]:
+        raise QueryError(f"{name}={value!r} is out of range{_values_hint(name)}")
+    return value
+
+
+def _values_hint(name: str) -> str:
+    if name == "G":
+        return "; G takes A, B, C (or 0, 1, 2)"
+    return f"; {name} takes 0 or 1"
+
+
+def _configurations(names) -> list[tuple[int, ...]]:
+    """All joint values of ``names`` in row-major order (one empty tuple for no names)."""
+    return list(itertools.product(*[range(CARDINALITY[n]) for n in names]))
+
+
+def _label(name: str, value: int) -> str:
+    return f"{name}={GRADES[value] if name == 'G' else value}"
+
+
+def _assignments(items: dict, role: str) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for key, value in items.items():
+        name = _variable(key)
+        if name in out:
+            raise QueryError(f"{name} appears twice in the {role}; give each variable once")
+        out[name] = _value(name, value)
+    return out
+
+
+def query(target, evidence: dict | None = None, cpds: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
+    """Exact p(target | evidence) by summing the joint table of ``cpds`` (default: the truth).
+
+    ``target``: a variable name ("I") -> its posterior, shape (K,); a list of names
+    (["I", "L"]) -> their joint posterior, shape (K_1, K_2, ...) in that order; a dict of values
+    ({"G": "A", "S": 1}) -> the probability of that event, shape (). ``evidence``: a dict of
+    observed values, e.g. {"G": "C", "S": 1} (G takes "A"/"B"/"C" or 0/1/2). float64.
+    """
+    joint = joint_table(cpds if cpds is not None else true_cpds())
+    # p(v | e) ∝ p(v) Π_{(u, k) in e} 1[v_u = k]
+    for name, value in _assignments(dict(evidence or {}), "evidence").items():
+        axis = VARIABLES.index(name)
+        indicator = nn.functional.one_hot(torch.tensor(value), CARDINALITY[name]).to(joint)
+        joint = joint * indicator.reshape([-1 if a == axis else 1 for a in range(len(VARIABLES))])
+    norm = joint.sum()
+    if norm <= 0:
+        raise QueryError("the evidence has probability zero under this network; change the evidence")
+    event = _assignments(target, "target") if isinstance(target, dict) else None
+    if event is None:
+        names = [_variable(t) for t in ([target] if isinstance(target, str) else list(target))]
+        if len(set(names)) != len(names):
+            raise QueryError("a target variable is named twice; name each target once")
+    else:
+        names = list(event)
+    if not names:
+        raise QueryError("the query has no target; write e.g. 'I | G=C, S=1'")
+    kept = sorted(names, key=VARIABLES.index)
+    marginal = joint.sum([a for a, n in enumerate(VARIABLES) if n not in kept]) / norm
+    marginal = marginal.permute([kept.index(n) for n in names])
+    return marginal if event is None else marginal[tuple(event.values())]
+
+
+def parse_query(text: str) -> tuple[list[str] | dict[str, int], dict[str, int]]:
+    """``"I | G=C, S=1"`` -> ``(["I"], {"G": 2, "S": 1})``; ``"G=A, S=1, L=1"`` -> ``({...}, {})``.
+
+    Targets left of ``|`` are all names (their posterior) or all ``name=value`` (the event's
+    probability); evidence right of ``|`` is ``name=value``, comma-separated. ``P( ... )`` around
+    the query is allowed; names are D, I, G, S, L or difficulty, intelligence, grade, sat, letter.
+    """
+    if not isinstance(text, str) or not text.strip():
+        raise QueryError("empty query; write e.g. 'I | G=C, S=1' or 'L=1'")
+    body = text.strip()
+    wrapped = re.fullmatch(r"[Pp]\s*\((.*)\)", body)
+    body = wrapped.group(1) if wrapped else body
+    if body.count("|") > 1:
+        raise QueryError(f"query {text!r} has more than one '|'; write 'targets | evidence'")
+    left, _, right = body.partition("|")
+    target_items = [t.strip() for t in left.split(",")]
+    if any(not t for t in target_items):
+        raise QueryError(f"query {text!r} has an empty target; write e.g. 'I | G=C'")
+    assigned = ["=" in t for t in target_items]
+    if any(assigned) and not all(assigned):
+        raise QueryError(
+            f"query {text!r} mixes names and name=value targets; write e.g. 'I, L | S=1' or 'L=1, S=1'"
+        )
+    target = _pairs(target_items, text) if all(assigned) else [_variable(t) for t in target_items]
+    evidence = {}
+    if right.strip():
+        evidence = _pairs([t.strip() for t in right.split(",")], text)
+    elif "|" in body:
+        raise QueryError(f"query {text!r} has nothing after '|'; give evidence like 'G=C' or drop '|'")
+    return target, evidence
+
+
+def _pairs(items: list[str], text: str) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip() or not value.strip():
+            raise QueryError(f"{item!r} in query {text!r} is not name=value; write e.g. 'G=C'")
+        name = _variable(key)
+        if name in out:
+            raise QueryError(f"{name} appears twice in query {text!r}; give each variable once")
+        out[name] = _value(name, value)
+    return out
+
+
+def answer(text: str, cpds: dict[str, torch.Tensor] | None = None) -> dict[str, float]:
+    """Answer a query string exactly: ``answer("I | G=C, S=1")`` -> {"I=0": .4217, "I=1": .5783}.
+
+    Keys are ``name=value`` (joint targets joined by ","; grades as A/B/C); values are
+    probabilities. ``cpds`` defaults to the true network. Bad queries raise :class:`QueryError`
+    (a ``ValueError``) naming the fix.
+    """
+    target, evidence = parse_query(text)
+    result = query(target, evidence, cpds)
+    if isinstance(target, dict):
+        return {",".join(_label(n, v) for n, v in target.items()): result.item()}
+    out = {}
+    for index in _configurations(target):
+        key = ",".join(_label(n, v) for n, v in zip(target, index, strict=True))
+        out[key] = result[index].item()
+    return out
+
+
+ask = answer
+
+
+# ---------------------------------------------------------------------------- data
+
+def load_data(split: str, data_dir=None, data: str | None = None, smoke: bool = False) -> DataSplit:
+    """Ancestral samples of the true network (fixed seed per split) or a user CSV.
+
+    ``data``: None or "complete" (all entries observed), "hidden_I" (column I set to -1 in every
+    row), or a path to a CSV of 5 integer columns D, I, G, S, L (-1 = missing, optional header);
+    a CSV's first 80% rows are "train", the rest "test". Sizes: 20,000 train / 5,000 test, or
+    2,000 each with ``smoke``. ``data_dir`` is unused (the data are simulated). Returns
+    :class:`DataSplit` with ``x`` a LongTensor of shape (N, 5).
+    """
+    if split not in SIZES:
+        raise DataError(f"unknown split {split!r}; use 'train' or 'test'")
+    if data is not None and str(data).lower().endswith(".csv"):
+        return _load_csv(Path(data), split, smoke)
+    if data not in (None, "complete", "hidden_I"):
+        raise DataError(f"unknown student data set {data!r}; use 'complete', 'hidden_I' or a .csv path")
+    n = SMOKE_SIZE if smoke else SIZES[split]
+    generator = torch.Generator().manual_seed(SEEDS[split])
+    x = ancestral_sample(true_cpds(), n, generator)
+    hidden = []
+    if data == "hidden_I":
+        x[:, VARIABLES.index("I")] = -1
+        hidden = ["I"]
+    return DataSplit(
+        x=x,
+        source=f"{n} ancestral samples of the Koller-Friedman student network (seed {SEEDS[split]})",
+        info={"columns": list(VARIABLES), "hidden": hidden, "data": data or "complete"},
+    )
+
+
+def _load_csv(path: Path, split: str, smoke: bool) -> DataSplit:
+    if not path.is_file():
+        raise DataError(f"CSV file {path} not found; pass an existing path with --data")
+    with path.open(newline="") as handle:
+        rows = [row for row in csv.reader(handle) if any(cell.strip() for cell in row)]
+    if rows and not all(re.fullmatch(r"\s*-?\d+\s*", cell) for cell in rows[0]):
+        rows = rows[1:]
+    if len(rows) < 2:
+        raise DataError(f"{path} has fewer than 2 data rows; give at least 2 rows of D,I,G,S,L")
+    for number, row in enumerate(rows, 1):
+        if len(row) != len(VARIABLES) or not all(re.fullmatch(r"\s*-?\d+\s*", cell) for cell in row):
+            raise DataError(
+                f"row {number} of {path} is {','.join(row)!r}; every row must be 5 integers D,I,G,S,L "
+                "(-1 for missing)"
+            )
+    x = torch.tensor([[int(cell) for cell in row] for row in rows], dtype=torch.long)
+    check_values(x)
+    cut = max(1, math.floor(0.8 * len(x)))
+    x = x[:cut] if split == "train" else x[cut:]
+    if smoke:
+        x = x[:SMOKE_SIZE]
+    return DataSplit(x=x, source=f"{path} ({split}: {len(x)} rows)",
+                     info={"columns": list(VARIABLES), "data": str(path)})
+
+
+# ---------------------------------------------------------------------------- figures
+
+_POSITIONS = {"D": (0.0, 2.0), "I": (3.0, 2.0), "G": (1.0, 1.0), "S": (4.0, 1.0), "L": (1.0, 0.0)}
+
+
+def _cpd_text(name: str, table: torch.Tensor) -> str:
+    values = GRADES if name == "G" else ("0", "1")
+    header = f"P({name}" + (f" | {','.join(PARENTS[name])})" if PARENTS[name] else ")")
+    rows = table.reshape(-1, CARDINALITY[name]).tolist()
+    configs = _configurations(PARENTS[name])
+    lines = [header + "  " + " ".join(f"{v:>5}" for v in values)]
+    for config, row in zip(configs, rows, strict=True):
+        label = ",".join(_label(p, c) for p, c in zip(PARENTS[name], config, strict=True)) or "-"
+        lines.append(f"{label:>9} " + " ".join(f"{p:5.3f}" for p in row))
+    return "\n".join(lines)
+
+
+def _draw_dag(cpds: dict[str, torch.Tensor]):
+    from matplotlib.figure import Figure
+    from matplotlib.patches import Circle, FancyArrowPatch
+
+    fig = Figure(figsize=(11, 6))
+    ax = fig.add_subplot()
+    radius = 0.28
+    for child in VARIABLES:
+        for parent in PARENTS[child]:
+            (x0, y0), (x1, y1) = _POSITIONS[parent], _POSITIONS[child]
+            length = math.hypot(x1 - x0, y1 - y0)
+            ux, uy = (x1 - x0) / length, (y1 - y0) / length
+            ax.add_patch(FancyArrowPatch(
+                (x0 + radius * ux, y0 + radius * uy), (x1 - radius * ux, y1 - radius * uy),
+                arrowstyle="-|>", mutation_scale=18, color="black", lw=1.5,
+            ))
+    for name, (x, y) in _POSITIONS.items():
+        ax.add_patch(Circle((x, y), radius, facecolor="#dbe9f6", edgecolor="black", lw=1.5))
+        ax.text(x, y, name, ha="center", va="center", fontsize=16, fontweight="bold")
+        ax.text(x + radius + 0.08, y - 0.05, _cpd_text(name, cpds[name]), ha="left", va="center",
+                family="monospace", fontsize=7.5)
+    ax.set_xlim(-0.5, 6.2)
+    ax.set_ylim(-0.6, 2.6)
+    ax.set_aspect("equal")
+    ax.axis("off")
+    ax.set_title("Student network D → G ← I → S, G → L (learned CPD posterior means)")
+    fig.tight_layout()
+    return fig
+
+
+def _draw_cpd_bars(learned: dict[str, torch.Tensor], truth: dict[str, torch.Tensor]):
+    from matplotlib.figure import Figure
+
+    labels, ours, theirs = [], [], []
+    for name in VARIABLES:
+        for config in _configurations(PARENTS[name]):
+            given = ",".join(_label(p, c) for p, c in zip(PARENTS[name], config, strict=True))
+            for value in range(CARDINALITY[name]):
+                labels.append(f"{_label(name, value)}" + (f"|{given}" if given else ""))
+                index = (*config, value)
+                ours.append(learned[name][index].item())
+                theirs.append(truth[name][index].item())
+    fig = Figure(figsize=(13, 4.5))
+    ax = fig.add_subplot()
+    positions = torch.arange(len(labels)).tolist()
+    width = 0.4
+    ax.bar([p - width / 2 for p in positions], ours, width, label="learned (posterior mean)")
+    ax.bar([p + width / 2 for p in positions], theirs, width, label="true (Koller-Friedman)")
+    ax.set_xticks(positions, labels, rotation=70, fontsize=8)
+    ax.set_ylabel("probability")
+    ax.set_ylim(0, 1)
+    ax.legend()
+    ax.set_title(f"CPD entries, learned vs true (max |error| = {max_abs_cpd_error(learned, truth):.4f})")
+    fig.tight_layout()
+    return fig
+
+
+def build(**hparams) -> StudentNetwork:
+    return StudentNetwork(**hparams)
+
+
+SPEC = ModelSpec(
+    name="student",
+    description="Koller-Friedman student Bayesian network D->G<-I->S, G->L; Dirichlet CPDs by SVI, "
+    "exact queries by enumeration",
+    build=build,
+    load_data=load_data,
+    hparams={"prior_concentration": 1.0, "init": "truth", "init_concentration": 10.0},
+    train={"steps": 500, "lr": 0.1, "batch_size": None},
+    smoke_hparams={},
+    smoke_train={"steps": 20},
+    elbo="TraceEnum_ELBO",
+)

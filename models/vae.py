@@ -1,0 +1,268 @@
+r"""Variational autoencoder for binarised images (Kingma & Welling, 2014; Rezende et al., 2014).
+
+Generative story, for each image n = 1..N (D pixels, K latent dimensions)::
+
+    z_n ~ N(0, I_K)
+    x_n | z_n ~ prod_d Bernoulli(x_nd | sigmoid(f_theta(z_n)_d))
+
+where f_theta is the decoder MLP K -> H_L -> ... -> H_1 -> D that returns logits. The
+amortised guide (inference network) is a diagonal Gaussian,
+
+    q_phi(z_n | x_n) = N(mu_phi(x_n), diag(sigma_phi(x_n)^2)),
+    h = g_phi(x_n),  mu_phi = W_mu h + b_mu,  sigma_phi = softplus(W_s h + b_s) + 1e-4,
+
+with g_phi the encoder MLP D -> H_1 -> ... -> H_L. SVI maximises the ELBO
+
+    L(x) = E_q[log p_theta(x | z)] - KL(q_phi(z | x) || p(z)) <= log p_theta(x).
+
+Shapes: data ``x`` (N, D) with D = ``data_dim``; the latent site ``"z"`` has shape (N, K),
+or (P, N, K) under an outer ``pyro.plate("particles", P, dim=-2)``; the observed site ``"x"``
+has batch shape (N,) (or (P, N)) and event shape (D,).
+
+Data: training images are grey levels in [0, 1] and :meth:`VAE.preprocess` binarises every
+minibatch afresh (dynamic binarisation, x_b ~ Bernoulli(x)); the test split from
+:func:`load_data` is binarised once with a fixed generator (seed 0), so every evaluation sees
+the same binary images. MNIST (784-400-50) is the default data set; smoke runs use the 8x8
+digits (64-64-2); see :mod:`models.data` for the rule and :func:`hparams_for` to match a
+model to other data.
+
+Posterior collapse is monitored by the KL per latent dimension, KL(q(z_i | x) || N(0, 1))
+averaged over x, and by the active units of Burda et al. (2016): dimension i is active when
+Cov_x(E_q[z_i]) > 0.01.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pyro
+import pyro.distributions as dist
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.distributions import Normal, kl_divergence
+
+from models import ModelSpec
+from models import data as image_data
+from models.base import DataError, DataSplit, ZooModel
+
+ACTIVATIONS = {"softplus": nn.Softplus, "relu": nn.ReLU, "tanh": nn.Tanh, "elu": nn.ELU}
+MIN_SCALE = 1e-4
+
+
+def mlp(sizes: list[int], activation: str) -> nn.Sequential:
+    """Linear layers between consecutive ``sizes``, ``activation`` after each (last included)."""
+    layers = []
+    for size_in, size_out in zip(sizes[:-1], sizes[1:], strict=True):
+        layers += [nn.Linear(size_in, size_out), ACTIVATIONS[activation]()]
+    return nn.Sequential(*layers)
+
+
+class VAE(ZooModel):
+    """Bernoulli-likelihood VAE with MLP encoder and decoder; see the module docstring."""
+
+    def __init__(self, data_dim: int = 784, hidden=(400,), z_dim: int = 50, activation: str = "softplus"):
+        super().__init__()
+        if activation not in ACTIVATIONS:
+            raise ValueError(f"unknown activation {activation!r}; choose one of {', '.join(ACTIVATIONS)}")
+        hidden = [int(h) for h in hidden]
+        self.data_dim, self.z_dim, self.hidden, self.activation = data_dim, z_dim, tuple(hidden), activation
+        self.event_shape = (data_dim,)
+        self.encoder = mlp([data_dim, *hidden], activation)
+        self.loc_head = nn.Linear(hidden[-1] if hidden else data_dim, z_dim)
+        self.scale_head = nn.Linear(hidden[-1] if hidden else data_dim, z_dim)
+        self.decoder = nn.Sequential(
+            mlp([z_dim, *reversed(hidden)], activation),
+            nn.Linear(hidden[0] if hidden else z_dim, data_dim),
+        )
+
+    # p(z) = N(0, I), p(x | z) = Bernoulli(logits = f_theta(z))
+    def model(self, x: torch.Tensor, num_data: int | None = None):
+        prior = dist.Normal(x.new_zeros(self.z_dim), x.new_ones(self.z_dim)).to_event(1)
+        with self.data_plate(x, num_data):
+            z = pyro.sample("z", prior)
+            pyro.sample("x", dist.Bernoulli(logits=self.decoder(z)).to_event(1), obs=x)
+
+    # q(z | x) = N(mu_phi(x), diag(sigma_phi(x)^2))
+    def guide(self, x: torch.Tensor, num_data: int | None = None):
+        loc, scale = self.posterior_params(x)
+        with self.data_plate(x, num_data):
+            pyro.sample("z", dist.Normal(loc, scale).to_event(1))
+
+    def preprocess(self, x: torch.Tensor) -> torch.Tensor:
+        """Dynamic binarisation: a fresh draw x_b ~ Bernoulli(x), same shape as ``x``."""
+        return torch.bernoulli(x)
+
+    def check_data(self, x: torch.Tensor) -> None:
+        super().check_data(x)
+        if x.min() < 0 or x.max() > 1:
+            raise DataError("the VAE takes pixel values in [0, 1]; rescale the images (e.g. divide by 255)")
+
+    def posterior_params(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(mu_phi(x), sigma_phi(x)), each of shape (N, z_dim)."""
+        h = self.encoder(x)
+        return self.loc_head(h), F.softplus(self.scale_head(h)) + MIN_SCALE
+
+    def posterior(self, x: torch.Tensor) -> Normal:
+        """q(z | x) as a torch Normal with batch shape (N, z_dim)."""
+        return Normal(*self.posterior_params(x))
+
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        """Posterior means E_q[z | x], shape (N, z_dim)."""
+        return self.posterior_params(x)[0]
+
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        """Bernoulli means sigmoid(f_theta(z)) (pixel probabilities), shape (..., data_dim)."""
+        return torch.sigmoid(self.decoder(z))
+
+    def reconstruct(self, x: torch.Tensor) -> torch.Tensor:
+        """Pixel probabilities decoded from the posterior means, shape (N, data_dim)."""
+        return self.decode(self.encode(x))
+
+    def sample(self, n: int) -> torch.Tensor:
+        """``n`` ancestral draws of binary images x ~ p(x), shape (n, data_dim), values in {0, 1}.
+
+        For the smoother pixel probabilities use ``decode(torch.randn(n, z_dim))``.
+        """
+        z = torch.randn(n, self.z_dim, device=self.device)
+        return torch.bernoulli(self.decode(z))
+
+    def neg_elbo(self, x: torch.Tensor, num_samples: int = 1) -> torch.Tensor:
+        """-ELBO per image in nats, shape (N,): -E_q[log p(x|z)] + KL(q(z|x) || p(z)).
+
+        The reconstruction term is a Monte Carlo average over ``num_samples`` reparametrised
+        draws z ~ q(z|x); the KL term is the closed form. Computed in torch (not Pyro).
+        """
+        q = self.posterior(x)
+        logits = self.decoder(q.rsample((num_samples,)))
+        log_lik = -F.binary_cross_entropy_with_logits(logits, x.expand_as(logits), reduction="none")
+        return kl_divergence(q, Normal(0.0, 1.0)).sum(-1) - log_lik.sum(-1).mean(0)
+
+    def kl_per_dim(self, x: torch.Tensor) -> torch.Tensor:
+        """KL(q(z_i | x) || N(0, 1)) averaged over the rows of ``x``, shape (z_dim,), nats."""
+        return kl_divergence(self.posterior(x), Normal(0.0, 1.0)).mean(0)
+
+    def unit_activity(self, x: torch.Tensor) -> torch.Tensor:
+        """Cov_x(E_q[z_i | x]) for each latent dimension i, shape (z_dim,)."""
+        return self.encode(x).var(0, unbiased=False)
+
+    def active_units(self, x: torch.Tensor, threshold: float = 0.01) -> int:
+        """Number of latent dimensions with Cov_x(E_q[z_i | x]) > ``threshold`` (Burda et al.)."""
+        return int((self.unit_activity(x) > threshold).sum())
+
+    @torch.no_grad()
+    def metrics(self, data: DataSplit, chunk: int = 2000) -> dict:
+        """Test -ELBO (one z per image, torch), KL per dimension and active units on ``data``.
+
+        Grey images are first binarised once with the fixed generator of ``load_data``.
+        """
+        x = _binary(data.x.to(self.device))
+        was_training = self.training
+        self.eval()
+        values = torch.cat([self.neg_elbo(part) for part in x.split(chunk)])
+        kl = torch.stack([self.kl_per_dim(part) * len(part) for part in x.split(chunk)]).sum(0) / len(x)
+        activity = torch.cat([self.encode(part) for part in x.split(chunk)]).var(0, unbiased=False)
+        self.train(was_training)
+        return {
+            "neg_elbo": {"value": values.mean().item(), "se": (values.std() / math.sqrt(len(x))).item(),
+                         "unit": "nats per image", "estimator": "1 sample of z per image, closed-form KL"},
+            "kl_total": {"value": kl.sum().item(), "unit": "nats per image"},
+            "kl_per_dim": {"min": kl.min().item(), "median": kl.median().item(), "max": kl.max().item(),
+                           "values": [round(v, 4) for v in kl.tolist()], "unit": "nats"},
+            "active_units": {"value": int((activity > 0.01).sum()), "of": self.z_dim,
+                             "threshold": 0.01, "criterion": "Cov_x(E_q[z_i]) > threshold"},
+        }
+
+    @torch.no_grad()
+    def figures(self, data: DataSplit, out_dir: Path) -> dict[str, Path]:
+        """Samples, reconstructions, a latent interpolation and (z_dim == 2) a latent scatter."""
+        out_dir = Path(out_dir)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        x = _binary(data.x[:2000].to(self.device))
+        side = math.isqrt(self.data_dim)
+        paths = {}
+        if side * side == self.data_dim:
+            paths["samples (pixel probabilities)"] = _image_grid(
+                self.decode(torch.randn(64, self.z_dim, device=self.device)), side, 8, out_dir / "vae_samples.png",
+                "VAE samples: sigmoid(f(z)), z ~ N(0, I)")
+            originals = x[:10]
+            paths["reconstructions"] = _image_grid(
+                torch.cat([originals, self.reconstruct(originals)]), side, 10, out_dir / "vae_reconstructions.png",
+                "top: test images, bottom: reconstructions from E_q[z|x]")
+            ends = self.encode(x[:2])
+            weights = torch.linspace(0, 1, 10, device=self.device)[:, None]
+            paths["latent interpolation"] = _image_grid(
+                self.decode((1 - weights) * ends[0] + weights * ends[1]), side, 10,
+                out_dir / "vae_interpolation.png", "decoded (1-t) mu(x_a) + t mu(x_b), t = 0..1")
+        if self.z_dim == 2:
+            paths["latent space"] = _latent_scatter(self.encode(x), None if data.y is None else data.y[:2000],
+                                                    out_dir / "vae_latent.png")
+        return paths
+
+
+def _binary(x: torch.Tensor) -> torch.Tensor:
+    return x if bool(((x == 0) | (x == 1)).all()) else image_data.binarize(x)
+
+
+def _image_grid(images: torch.Tensor, side: int, columns: int, path: Path, title: str) -> Path:
+    from matplotlib.figure import Figure
+
+    images = images.reshape(-1, side, side).cpu()
+    rows = math.ceil(len(images) / columns)
+    canvas = torch.ones(rows * (side + 1) - 1, columns * (side + 1) - 1)
+    for index, image in enumerate(images):
+        top, left = (index // columns) * (side + 1), (index % columns) * (side + 1)
+        canvas[top:top + side, left:left + side] = image
+    figure = Figure(figsize=(columns * 0.9, rows * 0.9 + 0.4))
+    axes = figure.add_subplot()
+    axes.imshow(canvas.numpy(), cmap="gray_r", vmin=0, vmax=1, interpolation="nearest")
+    axes.set_title(title, fontsize=8)
+    axes.axis("off")
+    figure.savefig(path, dpi=100, bbox_inches="tight")
+    return path
+
+
+def _latent_scatter(means: torch.Tensor, labels: torch.Tensor | None, path: Path) -> Path:
+    from matplotlib.figure import Figure
+
+    figure = Figure(figsize=(5, 4.5))
+    axes = figure.add_subplot()
+    points = axes.scatter(*means.cpu().T.numpy(), c=None if labels is None else labels.cpu().numpy(),
+                          cmap="tab10", s=4)
+    if labels is not None:
+        figure.colorbar(points, ax=axes, label="digit")
+    axes.set_xlabel("E_q[z_1 | x]")
+    axes.set_ylabel("E_q[z_2 | x]")
+    axes.set_title("posterior means of the test images")
+    figure.savefig(path, dpi=100, bbox_inches="tight")
+    return path
+
+
+def build(data_dim: int = 784, hidden=(400,), z_dim: int = 50, activation: str = "softplus") -> VAE:
+    return VAE(data_dim=data_dim, hidden=hidden, z_dim=z_dim, activation=activation)
+
+
+def load_data(split: str, data_dir=None, data=None, smoke: bool = False) -> DataSplit:
+    """Grey train images / fixed-binarised test images; digits in smoke mode, else MNIST."""
+    return image_data.load_data(split, data_dir=data_dir, data=data, smoke=smoke, binarize_test=True)
+
+
+def hparams_for(data: DataSplit) -> dict:
+    """Hyperparameter overrides that fit the model to ``data``: ``{"data_dim": D}``."""
+    return {"data_dim": int(data.x.shape[1])}
+
+
+SPEC = ModelSpec(
+    name="vae",
+    description="Variational autoencoder: z ~ N(0, I), x | z ~ Bernoulli(MLP(z)), amortised Gaussian guide",
+    build=build,
+    load_data=load_data,
+    hparams={"data_dim": 784, "hidden": (400,), "z_dim": 50, "activation": "softplus"},
+    train={"epochs": 10, "batch_size": 128, "lr": 1e-3},
+    smoke_hparams={"data_dim": 64, "hidden": (64,), "z_dim": 2},
+    smoke_train={"epochs": 5, "batch_size": 128, "lr": 3e-3},
+    elbo="Trace_ELBO",
+)
+
+__all__ = sorted(["SPEC", "VAE", "build", "hparams_for", "load_data"])

@@ -1,0 +1,66 @@
+from __future__ import annotations
+
+import math
+
+import pyro
+import pytest
+import torch
+
+from inference.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from inference.train import TrainingDiverged, fit
+from tests.toy import Diverging, NormalNormal
+
+
+def test_svi_learns_the_exact_posterior_of_a_conjugate_model():
+    x = torch.randn(2000) * math.sqrt(2)
+    model = NormalNormal()
+    fit(model, x, steps=1500, lr=0.02, batch_size=500, progress=False)
+    # exact posterior N(x/2, 1/2): slope 0.5 and scale sqrt(0.5); the SVI noise here is ~0.01
+    assert abs(model.guide_slope.item() - 0.5) < 0.05
+    assert abs(model.guide_scale.abs().item() - math.sqrt(0.5)) < 0.05
+
+
+def test_resume_continues_where_it_stopped(tmp_path):
+    x = torch.randn(256)
+    ckpt = tmp_path / "ckpt.pt"
+    straight = NormalNormal()
+    torch.manual_seed(1)
+    fit(straight, x, steps=40, lr=0.05, batch_size=64, progress=False, log_every=10)
+    split = NormalNormal()
+    torch.manual_seed(1)
+    fit(split, x, steps=20, lr=0.05, batch_size=64, progress=False, log_every=10, checkpoint=ckpt)
+    resumed = NormalNormal()
+    result = fit(resumed, x, steps=40, lr=0.05, batch_size=64, progress=False, log_every=10,
+                 checkpoint=ckpt, resume=True)
+    assert result.step == 40 and len(result.losses) == 40
+    assert load_checkpoint(ckpt)["step"] == 40
+    for a, b in zip(straight.parameters(), resumed.parameters(), strict=True):
+        torch.testing.assert_close(a, b)
+
+
+@pytest.mark.filterwarnings("ignore:Encountered NaN")
+@pytest.mark.parametrize("validate", [True, False])
+def test_nan_guard_stops_and_keeps_last_good_checkpoint(tmp_path, validate):
+    ckpt = tmp_path / "ckpt.pt"
+    model = Diverging()
+    with pyro.validation_enabled(validate), pytest.raises(TrainingDiverged, match="lower the learning rate"):
+        fit(model, torch.zeros(10), steps=50, lr=2.0, progress=False, log_every=1, checkpoint=ckpt)
+    state = load_checkpoint(ckpt)
+    assert all(math.isfinite(v) for v in state["losses"])
+    assert torch.isfinite(state["model_state"]["w"]).all()
+
+
+def test_checkpoint_write_is_atomic_and_corruption_is_reported(tmp_path):
+    path = tmp_path / "c.pt"
+    save_checkpoint(path, {"model": "toy", "model_state": {}})
+    assert [p.name for p in tmp_path.iterdir()] == ["c.pt"]
+    path.write_bytes(b"not a checkpoint")
+    with pytest.raises(CheckpointError, match="corrupt"):
+        load_checkpoint(path)
+    with pytest.raises(CheckpointError, match="does not exist"):
+        load_checkpoint(tmp_path / "missing.pt")
+
+
+def test_epochs_and_steps_are_exclusive():
+    with pytest.raises(ValueError):
+        fit(NormalNormal(), torch.zeros(4), steps=1, epochs=1, progress=False)

@@ -1,0 +1,55 @@
+"""A conjugate toy model for testing shared machinery: z ~ N(0, 1), x | z ~ N(z, 1)."""
+
+from __future__ import annotations
+
+import math
+
+import pyro
+import pyro.distributions as dist
+import torch
+from torch import nn
+
+from models import ZooModel
+
+
+class NormalNormal(ZooModel):
+    """p(x) = N(x; 0, 2); the exact posterior is N(x/2, 1/2)."""
+
+    event_shape = ()
+
+    def __init__(self):
+        super().__init__()
+        self.guide_scale = nn.Parameter(torch.tensor(1.0))
+        self.guide_slope = nn.Parameter(torch.tensor(0.0))
+
+    def model(self, x, num_data=None):
+        with self.data_plate(x, num_data):
+            z = pyro.sample("z", dist.Normal(x.new_zeros(()), 1.0))
+            pyro.sample("x", dist.Normal(z, 1.0), obs=x)
+
+    def guide(self, x, num_data=None):
+        with self.data_plate(x, num_data):
+            pyro.sample("z", dist.Normal(self.guide_slope * x, self.guide_scale.abs() + 1e-3))
+
+    def sample(self, n):
+        return torch.randn(n, device=self.device) * math.sqrt(2)
+
+    def exact_log_prob(self, x):
+        return dist.Normal(x.new_zeros(()), math.sqrt(2)).log_prob(x)
+
+
+class Diverging(ZooModel):
+    """log p = log(w) − 10 w per data point: Adam with a large step drives w < 0 and the loss to NaN."""
+
+    event_shape = ()
+
+    def __init__(self):
+        super().__init__()
+        self.w = nn.Parameter(torch.tensor(1.0))
+
+    def model(self, x, num_data=None):
+        with self.data_plate(x, num_data):
+            pyro.factor("f", torch.log(self.w) - 10 * self.w + 0 * x)
+
+    def guide(self, x, num_data=None):
+        pass

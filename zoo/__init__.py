@@ -1,0 +1,1 @@
+"""The `zoo` command line: thin glue over :mod:`models` and :mod:`inference`."""
