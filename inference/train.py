@@ -48,10 +48,12 @@ def make_elbo(name: str = "Trace_ELBO", max_plate_nesting: int = 1, num_particle
     """The Pyro ELBO called ``name`` ("Trace_ELBO" or "TraceEnum_ELBO")."""
     if name not in ELBOS:
         raise ValueError(f"unknown ELBO {name!r}; choose one of {', '.join(ELBOS)}")
+    options = {"strict_enumeration_warning": False} if name == "TraceEnum_ELBO" else {}
     return ELBOS[name](
         max_plate_nesting=max_plate_nesting,
         num_particles=num_particles,
         vectorize_particles=num_particles > 1,
+        **options,
     )
 
 
@@ -191,6 +193,5 @@ def _restore(checkpoint, model, optimizer) -> tuple[int, list[float]]:
 def neg_elbo(model, x: torch.Tensor, elbo: str = "Trace_ELBO", max_plate_nesting: int = 1,
              chunk: int = 10_000) -> float:
     """Single-sample −ELBO of ``model`` on ``x`` in nats per data point (the training objective)."""
-    loss_fn = make_elbo(elbo, max_plate_nesting).differentiable_loss
-    total = sum(loss_fn(model.model, model.guide, x[i:i + chunk]).item() for i in range(0, len(x), chunk))
-    return total / len(x)
+    loss_fn = make_elbo(elbo, max_plate_nesting).loss
+    return sum(loss_fn(model.model, model.guide, x[i:i + chunk]) for i in range(0, len(x), chunk)) / len(x)

@@ -30,7 +30,8 @@ class ModelSpec:
     data=None, smoke=False)`` returns a :class:`DataSplit` (``split`` is "train" or "test",
     ``data`` a model-specific data-set name or a CSV path). ``train`` holds the default
     training settings (``steps`` or ``epochs``, ``batch_size`` (None: full batch), ``lr``);
-    the ``smoke_*`` dicts override hyperparameters and training settings for tiny runs.
+    the ``smoke_*`` dicts override hyperparameters and training settings for tiny runs;
+    ``hparams_for`` reads the hyperparameters a data set implies (explicit ones still win).
     """
 
     name: str
@@ -43,6 +44,8 @@ class ModelSpec:
     smoke_train: dict = field(default_factory=dict)
     elbo: str = "Trace_ELBO"  # or "TraceEnum_ELBO" when the model enumerates discrete latents
     max_plate_nesting: int = 1
+    #: hyperparameters a data set implies (e.g. its dimension): ``hparams_for(DataSplit) -> dict``
+    hparams_for: Callable[[DataSplit], dict] | None = None
 
     def make(self, smoke: bool = False, **overrides) -> ZooModel:
         hparams = {**self.hparams, **(self.smoke_hparams if smoke else {}), **overrides}

@@ -14,22 +14,32 @@ estimates (``nn.Parameter``s); the site ``"assignment"`` is enumerated in parall
 guide is empty, so ``TraceEnum_ELBO`` equals the exact marginal log-likelihood and SVI is
 gradient ascent on log p(x) (the seed's second training route besides EM).
 
-Parameters live in standardised coordinates u = (x - shift) / scale, where ``shift`` and
-``scale`` (buffers, shape (D,)) are the mean and standard deviation of the data seen by
-:meth:`MixtureModel.initialise`; this makes one Adam learning rate fit any data units::
+Parameters (``weight_logits`` (K,), ``unit_locs`` (K, D), and ``unit_scale_tril`` (K, D, D)
+or ``unit_log_scales`` (K, D)) live in standardised coordinates u = (x - shift) / scale, where
+the buffers ``shift`` and ``scale`` (D,) are the mean and standard deviation of the data seen by
+:meth:`MixtureModel.initialise`; one Adam learning rate then suits data in any units::
 
-    mu_k = shift + scale * locs_k        L_k = diag(scale) transform_to(lower_cholesky)(raw_k)
+    w = softmax(weight_logits)     mu_k = shift + scale * unit_locs_k
+    L_k = diag(scale) [tril(R_k, -1) + diag(exp(diag R_k) + s_min)]   (full, R_k = unit_scale_tril_k)
+    L_k = diag(scale * (exp(unit_log_scales_k) + s_min))              (diag)
+
+The floor ``s_min`` = :data:`MIN_SCALE` (1e-3 standard deviations of the data) bounds the
+density, so a component cannot collapse onto repeated points and send log p(x) to infinity
+(the role of scikit-learn's ``reg_covar``).
 
 Shapes: ``x`` (N, D); ``weights`` (K,); ``locs`` (K, D); ``scale_tril`` and ``covariances``
-(K, D, D); ``posterior(x)`` (N, K); ``exact_log_prob(x)`` (N,); ``sample(n)`` (n, D).
+(K, D, D); ``posterior(x)`` (N, K); ``exact_log_prob(x)`` (N,); ``sample(n)`` (n, D). The
+likelihood site uses :class:`GaussianComponents`, which scores all K components with one
+matrix product (no loop over components).
 
 Initialisation: the first call of ``model(x)`` on an uninitialised module runs
-``initialise(x)`` under ``torch.no_grad()``: k-means (scikit-learn ``KMeans``, k-means++ seeding,
-3 restarts) on the standardised batch, then weights, means and covariances from the hard
-assignment (covariances shrunk towards the identity in standardised units so that tiny clusters
-stay positive definite). The boolean buffer ``initialised`` is saved in checkpoints, so a
-resumed run is not re-initialised. When the first batch is a minibatch, the estimates come from
-that minibatch (an unbiased subsample) and SVI refines them.
+``initialise(x)`` under ``torch.no_grad()``: k-means (scikit-learn ``KMeans``, k-means++
+seeding, 3 restarts, fitted on at most 20,000 random rows) on the standardised batch, then
+weights, means and covariances from the hard assignment (covariances shrunk towards the
+identity in standardised units, so tiny clusters stay positive definite). The boolean buffer
+``initialised`` is saved in checkpoints, so a resumed run is not re-initialised, and
+:meth:`MixtureModel.set_parameters` also marks the module initialised. When the first batch is
+a minibatch the estimates come from that minibatch (a random subsample) and SVI refines them.
 
 Data sets (``load_data(data=...)``): ``"cats"`` (default) the seed's cat weights in kg, 1-D,
 K=2 (:data:`CATS`); ``"synthetic2d"`` 2-D, K=3 (:data:`SYNTHETIC2D`); or a path to a numeric
@@ -46,8 +56,10 @@ import numpy as np
 import pyro
 import pyro.distributions as dist
 import torch
+from pyro.distributions import TorchDistribution
+from pyro.ops.indexing import Vindex
 from torch import nn
-from torch.distributions import constraints, transform_to
+from torch.distributions import constraints
 
 from models import ModelSpec
 from models.base import DataError, DataSplit, ZooModel
@@ -74,6 +86,10 @@ DATASETS = {"cats": CATS, "synthetic2d": SYNTHETIC2D}
 
 #: Data points per split (train and test are disjoint draws from one seeded stream).
 SIZES = {"full": 2000, "smoke": 200}
+#: Floor on every Cholesky diagonal entry, in standard deviations of the data.
+MIN_SCALE = 1e-3
+#: Rows k-means sees at initialisation (a random subset of larger batches).
+KMEANS_POINTS = 20_000
 DATA_SEED = 20240
 
 
@@ -82,6 +98,66 @@ def true_parameters(name: str) -> dict[str, np.ndarray]:
     if name not in DATASETS:
         raise DataError(f"no true parameters for {name!r}; choose one of {', '.join(DATASETS)}")
     return {key: value.copy() for key, value in DATASETS[name].items()}
+
+
+class GaussianComponents(TorchDistribution):
+    r"""x | z ~ N(mu_z, Sigma_z) for a tensor ``index`` of component labels z in {0..K-1}.
+
+    ``locs`` (K, D) with ``scale_tril`` (K, D, D) or diagonal ``scales`` (K, D); batch shape
+    ``index.shape``, event shape (D,). ``log_prob`` scores all K components at once and then
+    picks z, so an enumerated z of shape (K, 1) costs one (N, D) x (D, K D) matrix product::
+
+        log N(x; mu_k, L_k L_k^T) = -1/2 ||(x - c) P_k - (mu_k - c) P_k||^2 - sum_d log L_k,dd
+                                    - D/2 log(2 pi),        P_k = L_k^{-T}
+
+    (scikit-learn's form; ``center`` c, e.g. the data mean, only improves float32 rounding).
+    """
+
+    arg_constraints = {}
+    support = constraints.real_vector
+
+    def __init__(self, locs, index, scale_tril=None, scales=None, center=None, validate_args=None):
+        if (scale_tril is None) == (scales is None):
+            raise ValueError("give exactly one of scale_tril or scales")
+        self.locs, self.index, self.scale_tril, self.scales = locs, index, scale_tril, scales
+        self.center = locs.new_zeros(locs.shape[-1]) if center is None else center
+        super().__init__(index.shape, locs.shape[-1:], validate_args=validate_args)
+
+    def expand(self, batch_shape, _instance=None):
+        return GaussianComponents(self.locs, self.index.expand(batch_shape), self.scale_tril,
+                                  self.scales, self.center, validate_args=False)
+
+    def component_log_probs(self, value: torch.Tensor) -> torch.Tensor:
+        """log N(value; mu_k, Sigma_k) for every k: shape ``value.shape[:-1] + (K,)``."""
+        k, d = self.locs.shape
+        locs = self.locs - self.center
+        if self.scales is not None:
+            precision = self.scales.reciprocal().diag_embed()
+            log_det = self.scales.log().sum(-1)
+        else:
+            eye = torch.eye(d, dtype=locs.dtype, device=locs.device)
+            precision = torch.linalg.solve_triangular(self.scale_tril, eye, upper=False).mT
+            log_det = self.scale_tril.diagonal(dim1=-2, dim2=-1).log().sum(-1)
+        # [x - c, 1] @ [[P_1 .. P_K], [-(mu_1 - c) P_1 .. -(mu_K - c) P_K]]: residuals (..., K, D)
+        shifted = (locs.unsqueeze(-2) @ precision).reshape(1, k * d)
+        stacked = torch.cat([precision.transpose(0, 1).reshape(d, k * d), -shifted])
+        centred = value - self.center
+        augmented = torch.cat([centred, torch.ones_like(centred[..., :1])], -1)
+        residual = (augmented @ stacked).unflatten(-1, (k, d))
+        return -0.5 * (residual * residual).sum(-1) - log_det - 0.5 * d * math.log(2 * math.pi)
+
+    def log_prob(self, value: torch.Tensor) -> torch.Tensor:
+        if self._validate_args:
+            self._validate_sample(value)
+        return Vindex(self.component_log_probs(value))[..., self.index]
+
+    @torch.no_grad()
+    def sample(self, sample_shape=()) -> torch.Tensor:
+        index = self.index.expand(torch.Size(sample_shape) + self.batch_shape)
+        noise = torch.randn(index.shape + self.event_shape, dtype=self.locs.dtype, device=self.locs.device)
+        if self.scales is not None:
+            return self.locs[index] + self.scales[index] * noise
+        return self.locs[index] + (self.scale_tril[index] @ noise.unsqueeze(-1)).squeeze(-1)
 
 
 class MixtureModel(ZooModel):
@@ -119,31 +195,27 @@ class MixtureModel(ZooModel):
     @property
     def scales(self) -> torch.Tensor:
         """Per-dimension standard deviations (K, D) of a diagonal model."""
-        return self.scale * self.unit_log_scales.exp()
+        return self.scale * (self.unit_log_scales.exp() + MIN_SCALE)
 
     @property
     def scale_tril(self) -> torch.Tensor:
         if self.covariance == "diag":
             return self.scales.diag_embed()
         # L_k = diag(scale) L_unit_k
-        return self.scale[:, None] * transform_to(constraints.lower_cholesky)(self.unit_scale_tril)
+        raw = self.unit_scale_tril
+        unit = raw.tril(-1) + (raw.diagonal(dim1=-2, dim2=-1).exp() + MIN_SCALE).diag_embed()
+        return self.scale[:, None] * unit
 
     @property
     def covariances(self) -> torch.Tensor:
         tril = self.scale_tril
         return tril @ tril.transpose(-1, -2)
 
-    def _component(self, index=None):
-        """N(mu_k, Sigma_k) for ``index`` (any shape), or all K components (batch shape (K,))."""
+    def components(self, index: torch.Tensor) -> GaussianComponents:
+        """N(mu_z, Sigma_z) for the component labels ``index``; batch shape ``index.shape``."""
         if self.covariance == "diag":
-            loc, scale = self.locs, self.scales
-            if index is not None:
-                loc, scale = loc[index], scale[index]
-            return dist.Normal(loc, scale).to_event(1)
-        loc, tril = self.locs, self.scale_tril
-        if index is not None:
-            loc, tril = loc[index], tril[index]
-        return dist.MultivariateNormal(loc, scale_tril=tril)
+            return GaussianComponents(self.locs, index, scales=self.scales, center=self.shift)
+        return GaussianComponents(self.locs, index, scale_tril=self.scale_tril, center=self.shift)
 
     # --- Pyro programs ----------------------------------------------------------------------
     def model(self, x: torch.Tensor, num_data: int | None = None):
@@ -161,7 +233,7 @@ class MixtureModel(ZooModel):
                 dist.Categorical(logits=self.weight_logits),
                 infer={"enumerate": "parallel"},
             )
-            pyro.sample("x", self._component(z), obs=x)
+            pyro.sample("x", self.components(z), obs=x)
 
     def guide(self, x: torch.Tensor, num_data: int | None = None):
         pass
@@ -169,7 +241,8 @@ class MixtureModel(ZooModel):
     # --- exact queries ----------------------------------------------------------------------
     def joint_log_prob(self, x: torch.Tensor) -> torch.Tensor:
         """log w_k + log N(x_n; mu_k, Sigma_k), shape (N, K)."""
-        return self.weight_logits.log_softmax(-1) + self._component().log_prob(x.unsqueeze(-2))
+        everyone = torch.arange(self.num_components, device=x.device)
+        return self.weight_logits.log_softmax(-1) + self.components(everyone).component_log_probs(x)
 
     def exact_log_prob(self, x: torch.Tensor) -> torch.Tensor:
         """log p(x_n) = logsumexp_k [log w_k + log N(x_n; mu_k, Sigma_k)], shape (N,)."""
@@ -186,7 +259,7 @@ class MixtureModel(ZooModel):
     def sample(self, n: int) -> torch.Tensor:
         """Ancestral draws: z ~ Categorical(w), x ~ N(mu_z, Sigma_z); shape (n, D)."""
         z = dist.Categorical(logits=self.weight_logits).sample((n,))
-        return self._component(z).sample()
+        return self.components(z).sample()
 
     # --- initialisation and parameter setting ---------------------------------------------
     @torch.no_grad()
@@ -221,9 +294,10 @@ class MixtureModel(ZooModel):
         self.unit_locs.copy_(locs)
         if self.covariance == "full":
             tril = torch.linalg.cholesky(covs)
-            self.unit_scale_tril.copy_(transform_to(constraints.lower_cholesky).inv(tril))
+            log_diagonal = _log_above_floor(tril.diagonal(dim1=-2, dim2=-1))
+            self.unit_scale_tril.copy_(tril.tril(-1) + log_diagonal.diag_embed())
         else:
-            self.unit_log_scales.copy_(0.5 * covs.diagonal(dim1=-2, dim2=-1).log())
+            self.unit_log_scales.copy_(_log_above_floor(covs.diagonal(dim1=-2, dim2=-1).sqrt()))
         self.initialised.fill_(True)
         self._ready = True
 
@@ -275,8 +349,9 @@ class MixtureModel(ZooModel):
         # w_k N(x; mu_k, sigma_k^2) on the grid, shape (400, K)
         parts = self.joint_log_prob(grid[:, None]).exp().cpu().numpy()
         grid = grid.cpu().numpy()
+        weights = self.weights.tolist()
         for k in range(self.num_components):
-            ax.plot(grid, parts[:, k], label=f"component {k}")
+            ax.plot(grid, parts[:, k], label=f"component {k} (w = {weights[k]:.2f})")
         ax.plot(grid, parts.sum(1), "k--", label="mixture")
         ax.set_xlabel("x")
         ax.set_ylabel("density")
@@ -303,33 +378,45 @@ class MixtureModel(ZooModel):
         ax.set_ylabel("x[1]")
 
 
+def _log_above_floor(scales: torch.Tensor) -> torch.Tensor:
+    """Inverse of s = exp(r) + MIN_SCALE (scales at or below the floor map to a tiny excess)."""
+    return (scales - MIN_SCALE).clamp(min=1e-12).log()
+
+
 def _kmeans_labels(units: torch.Tensor, k: int) -> torch.Tensor:
-    """Hard k-means labels (N,) of the rows of ``units``; seeded from torch's global RNG."""
+    """Hard k-means labels (N,) of the rows of ``units``; seeded from torch's global RNG.
+
+    k-means (3 k-means++ restarts) runs on at most ``KMEANS_POINTS`` random rows, then every
+    row takes the label of its nearest centre.
+    """
     from sklearn.cluster import KMeans
     from sklearn.exceptions import ConvergenceWarning
 
     n = units.shape[0]
-    seed = int(torch.randint(0, 2**31 - 1, ()).item())
     if n <= k:
         return torch.arange(n, device=units.device) % k
+    seed = int(torch.randint(0, 2**31 - 1, ()).item())
+    rows = torch.randperm(n)[:KMEANS_POINTS].numpy() if n > KMEANS_POINTS else slice(None)
+    points = units.detach().cpu().double().numpy()
     with warnings.catch_warnings():
         # duplicate points may leave fewer distinct clusters; the moments below cope with that
         warnings.simplefilter("ignore", ConvergenceWarning)
-        kmeans = KMeans(n_clusters=k, n_init=3, random_state=seed).fit(units.cpu().double().numpy())
-    return torch.as_tensor(kmeans.labels_, device=units.device, dtype=torch.long)
+        kmeans = KMeans(n_clusters=k, n_init=3, random_state=seed).fit(points[rows])
+    return torch.as_tensor(kmeans.predict(points), device=units.device, dtype=torch.long)
 
 
 def _hard_assignment_moments(units: torch.Tensor, labels: torch.Tensor, k: int):
     """Weights (K,), means (K, D), covariances (K, D, D) of hard clusters in standardised units.
 
-    w_k = (n_k + 1) / (N + K); Sigma_k = (S_k + I) / (n_k + 1) with S_k the scatter matrix,
-    i.e. the cluster covariance shrunk towards the identity (positive definite for any n_k).
+    w_k = (n_k + 1) / (N + K); Sigma_k = (S_k + I) / (n_k + 1) with S_k the scatter matrix about
+    the cluster mean, i.e. the cluster covariance shrunk towards the identity so that it is
+    positive definite for any n_k (an empty cluster gets the data mean and the identity).
     """
     n, d = units.shape
     onehot = nn.functional.one_hot(labels, k).to(units.dtype)  # (N, K)
     counts = onehot.sum(0)
-    global_mean = units.mean(0)
-    means = (onehot.T @ units + global_mean) / (counts[:, None] + 1)
+    means = (onehot.T @ units) / counts.clamp(min=1)[:, None]
+    means = torch.where(counts[:, None] > 0, means, units.mean(0))
     diff = units[:, None, :] - means  # (N, K, D)
     scatter = torch.einsum("nk,nkd,nke->kde", onehot, diff, diff)
     eye = torch.eye(d, dtype=units.dtype, device=units.device)
@@ -383,6 +470,8 @@ def read_csv(path: str | Path) -> np.ndarray:
     if not lines:
         raise DataError(f"CSV file {str(path)!r} is empty; give a file with one numeric row per point")
     skip = 0 if _is_numeric_row(lines[0]) else 1
+    if len(lines) == skip:
+        raise DataError(f"CSV file {str(path)!r} has a header but no data rows; add numeric rows")
     try:
         values = np.loadtxt(lines[skip:], delimiter=",", ndmin=2, dtype=np.float64)
     except ValueError as error:
@@ -390,8 +479,6 @@ def read_csv(path: str | Path) -> np.ndarray:
             f"CSV file {str(path)!r} has a non-numeric or ragged row ({error}); "
             "keep only numeric columns of equal length"
         ) from None
-    if values.shape[0] == 0:
-        raise DataError(f"CSV file {str(path)!r} has a header but no data rows; add numeric rows")
     if not np.isfinite(values).all():
         raise DataError(f"CSV file {str(path)!r} contains NaN or infinite values; remove or impute them")
     return values
@@ -450,7 +537,8 @@ SPEC = ModelSpec(
     build=build,
     load_data=load_data,
     hparams={"num_components": 2, "dim": 1, "covariance": "full"},
-    train={"steps": 500, "batch_size": None, "lr": 0.05},
+    train={"steps": 500, "batch_size": None, "lr": 0.01},
     smoke_train={"steps": 50},
     elbo="TraceEnum_ELBO",
+    hparams_for=lambda data: {key: data.info[key] for key in ("num_components", "dim") if key in data.info},
 )

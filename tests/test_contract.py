@@ -74,7 +74,7 @@ def test_samples_have_documented_shape(name, device):
 def test_vectorised_log_weights(name, device):
     spec, model, x = _setup(name, device)
     local_model, local_guide = model.local_pair()
-    log_w = log_weights(local_model, local_guide, x[:8], 5, spec.max_plate_nesting)
+    log_w = log_weights(local_model, local_guide, model.preprocess(x[:8]), 5, spec.max_plate_nesting)
     assert log_w.shape == (5, 8)
     assert torch.isfinite(log_w).all()
 

@@ -53,9 +53,10 @@ def train(name: str, *, out=None, smoke=False, device="cpu", seed=0, data_dir=No
     """Train model ``name`` by SVI; writes checkpoint, history, loss curve, figures, metrics.json."""
     spec = get_spec(name)
     device = resolve_device(device)
-    hparams = {**spec.hparams, **(spec.smoke_hparams if smoke else {}), **(hparams or {})}
     train_set = load_split(spec, "train", data_dir=data_dir, data=data, smoke=smoke, device=device)
     test_set = load_split(spec, "test", data_dir=data_dir, data=data, smoke=smoke, device=device)
+    implied = spec.hparams_for(train_set) if spec.hparams_for else {}
+    hparams = {**spec.hparams, **(spec.smoke_hparams if smoke else {}), **implied, **(hparams or {})}
     pyro.set_rng_seed(seed)
     model = spec.build(**hparams).to(device)
     model.check_data(train_set.x)
