@@ -23,18 +23,24 @@ import math
 import time
 from dataclasses import dataclass, field
 
+import numpy as np
 import pyro
 import pyro.poutine as poutine
-from pyro.poutine.util import site_is_subsample
 import torch
+from pyro.poutine.util import site_is_subsample
 from tqdm.auto import tqdm
+
+#: the fewest particles for which PSIS has the five tail draws it needs (ceil(K / 5) > 4).
+MIN_PSIS_PARTICLES = 21
 
 
 def _no_guide(*args, **kwargs):
     return None
 
 
-def log_weights(model, guide, x: torch.Tensor, num_particles: int, max_plate_nesting: int = 1) -> torch.Tensor:
+def log_weights(
+    model, guide, x: torch.Tensor, num_particles: int, max_plate_nesting: int = 1
+) -> torch.Tensor:
     """Log importance weights of shape ``(num_particles, N)`` from one vectorised pass."""
     guide = guide or _no_guide
     with torch.no_grad(), pyro.plate("particles", num_particles, dim=-(max_plate_nesting + 1)):
@@ -102,14 +108,9 @@ class ImportanceResult:
             "iwae_se": {k: (v.square().sum().sqrt() / n).item() for k, v in self.iwae_se.items()},
         }
         if self.khat is not None:
-            k = self.khat
-            out["khat"] = {
-                "max": k.max().item(),
-                "median": k.median().item(),
-                "good (<0.5)": (k < 0.5).float().mean().item(),
-                "ok (0.5-0.7)": ((k >= 0.5) & (k <= 0.7)).float().mean().item(),
-                "bad (>0.7)": (k > 0.7).float().mean().item(),
-            }
+            from inference.diagnostics import khat_summary
+
+            out["khat"] = khat_summary(self.khat)
         return out
 
 
@@ -185,8 +186,22 @@ def estimate_log_likelihood(
 
 
 def pareto_khat(log_w: torch.Tensor) -> torch.Tensor:
-    """PSIS Pareto shape k̂ per data point from log weights (K, N), via ArviZ's ``psislw``."""
+    """PSIS Pareto shape k̂ per data point from log weights (K, N), via ArviZ's ``psislw``.
+
+    PSIS fits the largest min(K/5, 3 sqrt(K)) weights, so k̂ is NaN (not estimated) for
+    K < ``MIN_PSIS_PARTICLES``. Where the weights are bounded with nothing to fit, k̂ is -inf:
+    weights equal to within the square root of the working precision (the exact posterior as
+    proposal), or largest weights tied (a few distinct weights from discrete latents, where
+    ArviZ reports +inf).
+    """
     import arviz as az
 
-    _, khat = az.psislw(log_w.detach().double().cpu().numpy().T)
-    return torch.as_tensor(khat, dtype=torch.float32).reshape(-1)
+    if log_w.shape[0] < MIN_PSIS_PARTICLES:
+        return torch.full(log_w.shape[1:2], float("nan"))
+    values = log_w.detach().double().cpu()
+    spread = values.max(0).values - values.min(0).values
+    flat = spread <= math.sqrt(torch.finfo(log_w.dtype).eps) * values.abs().max(0).values.clamp(min=1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        _, fitted = az.psislw(values.numpy().T)
+    khat = torch.as_tensor(fitted, dtype=torch.float32).reshape(-1)
+    return khat.masked_fill(torch.isposinf(khat) | flat, float("-inf"))

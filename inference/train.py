@@ -78,6 +78,7 @@ def fit(
     clip_norm: float | None = None,
     num_particles: int = 1,
     seed: int | None = None,
+    tol: float | None = None,
     checkpoint: str | Path | None = None,
     resume: bool = False,
     meta: dict | None = None,
@@ -88,7 +89,9 @@ def fit(
 
     ``x`` must already be on the model's device. With ``checkpoint`` a checkpoint is written
     at every log point and at the end; ``resume`` continues from it. A non-finite loss stops
-    training with :class:`TrainingDiverged`, leaving the last good checkpoint in place.
+    training with :class:`TrainingDiverged`, leaving the last good checkpoint in place. With
+    ``tol``, training stops early once the mean loss of a log window changes by less than
+    ``tol`` nats per data point from the previous window (scikit-learn's convergence rule).
     """
     model.check_data(x)
     if seed is not None:
@@ -118,6 +121,7 @@ def fit(
             })
 
     pending: list[torch.Tensor] = []
+    previous = math.inf
     order = None
     start = time.perf_counter()
     bar = tqdm(total=total, initial=result.step, disable=not progress, unit="step", dynamic_ncols=True)
@@ -145,8 +149,12 @@ def fit(
             _guard(values, result, checkpoint)
             result.losses.extend(values)
             bar.update(len(values))
-            bar.set_postfix(loss=f"{sum(values) / len(values):.4f}")
+            window = sum(values) / len(values)
+            bar.set_postfix(loss=f"{window:.4f}")
             save()
+            if tol is not None and abs(previous - window) < tol:
+                break
+            previous = window
     bar.close()
     model.eval()
     result.seconds = time.perf_counter() - start

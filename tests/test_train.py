@@ -64,3 +64,10 @@ def test_checkpoint_write_is_atomic_and_corruption_is_reported(tmp_path):
 def test_epochs_and_steps_are_exclusive():
     with pytest.raises(ValueError):
         fit(NormalNormal(), torch.zeros(4), steps=1, epochs=1, progress=False)
+
+
+def test_tol_stops_early_once_the_loss_settles():
+    x = torch.randn(500) * math.sqrt(2)
+    result = fit(NormalNormal(), x, steps=5000, lr=0.05, progress=False, log_every=50, tol=1e-3)
+    assert 0 < result.step < 5000
+    assert len(result.losses) == result.step
