@@ -40,5 +40,7 @@ def load_checkpoint(path: Path, map_location="cpu") -> dict:
             "retrain or point --checkpoint at another file"
         ) from None
     if not isinstance(state, dict) or "model_state" not in state:
-        raise CheckpointError(f"{path} is not a zoo checkpoint; point --checkpoint at a file written by `zoo train`")
+        raise CheckpointError(
+            f"{path} is not a zoo checkpoint; point --checkpoint at a file written by `zoo train`"
+        )
     return state

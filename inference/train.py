@@ -103,7 +103,7 @@ def fit(
     if log_every is None:
         log_every = min(batches_per_epoch, 100) if batch_size < num_data else 25
     loss_fn = make_elbo(elbo, max_plate_nesting, num_particles).differentiable_loss
-    optimizer = torch.optim.Adam(model.parameters(), lr=lr)
+    optimizer = torch.optim.Adam(model.parameters(), lr=lr, fused=_fusable(model))
     result = TrainResult(checkpoint=Path(checkpoint) if checkpoint else None)
     if resume:
         result.step, result.losses = _restore(checkpoint, model, optimizer)
@@ -159,6 +159,11 @@ def fit(
     model.eval()
     result.seconds = time.perf_counter() - start
     return result
+
+
+def _fusable(model) -> bool:
+    """Adam's fused kernel needs every parameter floating point on a CPU or CUDA device."""
+    return all(p.is_floating_point() and p.device.type in ("cpu", "cuda") for p in model.parameters())
 
 
 def _loss(loss_fn, model, batch, kwargs, step, checkpoint) -> torch.Tensor:

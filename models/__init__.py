@@ -8,8 +8,8 @@ Adding a model is one new file under ``models/`` plus one line here; the contrac
 from __future__ import annotations
 
 import importlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 from models.base import DataError, DataSplit, ZooModel
 
@@ -74,7 +74,13 @@ def all_specs() -> list[ModelSpec]:
     return [get_spec(name) for name in sorted(REGISTRY)]
 
 
-__all__ = sorted(
-    ["DataError", "DataSplit", "ModelSpec", "REGISTRY", "UnknownModelError", "ZooModel",
-     "all_specs", "get_spec"]
-)
+__all__ = [
+    "REGISTRY",
+    "DataError",
+    "DataSplit",
+    "ModelSpec",
+    "UnknownModelError",
+    "ZooModel",
+    "all_specs",
+    "get_spec",
+]

@@ -41,7 +41,7 @@ class DataSplit:
     source: str = ""
     info: dict = field(default_factory=dict)
 
-    def to(self, device) -> "DataSplit":
+    def to(self, device) -> DataSplit:
         y = None if self.y is None else self.y.to(device)
         return DataSplit(self.x.to(device), y, self.source, self.info)
 

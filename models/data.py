@@ -11,10 +11,10 @@ Both come back as a :class:`models.DataSplit` whose ``x`` is a float32 tensor of
   images of 8x8 with 17 grey levels, so D = 64, scaled by 1/16. Embedded and offline; a fixed
   split (a seed-0 permutation, last fifth as test) gives 1438 train / 359 test images.
 
-Which data set :func:`load_data` gives when ``data`` is None: ``"digits"`` in smoke mode (the
-data set the small smoke models are built for; ``data_dir`` is then ignored) and ``"mnist"``
-otherwise, read from ``data_dir`` (default ``$ZOO_DATA_DIR`` or ``./data``). A named ``data``
-always wins.
+Which data set :func:`load_data` reads: ``data`` when named; otherwise ``"mnist"`` when a
+``data_dir`` is given and the embedded ``"digits"`` when none is (so every command runs offline
+by default). ``data="mnist"`` without ``data_dir`` reads ``$ZOO_DATA_DIR`` or ``./data``. Models
+read their input dimension from the data (e.g. ``hparams_for`` in :mod:`models.vae`).
 
 :func:`binarize` draws x_b ~ Bernoulli(x) with a fixed generator: the fixed binarised test sets
 of binary-likelihood models are made with it once, while their training minibatches are
@@ -106,10 +106,10 @@ def binarize(x: torch.Tensor, seed: int = 0) -> torch.Tensor:
     return torch.bernoulli(x, generator=generator)
 
 
-def data_name(data: str | None = None, smoke: bool = False) -> str:
-    """The data set :func:`load_data` reads: ``data`` if given, else digits in smoke mode, else MNIST."""
+def data_name(data: str | None = None, data_dir: str | Path | None = None) -> str:
+    """The data set to read: ``data`` if named, else MNIST given a ``data_dir``, else the digits."""
     if data is None:
-        return "digits" if smoke else "mnist"
+        return "digits" if data_dir is None else "mnist"
     name = str(data).lower()
     if name not in DATA_SETS:
         raise DataError(f"unknown image data set {data!r}; choose one of {', '.join(DATA_SETS)}")
@@ -128,7 +128,7 @@ def load_data(
     ``smoke`` keeps the first 2000 train / 500 test MNIST images (the digits are small already).
     ``binarize_test`` replaces the test images by one fixed draw of :func:`binarize` (seed 0).
     """
-    name = data_name(data, smoke)
+    name = data_name(data, data_dir)
     if name == "digits":
         split_data = load_digits(split)
     else:

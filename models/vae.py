@@ -22,9 +22,9 @@ has batch shape (N,) (or (P, N)) and event shape (D,).
 Data: training images are grey levels in [0, 1] and :meth:`VAE.preprocess` binarises every
 minibatch afresh (dynamic binarisation, x_b ~ Bernoulli(x)); the test split from
 :func:`load_data` is binarised once with a fixed generator (seed 0), so every evaluation sees
-the same binary images. MNIST (784-400-50) is the default data set; smoke runs use the 8x8
-digits (64-64-2); see :mod:`models.data` for the rule and :func:`hparams_for` to match a
-model to other data.
+the same binary images. Data sets (see :mod:`models.data`): MNIST when a data folder is given
+(the default shape 784-400-50), else the embedded 8x8 digits (smoke shape 64-64-2);
+:func:`hparams_for` sets ``data_dim`` from the data, so any of them fits any shape.
 
 Posterior collapse is monitored by the KL per latent dimension, KL(q(z_i | x) || N(0, 1))
 averaged over x, and by the active units of Burda et al. (2016): dimension i is active when
@@ -66,7 +66,7 @@ class VAE(ZooModel):
         super().__init__()
         if activation not in ACTIVATIONS:
             raise ValueError(f"unknown activation {activation!r}; choose one of {', '.join(ACTIVATIONS)}")
-        hidden = [int(h) for h in hidden]
+        hidden = [int(hidden)] if isinstance(hidden, int) else [int(h) for h in hidden]
         self.data_dim, self.z_dim, self.hidden, self.activation = data_dim, z_dim, tuple(hidden), activation
         self.event_shape = (data_dim,)
         self.encoder = mlp([data_dim, *hidden], activation)
@@ -164,9 +164,10 @@ class VAE(ZooModel):
         kl = torch.stack([self.kl_per_dim(part) * len(part) for part in x.split(chunk)]).sum(0) / len(x)
         activity = torch.cat([self.encode(part) for part in x.split(chunk)]).var(0, unbiased=False)
         self.train(was_training)
+        se = values.std() / math.sqrt(len(x))
         return {
-            "neg_elbo": {"value": values.mean().item(), "se": (values.std() / math.sqrt(len(x))).item(),
-                         "unit": "nats per image", "estimator": "1 sample of z per image, closed-form KL"},
+            "neg_elbo_analytic_kl": {"value": values.mean().item(), "se": se.item(), "unit": "nats per image",
+                                     "estimator": "1 sample of z per image, closed-form KL"},
             "kl_total": {"value": kl.sum().item(), "unit": "nats per image"},
             "kl_per_dim": {"min": kl.min().item(), "median": kl.median().item(), "max": kl.max().item(),
                            "values": [round(v, 4) for v in kl.tolist()], "unit": "nats"},
@@ -176,33 +177,40 @@ class VAE(ZooModel):
 
     @torch.no_grad()
     def figures(self, data: DataSplit, out_dir: Path) -> dict[str, Path]:
-        """Samples, reconstructions, a latent interpolation and (z_dim == 2) a latent scatter."""
+        """Samples, reconstructions, a latent interpolation and (z_dim == 2) a latent scatter.
+
+        Image figures need a square ``data_dim`` (side sqrt(data_dim)) and two images; at most 2000
+        images are used.
+        """
         out_dir = Path(out_dir)
         out_dir.mkdir(parents=True, exist_ok=True)
         x = _binary(data.x[:2000].to(self.device))
         side = math.isqrt(self.data_dim)
-        paths = {}
-        if side * side == self.data_dim:
-            paths["samples (pixel probabilities)"] = _image_grid(
-                self.decode(torch.randn(64, self.z_dim, device=self.device)), side, 8, out_dir / "vae_samples.png",
-                "VAE samples: sigmoid(f(z)), z ~ N(0, I)")
-            originals = x[:10]
-            paths["reconstructions"] = _image_grid(
-                torch.cat([originals, self.reconstruct(originals)]), side, 10, out_dir / "vae_reconstructions.png",
-                "top: test images, bottom: reconstructions from E_q[z|x]")
-            ends = self.encode(x[:2])
-            weights = torch.linspace(0, 1, 10, device=self.device)[:, None]
-            paths["latent interpolation"] = _image_grid(
-                self.decode((1 - weights) * ends[0] + weights * ends[1]), side, 10,
-                out_dir / "vae_interpolation.png", "decoded (1-t) mu(x_a) + t mu(x_b), t = 0..1")
+        square = side * side == self.data_dim and len(x) >= 2
+        paths = self._image_figures(x, side, out_dir) if square else {}
         if self.z_dim == 2:
-            paths["latent space"] = _latent_scatter(self.encode(x), None if data.y is None else data.y[:2000],
-                                                    out_dir / "vae_latent.png")
+            labels = None if data.y is None else data.y[:2000]
+            paths["latent space"] = _latent_scatter(self.encode(x), labels, out_dir / "vae_latent.png")
         return paths
+
+    def _image_figures(self, x: torch.Tensor, side: int, out_dir: Path) -> dict[str, Path]:
+        probs = self.decode(torch.randn(64, self.z_dim, device=self.device))
+        pairs = torch.cat([x[:10], self.reconstruct(x[:10])])
+        ends = self.encode(x[:2])
+        t = torch.linspace(0, 1, 10, device=self.device)[:, None]
+        segment = (1 - t) * ends[0] + t * ends[1]
+        return {
+            "samples": _image_grid(probs, side, 8, out_dir / "vae_samples.png",
+                                   "pixel probabilities sigmoid(f(z)), z ~ N(0, I)"),
+            "reconstructions": _image_grid(pairs, side, 10, out_dir / "vae_reconstructions.png",
+                                           "top: test images; bottom: reconstructions from E_q[z | x]"),
+            "latent interpolation": _image_grid(self.decode(segment), side, 10, out_dir / "vae_interp.png",
+                                                "decoded (1 - t) mu(x_a) + t mu(x_b), t = 0 ... 1"),
+        }
 
 
 def _binary(x: torch.Tensor) -> torch.Tensor:
-    return x if bool(((x == 0) | (x == 1)).all()) else image_data.binarize(x)
+    return x if bool(((x == 0) | (x == 1)).all()) else image_data.binarize(x.cpu()).to(x.device)
 
 
 def _image_grid(images: torch.Tensor, side: int, columns: int, path: Path, title: str) -> Path:
@@ -210,7 +218,7 @@ def _image_grid(images: torch.Tensor, side: int, columns: int, path: Path, title
 
     images = images.reshape(-1, side, side).cpu()
     rows = math.ceil(len(images) / columns)
-    canvas = torch.ones(rows * (side + 1) - 1, columns * (side + 1) - 1)
+    canvas = torch.zeros(rows * (side + 1) - 1, columns * (side + 1) - 1)
     for index, image in enumerate(images):
         top, left = (index // columns) * (side + 1), (index % columns) * (side + 1)
         canvas[top:top + side, left:left + side] = image
@@ -244,7 +252,7 @@ def build(data_dim: int = 784, hidden=(400,), z_dim: int = 50, activation: str =
 
 
 def load_data(split: str, data_dir=None, data=None, smoke: bool = False) -> DataSplit:
-    """Grey train images / fixed-binarised test images; digits in smoke mode, else MNIST."""
+    """Grey train images, fixed-binarised test images; MNIST with a ``data_dir``, else the digits."""
     return image_data.load_data(split, data_dir=data_dir, data=data, smoke=smoke, binarize_test=True)
 
 
@@ -259,10 +267,11 @@ SPEC = ModelSpec(
     build=build,
     load_data=load_data,
     hparams={"data_dim": 784, "hidden": (400,), "z_dim": 50, "activation": "softplus"},
-    train={"epochs": 10, "batch_size": 128, "lr": 1e-3},
+    train={"epochs": 10, "batch_size": 128, "lr": 2e-3},
     smoke_hparams={"data_dim": 64, "hidden": (64,), "z_dim": 2},
-    smoke_train={"epochs": 5, "batch_size": 128, "lr": 3e-3},
+    smoke_train={"epochs": 30, "batch_size": 128, "lr": 3e-3},
     elbo="Trace_ELBO",
+    hparams_for=hparams_for,
 )
 
 __all__ = sorted(["SPEC", "VAE", "build", "hparams_for", "load_data"])

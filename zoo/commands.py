@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import sys
 
-from models import REGISTRY, all_specs, get_spec
+from models import REGISTRY, DataError, all_specs, get_spec
 from zoo import runs
 from zoo.cli import parse_hparams
 
@@ -28,7 +28,8 @@ def cmd_train(args) -> dict:
         progress=not args.no_progress,
     )
     _say(args, f"{args.name}: test −ELBO {metrics['test_neg_elbo']:.4f} {metrics['units']} after "
-               f"{metrics['steps']} steps ({metrics['train_seconds']:.1f} s); checkpoint {metrics['checkpoint']}")
+               f"{metrics['steps']} steps ({metrics['train_seconds']:.1f} s); "
+               f"checkpoint {metrics['checkpoint']}")
     return metrics
 
 
@@ -49,11 +50,11 @@ def cmd_query(args) -> dict:
     else:
         model = get_spec(args.name).make()
     if not hasattr(model, "answer"):
-        raise runs.DataError(f"model {args.name!r} has no exact queries; try `zoo query student ...`")
+        raise DataError(f"model {args.name!r} has no exact queries; try `zoo query student ...`")
     try:
         answer = model.answer(args.text)
     except ValueError as err:
-        raise runs.DataError(str(err)) from None
+        raise DataError(str(err)) from None
     if not args.json:
         for event, probability in answer.items():
             print(f"P({event} | evidence) = {probability:.6f}")

@@ -12,7 +12,6 @@ import time
 from pathlib import Path
 
 import pyro
-import torch
 
 from inference.checkpoint import load_checkpoint
 from inference.devices import resolve_device
@@ -23,7 +22,8 @@ from models import DataError, DataSplit, ModelSpec, get_spec
 UNITS = "nats per data point"
 
 
-def load_split(spec: ModelSpec, split: str, *, data_dir=None, data=None, smoke=False, device="cpu") -> DataSplit:
+def load_split(spec: ModelSpec, split: str, *, data_dir=None, data=None, smoke=False,
+               device="cpu") -> DataSplit:
     """The model's data split, on ``device``."""
     return spec.load_data(split, data_dir=data_dir, data=data, smoke=smoke).to(device)
 
@@ -107,7 +107,7 @@ def evaluate(checkpoint, *, name=None, k=1000, split="test", limit=None, data_di
 
     spec, model, state = load(checkpoint, device)
     if name is not None and name != spec.name:
-        raise FileExistsError(f"{checkpoint} holds a {spec.name!r} model, not {name!r}; use `zoo eval {spec.name}`")
+        raise DataError(f"{checkpoint} holds a {spec.name!r} model, not {name!r}; use `zoo eval {spec.name}`")
     smoke = state.get("smoke", False)
     data_split = load_split(spec, split, data_dir=data_dir or state.get("data_dir"),
                             data=data or state.get("data"), smoke=smoke, device=model.device)

@@ -1,0 +1,187 @@
+"""Tests of the VAE (models/vae.py) and the image data (models/data.py) on the 8x8 digits."""
+
+from __future__ import annotations
+
+import math
+import time
+from pathlib import Path
+
+import pyro
+import pytest
+import torch
+import torch.nn.functional as F
+from pyro import poutine
+
+from inference.train import fit
+from models import DataError
+from models import data as image_data
+from models.vae import SPEC, VAE, hparams_for, load_data
+
+SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+
+
+@pytest.fixture(scope="module")
+def digits():
+    return load_data("train", smoke=True), load_data("test", smoke=True)
+
+
+def small_vae(device, z_dim=2) -> VAE:
+    return VAE(data_dim=64, hidden=(64,), z_dim=z_dim).to(device)
+
+
+def test_spec_shapes_match_default_data(digits):
+    train, test = digits
+    assert SPEC.make(smoke=True).event_shape == tuple(train.x.shape[1:]) == (64,)
+    assert SPEC.make().event_shape == (784,)
+    assert SPEC.hparams_for is hparams_for and hparams_for(test) == {"data_dim": 64}
+    assert SPEC.make(**hparams_for(test)).event_shape == (64,)
+
+
+def test_digits_split(digits):
+    train, test = digits
+    assert train.x.shape == (1438, 64) and test.x.shape == (359, 64)
+    assert train.y.shape == (1438,) and set(test.y.tolist()) == set(range(10))
+    assert 0 <= train.x.min() and train.x.max() <= 1
+    assert len(torch.unique(train.x)) == 17
+    assert set(torch.unique(test.x).tolist()) == {0.0, 1.0}
+    assert torch.equal(load_data("test", smoke=True).x, test.x)
+
+
+def test_data_name_rule(tmp_path):
+    assert image_data.data_name() == "digits"
+    assert image_data.data_name(None, data_dir=tmp_path) == "mnist"
+    assert image_data.data_name("MNIST") == "mnist"
+    assert image_data.data_name("digits", data_dir=tmp_path) == "digits"
+    with pytest.raises(DataError, match="choose one of"):
+        image_data.data_name("cifar")
+
+
+def test_missing_mnist_without_download(tmp_path):
+    with pytest.raises(DataError, match="--data-dir") as info:
+        image_data.load_mnist("train", tmp_path, download=False)
+    assert str(tmp_path) in str(info.value)
+
+
+def test_missing_mnist_when_download_fails(tmp_path, monkeypatch):
+    from torchvision.datasets import MNIST
+
+    def offline(self):
+        raise RuntimeError("Error downloading train-images-idx3-ubyte.gz")
+
+    monkeypatch.setattr(MNIST, "download", offline)
+    with pytest.raises(DataError, match="could not be downloaded"):
+        load_data("train", data_dir=tmp_path, data="mnist")
+
+
+@pytest.mark.skipif(not (SHARED_DATA / "MNIST" / "raw").is_dir(), reason="needs ../shared/data/MNIST/raw")
+def test_real_mnist_files():
+    test = image_data.load_mnist("test", SHARED_DATA, download=False)
+    assert test.x.shape == (10000, 784) and test.x.dtype == torch.float32
+    assert test.x.min() == 0 and test.x.max() == 1 and len(torch.unique(test.x)) > 200
+    digit_counts = [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009]
+    assert torch.bincount(test.y).tolist() == digit_counts
+    small = load_data("test", data_dir=SHARED_DATA, data="mnist", smoke=True)
+    assert small.x.shape == (500, 784) and set(torch.unique(small.x).tolist()) == {0.0, 1.0}
+
+
+def test_shapes(device, digits):
+    x = digits[1].x[:7].to(device)
+    vae = small_vae(device, z_dim=3)
+    samples = vae.sample(5)
+    assert samples.shape == (5, 64) and set(torch.unique(samples).tolist()) <= {0.0, 1.0}
+    assert vae.encode(x).shape == (7, 3)
+    assert vae.decode(torch.zeros(2, 4, 3, device=device)).shape == (2, 4, 64)
+    recon = vae.reconstruct(x)
+    assert recon.shape == (7, 64) and 0 <= recon.min() and recon.max() <= 1
+    with pyro.plate("particles", 4, dim=-2):
+        guide_trace = poutine.trace(vae.guide).get_trace(x)
+        model_trace = poutine.trace(poutine.replay(vae.model, trace=guide_trace)).get_trace(x)
+    model_trace.compute_log_prob()
+    assert guide_trace.nodes["z"]["value"].shape == (4, 7, 3)
+    assert model_trace.nodes["x"]["log_prob"].shape == (4, 7)
+
+
+def test_log_likelihood_is_bernoulli_of_decoder_logits(device, digits):
+    x = digits[1].x[:20].to(device)
+    vae = small_vae(device)
+    z = torch.randn(20, 2, device=device)
+    trace = poutine.trace(poutine.condition(vae.model, data={"z": z})).get_trace(x)
+    site = trace.nodes["x"]
+    first, last = vae.decoder[0][0], vae.decoder[1]
+    logits = F.linear(F.softplus(F.linear(z, first.weight, first.bias)), last.weight, last.bias)
+    expected = -F.binary_cross_entropy_with_logits(logits, x, reduction="none").sum(-1)
+    assert torch.allclose(site["fn"].log_prob(x), expected, atol=1e-4)
+
+
+def test_kl_per_dim_matches_monte_carlo(device, digits):
+    x = digits[1].x[:100].to(device)
+    vae = small_vae(device, z_dim=4)
+    with torch.no_grad():
+        vae.loc_head.weight.mul_(3.0)
+        q = vae.posterior(x)
+        z = q.sample((2000,))
+        # log q(z_i | x) - log N(z_i; 0, 1), draws (M, N, K)
+        terms = q.log_prob(z) - torch.distributions.Normal(0.0, 1.0).log_prob(z)
+        monte_carlo = terms.mean((0, 1))
+        se = (terms.var(0).sum(0) / terms.shape[0]).sqrt() / terms.shape[1]
+        exact = vae.kl_per_dim(x)
+    assert exact.shape == (4,)
+    assert ((exact - monte_carlo).abs() < 4 * se).all(), (exact, monte_carlo, se)
+
+
+def test_active_units_counts_dimensions_that_move(device, digits):
+    x = digits[1].x.to(device)
+    vae = small_vae(device, z_dim=5)
+    with torch.no_grad():
+        vae.loc_head.weight[:2].zero_()
+        vae.loc_head.weight[2:].mul_(20.0)
+    assert vae.active_units(x) == 3
+    assert vae.active_units(x, threshold=1e9) == 0
+
+
+def test_training_lowers_test_neg_elbo(device, digits):
+    train, test = (split.to(device) for split in digits)
+    vae = small_vae(device, z_dim=4)
+    with torch.no_grad():
+        before = vae.neg_elbo(test.x, num_samples=10)
+    result = fit(vae, train.x, epochs=20, batch_size=128, lr=3e-3, progress=False, seed=0)
+    with torch.no_grad():
+        after = vae.neg_elbo(test.x, num_samples=10)
+    gain = before - after
+    assert gain.mean() > 4 * gain.std() / math.sqrt(len(gain))
+    assert result.losses[-1] < result.losses[0]
+
+
+def test_metrics_and_figures(device, digits, tmp_path):
+    test = digits[1]
+    vae = SPEC.make(smoke=True).to(device)
+    metrics = vae.metrics(test)
+    neg_elbo = metrics["neg_elbo_analytic_kl"]
+    assert neg_elbo["value"] > 0 and neg_elbo["se"] > 0 and neg_elbo["unit"] == "nats per image"
+    assert len(metrics["kl_per_dim"]["values"]) == 2
+    assert 0 <= metrics["active_units"]["value"] <= 2
+    paths = vae.figures(test, tmp_path)
+    assert set(paths) == {"samples", "reconstructions", "latent interpolation", "latent space"}
+    assert all(Path(path).stat().st_size > 0 for path in paths.values())
+
+
+def test_check_data_rejects_unscaled_pixels(device):
+    vae = small_vae(device)
+    with pytest.raises(DataError, match="rescale"):
+        vae.check_data(torch.full((3, 64), 255.0, device=device))
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not (SHARED_DATA / "MNIST" / "raw").is_dir(), reason="needs ../shared/data/MNIST/raw")
+def test_mnist_ten_epochs_reaches_103_nats(device):
+    train = load_data("train", data_dir=SHARED_DATA).to(device)
+    test = load_data("test", data_dir=SHARED_DATA)
+    vae = SPEC.make().to(device)
+    start = time.perf_counter()
+    fit(vae, train.x, epochs=10, progress=False, seed=0,
+        **{k: v for k, v in SPEC.train.items() if k != "epochs"})
+    seconds_per_epoch = (time.perf_counter() - start) / 10
+    neg_elbo = vae.metrics(test)["neg_elbo_analytic_kl"]
+    print(f"MNIST: {seconds_per_epoch:.2f} s per epoch, test -ELBO {neg_elbo['value']:.2f} "
+          f"+- {neg_elbo['se']:.2f} nats per image")
+    assert neg_elbo["value"] <= 103.0
