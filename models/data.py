@@ -100,6 +100,50 @@ def load_digits(split: str) -> DataSplit:
     )
 
 
+def read_csv(path: str | Path) -> np.ndarray:
+    """Rows of a numeric comma-separated file, shape (N, D), float64; one header line is optional."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"CSV file {str(path)!r} does not exist; check the path given as data")
+    lines = [line for line in path.read_text().splitlines() if line.strip()]
+    if not lines:
+        raise DataError(f"CSV file {str(path)!r} is empty; give a file with one numeric row per point")
+    skip = 0 if _is_numeric_row(lines[0]) else 1
+    if len(lines) == skip:
+        raise DataError(f"CSV file {str(path)!r} has a header but no data rows; add numeric rows")
+    try:
+        values = np.loadtxt(lines[skip:], delimiter=",", ndmin=2, dtype=np.float64)
+    except ValueError as error:
+        raise DataError(
+            f"CSV file {str(path)!r} has a non-numeric or ragged row ({error}); "
+            "keep only numeric columns of equal length"
+        ) from None
+    if not np.isfinite(values).all():
+        raise DataError(f"CSV file {str(path)!r} contains NaN or infinite values; remove or impute them")
+    return values
+
+
+def _is_numeric_row(line: str) -> bool:
+    try:
+        [float(field) for field in line.split(",")]
+    except ValueError:
+        return False
+    return True
+
+
+def csv_split(path: str | Path, split: str, seed: int = 0, train_fraction: float = 0.8) -> torch.Tensor:
+    """``split`` of a user CSV (:func:`read_csv`): a seeded permutation, the first
+    ``train_fraction`` of rows as "train", the rest as "test", rows kept in file order; float32."""
+    _check_split(split)
+    values = read_csv(path)
+    if len(values) < 2:
+        raise DataError(f"CSV file {str(path)!r} has fewer than 2 rows; a train/test split needs at least 2")
+    order = np.random.default_rng(seed).permutation(len(values))
+    cut = min(len(values) - 1, max(1, int(round(train_fraction * len(values)))))
+    rows = order[:cut] if split == "train" else order[cut:]
+    return torch.as_tensor(values[np.sort(rows)], dtype=torch.float32)
+
+
 def binarize(x: torch.Tensor, seed: int = 0) -> torch.Tensor:
     """x_b ~ Bernoulli(x) elementwise, drawn with a generator seeded by ``seed``; same shape."""
     generator = torch.Generator(device=x.device).manual_seed(seed)
@@ -144,4 +188,13 @@ def load_data(
     return split_data
 
 
-__all__ = sorted(["binarize", "data_name", "default_data_dir", "load_data", "load_digits", "load_mnist"])
+__all__ = [
+    "binarize",
+    "csv_split",
+    "data_name",
+    "default_data_dir",
+    "load_data",
+    "load_digits",
+    "load_mnist",
+    "read_csv",
+]

@@ -63,6 +63,7 @@ from torch.distributions import constraints
 
 from models import ModelSpec
 from models.base import DataError, DataSplit, ZooModel
+from models.data import csv_split
 
 #: Cat weights in kg (seed 000): z = 0 female N(4.0, 0.5^2), z = 1 male N(5.5, 0.7^2), P(male) = 0.45.
 CATS = {
@@ -461,49 +462,11 @@ def _synthetic(name: str, split: str, smoke: bool) -> DataSplit:
     )
 
 
-def read_csv(path: str | Path) -> np.ndarray:
-    """Rows of a numeric comma-separated file, shape (N, D); one header line is optional."""
-    path = Path(path)
-    if not path.is_file():
-        raise DataError(f"CSV file {str(path)!r} does not exist; check the path given as data")
-    lines = [line for line in path.read_text().splitlines() if line.strip()]
-    if not lines:
-        raise DataError(f"CSV file {str(path)!r} is empty; give a file with one numeric row per point")
-    skip = 0 if _is_numeric_row(lines[0]) else 1
-    if len(lines) == skip:
-        raise DataError(f"CSV file {str(path)!r} has a header but no data rows; add numeric rows")
-    try:
-        values = np.loadtxt(lines[skip:], delimiter=",", ndmin=2, dtype=np.float64)
-    except ValueError as error:
-        raise DataError(
-            f"CSV file {str(path)!r} has a non-numeric or ragged row ({error}); "
-            "keep only numeric columns of equal length"
-        ) from None
-    if not np.isfinite(values).all():
-        raise DataError(f"CSV file {str(path)!r} contains NaN or infinite values; remove or impute them")
-    return values
-
-
-def _is_numeric_row(line: str) -> bool:
-    try:
-        [float(field) for field in line.split(",")]
-    except ValueError:
-        return False
-    return True
-
-
 def _csv(path: Path, split: str, smoke: bool) -> DataSplit:
-    values = read_csv(path)
-    order = np.random.default_rng(DATA_SEED).permutation(values.shape[0])
-    cut = int(round(0.8 * len(order))) if len(order) > 1 else 1
-    rows = order[:cut] if split == "train" else order[cut:]
+    x = csv_split(path, split, seed=DATA_SEED)
     if smoke:
-        rows = rows[: SIZES["smoke"]]
-    return DataSplit(
-        torch.as_tensor(values[np.sort(rows)], dtype=torch.float32),
-        source=f"CSV file {path}",
-        info={"dim": values.shape[1]},
-    )
+        x = x[: SIZES["smoke"]]
+    return DataSplit(x, source=f"CSV file {path}", info={"dim": x.shape[1]})
 
 
 def load_data(split: str = "train", data_dir=None, data: str | None = None, smoke: bool = False) -> DataSplit:
