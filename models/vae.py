@@ -41,7 +41,7 @@ import pyro.distributions as dist
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.distributions import Normal, kl_divergence
+from torch.distributions import Normal, constraints, kl_divergence
 
 from models import ModelSpec
 from models import data as image_data
@@ -49,6 +49,59 @@ from models.base import DataError, DataSplit, ZooModel
 
 ACTIVATIONS = {"softplus": nn.Softplus, "relu": nn.ReLU, "tanh": nn.Tanh, "elu": nn.ELU}
 MIN_SCALE = 1e-4
+
+
+def bernoulli_log_prob(logits: torch.Tensor, value: torch.Tensor) -> torch.Tensor:
+    """sum_d [x_d l_d - softplus(l_d)] = sum_d log Bernoulli(x_d | sigmoid(l_d)), shape (...,)."""
+    return (value * logits - F.softplus(logits)).sum(-1)
+
+
+_fused_log_prob = None
+
+
+def _fused_bernoulli_log_prob(logits: torch.Tensor, value: torch.Tensor) -> torch.Tensor:
+    """:func:`bernoulli_log_prob` as one compiled kernel (one read of the logits, no temporaries);
+    falls back to eager PyTorch where ``torch.compile`` cannot build (e.g. no C++ compiler)."""
+    global _fused_log_prob
+    if _fused_log_prob is None:
+        _fused_log_prob = torch.compile(bernoulli_log_prob, dynamic=True)
+    try:
+        return _fused_log_prob(logits, value)
+    except Exception:  # torch raises backend-specific types when it cannot compile
+        _fused_log_prob = bernoulli_log_prob
+        return bernoulli_log_prob(logits, value)
+
+
+class BernoulliPixels(dist.TorchDistribution):
+    """Independent Bernoulli pixels with logits ``l``: batch shape ``l.shape[:-1]``, event (D,).
+
+    The density of ``Bernoulli(logits=l).to_event(1)``. Without autograd (importance sampling,
+    evaluation) the log-density runs as one fused compiled kernel: on 2 CPU cores that made the
+    K = 5000 MNIST estimate about 2x faster than torch's binary_cross_entropy_with_logits, which
+    writes several image-sized temporaries per particle.
+    """
+
+    arg_constraints = {"logits": constraints.real}
+    support = constraints.independent(constraints.boolean, 1)
+
+    def __init__(self, logits: torch.Tensor, validate_args=None):
+        self.logits = logits
+        super().__init__(logits.shape[:-1], logits.shape[-1:], validate_args=validate_args)
+
+    def expand(self, batch_shape, _instance=None):
+        return BernoulliPixels(self.logits.expand(torch.Size(batch_shape) + self.event_shape))
+
+    def sample(self, sample_shape=()):
+        shape = self._extended_shape(torch.Size(sample_shape))
+        with torch.no_grad():
+            return torch.bernoulli(torch.sigmoid(self.logits).expand(shape))
+
+    def log_prob(self, value: torch.Tensor) -> torch.Tensor:
+        if self._validate_args:
+            self._validate_sample(value)
+        if torch.is_grad_enabled():
+            return bernoulli_log_prob(self.logits, value)
+        return _fused_bernoulli_log_prob(self.logits, value)
 
 
 def mlp(sizes: list[int], activation: str) -> nn.Sequential:
@@ -82,7 +135,7 @@ class VAE(ZooModel):
         prior = dist.Normal(x.new_zeros(self.z_dim), x.new_ones(self.z_dim)).to_event(1)
         with self.data_plate(x, num_data):
             z = pyro.sample("z", prior)
-            pyro.sample("x", dist.Bernoulli(logits=self.decoder(z)).to_event(1), obs=x)
+            pyro.sample("x", BernoulliPixels(self.decoder(z)), obs=x)
 
     # q(z | x) = N(mu_phi(x), diag(sigma_phi(x)^2))
     def guide(self, x: torch.Tensor, num_data: int | None = None):

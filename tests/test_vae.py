@@ -185,3 +185,16 @@ def test_mnist_ten_epochs_reaches_103_nats(device):
     print(f"MNIST: {seconds_per_epoch:.2f} s per epoch, test -ELBO {neg_elbo['value']:.2f} "
           f"+- {neg_elbo['se']:.2f} nats per image")
     assert neg_elbo["value"] <= 103.0
+
+
+@pytest.mark.parametrize("grad", [True, False])
+def test_bernoulli_pixels_matches_torch_bernoulli(grad):
+    from models.vae import BernoulliPixels
+
+    logits = torch.randn(3, 5, 64) * 4
+    x = torch.bernoulli(torch.full((5, 64), 0.3))
+    expected = torch.distributions.Bernoulli(logits=logits).log_prob(x.expand_as(logits)).sum(-1)
+    with torch.set_grad_enabled(grad):
+        got = BernoulliPixels(logits).log_prob(x)
+    torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-4)
+    assert BernoulliPixels(logits).sample((2,)).shape == (2, 3, 5, 64)
