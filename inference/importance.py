@@ -143,14 +143,17 @@ def estimate_log_likelihood(
     max_plate_nesting: int = 1,
     iwae_ks=(1, 10, 100, 1000),
     data_chunk: int | None = None,
-    chunk_elements: int = 2**24,
+    chunk_elements: int = 2**21,
     psis: bool = True,
     validate: bool = False,
     progress: bool = False,
 ) -> ImportanceResult:
     """Importance-sampled log p(x) per data point with K = ``num_particles``; see module doc.
 
-    ``guide=None`` proposes from the prior. Memory per pass is about ``chunk_elements`` floats
+    ``guide=None`` proposes from the prior. The default of 2**21 elements (8 MB float32 tensors)
+    matters on CPU: larger tensors are mmap'd by the C allocator and page-faulted afresh on every
+    pass (measured on the MNIST VAE, 2 cores: 9 us per particle and data point at 2**24, 5.3 at
+    2**21). Memory per pass is about ``chunk_elements`` floats
     per (particle x data point x data dimension) tensor; data points are taken ``data_chunk``
     at a time (default: as many as fit alongside at least 64 particles).
     """
