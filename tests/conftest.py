@@ -28,5 +28,15 @@ def _pyro_state():
 
 
 @pytest.fixture
+def one_thread():
+    """One intra-op thread: SVI on small tensors is dominated by per-op overhead, and on a busy
+    2-core machine a second thread mostly waits at barriers (measured 5-25x slower)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture
 def device() -> torch.device:
     return TEST_DEVICE

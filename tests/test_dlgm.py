@@ -15,15 +15,6 @@ from models.base import DataError
 from models.dlgm import DLGM, TRUE_A, TRUE_B, TRUE_C, TRUE_D, load_data, true_model
 
 
-@pytest.fixture
-def one_thread():
-    """SVI on these tiny tensors is dominated by per-op overhead: one intra-op thread is faster."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def numpy_log_joint(x, z, a, b, c, d):
     """log N(z; 0, I) + log N(x; sigmoid(A z + c), diag(exp(sigmoid(B z + d)))); x (N, 1, D), z (K, d)."""
     loc = expit(z @ a.T + c)

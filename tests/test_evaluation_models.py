@@ -27,14 +27,7 @@ from models import get_spec
 from models.ppca import PPCA
 from models.student import TRUE_CPDS, StudentNetwork
 
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    # tiny tensors: on a busy 2-core machine, intra-op threads cost far more than they save
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 EVIDENCE = torch.tensor([

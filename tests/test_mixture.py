@@ -24,14 +24,7 @@ from tests.conftest import requires_cuda
 SKLEARN_TOL = 1e-3  # GaussianMixture's default convergence tolerance (per-point log-lik)
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """These tensors are small: a second OpenMP thread only adds barrier waits (10x slower on a
-    busy 2-core machine), so run each test single-threaded and restore the setting after."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _sklearn(x: torch.Tensor, k: int, covariance: str = "full") -> GaussianMixture:

@@ -16,15 +16,6 @@ from models.base import DataError
 from models.ppca import PPCA, closed_form_ml, hparams_for, load_data, synthetic_parameters
 
 
-@pytest.fixture
-def one_thread():
-    """SVI on these tiny tensors is dominated by per-op overhead: one intra-op thread is faster."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def random_ppca(data_dim=6, latent_dim=2, guide="amortized") -> PPCA:
     model = PPCA(data_dim=data_dim, latent_dim=latent_dim, guide=guide).double()
     with torch.no_grad():

@@ -44,13 +44,7 @@ CPD_ENTRIES = 2 + 2 + 12 + 4 + 6
 SMALL_OPS = "ignore:TraceEnum_ELBO found no sample sites"
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # 20,000-row tensors gain nothing from intra-op threads, and on busy cores they thrash.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def hand_p(d, i, g, s, letter):
