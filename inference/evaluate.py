@@ -27,6 +27,8 @@ from pathlib import Path
 
 import torch
 
+from inference.arviz_io import from_guide
+from inference.arviz_io import summary as arviz_summary
 from inference.diagnostics import (
     KHAT_BAD,
     KHAT_GOOD,
@@ -88,13 +90,16 @@ def evaluate(
     if usage:
         report["latent_usage"] = usage
     report.update(model_latent_usage(model, x))
+    idata = _global_posterior(model, x)
+    if idata is not None:
+        report["posterior_summary"] = arviz_summary(idata).to_dict(orient="index")
     report["metrics"] = model.metrics(data)
     report["seconds"] = {"importance_sampling": result.seconds}
     report["figures"] = {}
     if out_dir is not None:
         out_dir = Path(out_dir)
         out_dir.mkdir(parents=True, exist_ok=True)
-        report["figures"] = _figures(model, data, result, report, out_dir)
+        report["figures"] = _figures(model, data, result, report, out_dir, idata)
     report["seconds"]["total"] = time.perf_counter() - start
     report = to_json(report)
     if out_dir is not None:
@@ -121,14 +126,39 @@ def _latent_usage(model, guide, x: torch.Tensor, max_plate_nesting: int) -> dict
     return latent_usage(model, guide, x[:2000], max_plate_nesting=max_plate_nesting)
 
 
-def _figures(model, data: DataSplit, result, report: dict, out_dir: Path) -> dict[str, str]:
+def _figures(model, data: DataSplit, result, report: dict, out_dir: Path, idata) -> dict[str, str]:
     paths = {
         "bounds vs number of particles k": _bound_figure(report, out_dir / "bound_vs_k.png"),
     }
     if result.khat is not None:
         paths["PSIS k-hat of the importance weights"] = _khat_figure(result.khat, out_dir / "khat.png")
+    if idata is not None:
+        caption = "guide posterior of the global latents (ArviZ)"
+        paths[caption] = _forest_figure(idata, out_dir / "posterior.png")
     paths.update(model.figures(data, out_dir))
     return {caption: _relative(path, out_dir) for caption, path in paths.items()}
+
+
+def _global_posterior(model, x: torch.Tensor, num_samples: int = 500):
+    """ArviZ InferenceData of guide draws of the global latents, or None when there are none."""
+    try:
+        return from_guide(model.model, model.guide, x, num_samples, log_likelihood=False)
+    except ValueError:
+        return None
+
+
+def _forest_figure(idata, path: Path) -> Path:
+    import arviz as az
+    from matplotlib.figure import Figure
+
+    size = sum(idata.posterior[v].isel(chain=0, draw=0).size for v in idata.posterior.data_vars)
+    fig = Figure(figsize=(7, 1.5 + 0.3 * size))
+    ax = fig.add_subplot()
+    az.plot_forest(idata, combined=True, hdi_prob=0.94, ax=ax)
+    ax.set_title("guide posterior of the global latents (94% HDI)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    return path
 
 
 def _bound_figure(report: dict, path: Path) -> Path:

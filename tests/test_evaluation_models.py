@@ -161,3 +161,18 @@ def test_evaluate_report_and_index(dlgm, tmp_path):
     text = index.read_text()
     assert "](dlgm/bound_vs_k.png)" in text and "[report](dlgm/report.json)" in text
     assert json.loads((tmp_path / "index.json").read_text())["dlgm"] == report
+
+
+def test_eval_report_summarises_the_guide_posterior_of_global_latents(tmp_path):
+    from models.student import StudentNetwork, load_data
+
+    model = StudentNetwork()
+    data = load_data("test", smoke=True)
+    report = evaluate(model, data, num_particles=30, out_dir=tmp_path, progress=False)
+    assert (tmp_path / "posterior.png").is_file()
+    table = report["posterior_summary"]
+    for name, cpd in model.learned_cpds().items():
+        for index in itertools.product(*map(range, cpd.shape)):
+            row = table[f"p_{name}[{', '.join(map(str, index))}]"]
+            # 500 guide draws: the Monte Carlo SE of the mean is sd / sqrt(ESS)
+            assert abs(row["mean"] - cpd[index].item()) < 4 * row["sd"] / math.sqrt(row["ess_bulk"]) + 1e-3
