@@ -148,12 +148,14 @@ def threads(count: int | None):
 
 def run_main(name: str, body: Callable[[argparse.Namespace, torch.device], Report],
              args: argparse.Namespace, argv: list[str] | None) -> Report:
-    """Run ``body`` under the thread limit, print its table, write ``--json``.
+    """Run ``body`` under the thread limit (one repeat in smoke mode), print its table, write ``--json``.
 
     A :class:`BenchmarkError` or :class:`models.DataError` becomes ``SystemExit("error: ...")``
     (message on stderr, exit status 1).
     """
     start = time.perf_counter()
+    if args.smoke and hasattr(args, "repeats"):
+        args.repeats = 1
     try:
         device = resolve_device(args.device)
         with threads(args.threads) as count:

@@ -162,8 +162,6 @@ def main(argv: list[str] | None = None) -> Report:
     p.add_argument("--log-every", type=int, default=LOG_EVERY)
     p.add_argument("--max-steps", type=int, default=MAX_STEPS)
     args = p.parse_args(argv)
-    if args.smoke:
-        args.repeats = 1
     return run_main(NAME, benchmark, args, argv)
 
 

@@ -285,8 +285,6 @@ def main(argv: list[str] | None = None) -> Report:
     p = parser("Measured gains of the proposed zoo changes (applied in-process only)", repeats=5)
     p.add_argument("--only", nargs="*", choices=CHANGES, default=None)
     args = p.parse_args(argv)
-    if args.smoke:
-        args.repeats = 1
     report = run_main(NAME, benchmark, args, argv)
     print(format_changes(report.settings["changes"]))
     return report

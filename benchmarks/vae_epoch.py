@@ -145,8 +145,6 @@ def main(argv: list[str] | None = None) -> Report:
     p.add_argument("--workers", type=int, default=0,
                    help="DataLoader worker processes of the peer (default 0: no extra cores)")
     args = p.parse_args(argv)
-    if args.smoke:
-        args.repeats = 1
     return run_main(NAME, benchmark, args, argv)
 
 
