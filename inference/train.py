@@ -2,7 +2,11 @@
 
 The optimiser is a plain ``torch.optim.Adam`` over the model's ``parameters()`` and the loss is
 Pyro's ``differentiable_loss`` (Trace_ELBO, or TraceEnum_ELBO for enumerated discrete latents),
-so a checkpoint is just the module's and the optimiser's ``state_dict``. Data stay as one tensor
+so a checkpoint is just the module's and the optimiser's ``state_dict``. A model that computes
+its ELBO in closed form (``ZooModel.elbo_loss``, tested against Pyro's) trains on that instead
+unless ``closed_form=False``: the same objective without Pyro's per-step tracing. Pyro's
+argument validation runs on the first step, where model errors show, and is off after it; a
+non-finite loss is still caught at every log point. Data stay as one tensor
 on the device; minibatches are index slices of a per-epoch permutation. Losses are collected on
 the device and read back only every ``log_every`` steps (one host sync), where the NaN guard,
 the progress bar and checkpoints happen.
@@ -84,6 +88,7 @@ def fit(
     meta: dict | None = None,
     log_every: int | None = None,
     progress: bool = True,
+    closed_form: bool = True,
 ) -> TrainResult:
     """Train ``model`` (a :class:`models.ZooModel`) on ``x`` by SVI; see the module docstring.
 
@@ -102,7 +107,7 @@ def fit(
     total = _total_steps(num_data, batch_size, steps, epochs)
     if log_every is None:
         log_every = min(batches_per_epoch, 100) if batch_size < num_data else 25
-    loss_fn = make_elbo(elbo, max_plate_nesting, num_particles).differentiable_loss
+    loss_fn = _loss_function(model, elbo, max_plate_nesting, num_particles, closed_form)
     optimizer = torch.optim.Adam(model.parameters(), lr=lr, fused=_fusable(model))
     result = TrainResult(checkpoint=Path(checkpoint) if checkpoint else None)
     if resume:
@@ -120,6 +125,7 @@ def fit(
                 "rng_state": torch.get_rng_state(),
             })
 
+    validate, first_step = pyro.distributions.is_validation_enabled(), result.step
     pending: list[torch.Tensor] = []
     previous = math.inf
     order = None
@@ -135,7 +141,8 @@ def fit(
             kwargs = {"num_data": num_data}
         else:
             batch, kwargs = x, {}
-        loss = _loss(loss_fn, model, model.preprocess(batch), kwargs, result.step, checkpoint)
+        with pyro.validation_enabled(validate and result.step == first_step):
+            loss = _loss(loss_fn, model, model.preprocess(batch), kwargs, result.step, checkpoint)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if clip_norm:
@@ -166,11 +173,19 @@ def _fusable(model) -> bool:
     return all(p.is_floating_point() and p.device.type in ("cpu", "cuda") for p in model.parameters())
 
 
+def _loss_function(model, elbo, max_plate_nesting, num_particles, closed_form):
+    """``loss(batch, **kwargs)``: the model's closed-form ELBO where it has one, else Pyro's."""
+    if closed_form and num_particles == 1 and model.has_elbo_loss:
+        return model.elbo_loss
+    pyro_loss = make_elbo(elbo, max_plate_nesting, num_particles).differentiable_loss
+    return lambda batch, **kwargs: pyro_loss(model.model, model.guide, batch, **kwargs)
+
+
 def _loss(loss_fn, model, batch, kwargs, step, checkpoint) -> torch.Tensor:
     """The loss; after the first step, a distribution rejecting its (NaN) arguments under
     validation means training diverged, and becomes :class:`TrainingDiverged`."""
     try:
-        return loss_fn(model.model, model.guide, batch, **kwargs)
+        return loss_fn(batch, **kwargs)
     except ValueError as err:
         finite = all(torch.isfinite(p).all() for p in model.parameters())
         if step == 0 or (finite and "invalid values" not in str(err)):

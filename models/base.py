@@ -11,7 +11,8 @@ variational) as ``nn.Parameter``s, and exposes plain Pyro programs:
 * ``sample(n)`` -- ``n`` ancestral draws of x, a tensor of shape ``(n, *event_shape)``.
 
 Optional: ``exact_log_prob(x)`` (shape ``(N,)``, log p(x) per data point) where the model is
-tractable, ``local_pair()`` for a model/guide pair with only per-data-point latents (used by the
+tractable, ``elbo_loss(x, num_data)`` (the training loss of ``model``/``guide`` in closed form,
+without Pyro's tracing), ``local_pair()`` for a model/guide pair with only per-data-point latents (used by the
 importance-sampling estimators), ``figures(data, out_dir)`` and ``metrics(data)``.
 
 Parameters are never created with ``pyro.param``: the module's parameters are what the
@@ -93,6 +94,25 @@ class ZooModel(nn.Module):
     @property
     def has_exact(self) -> bool:
         return type(self).exact_log_prob is not ZooModel.exact_log_prob
+
+    def elbo_loss(self, x: torch.Tensor, num_data: int | None = None) -> torch.Tensor:
+        """-ELBO of ``model``/``guide`` on the batch ``x``, summed and scaled by ``num_data / len(x)``.
+
+        Optional: a model whose ELBO has a closed form computes it here in plain torch, and
+        :func:`inference.train.fit` trains on it instead of Pyro's ``differentiable_loss`` (no
+        tracing, no host sync). Its expectation must equal the spec's Pyro ELBO on the same
+        program; ``tests/test_contract.py`` checks that for every model that defines it.
+        """
+        raise NotImplementedError(f"{type(self).__name__} has no closed-form ELBO")
+
+    @property
+    def has_elbo_loss(self) -> bool:
+        return type(self).elbo_loss is not ZooModel.elbo_loss
+
+    @staticmethod
+    def batch_scale(x: torch.Tensor, num_data: int | None) -> float:
+        """num_data / len(x): the factor that makes a minibatch sum estimate the full-data sum."""
+        return 1.0 if num_data is None else num_data / x.shape[0]
 
     def figures(self, data: DataSplit, out_dir: Path) -> dict[str, Path]:
         """Model-specific figures written under ``out_dir``; returns {title: path}."""

@@ -12,7 +12,9 @@ Generative story (seed 000, "Ejemplo 2: mezcla de gaussianas"; Bishop 2006, sect
 diagonal (``covariance="diag"``, Sigma_k = diag(s_k^2)). All mixture parameters are point
 estimates (``nn.Parameter``s); the site ``"assignment"`` is enumerated in parallel and the
 guide is empty, so ``TraceEnum_ELBO`` equals the exact marginal log-likelihood and SVI is
-gradient ascent on log p(x) (the seed's second training route besides EM).
+gradient ascent on log p(x) (the seed's second training route besides EM). ``elbo_loss`` computes
+that same -log p(x) directly (``-exact_log_prob``), which is what :func:`inference.train.fit`
+trains on, without the enumeration machinery.
 
 Parameters (``weight_logits`` (K,), ``unit_locs`` (K, D), and ``unit_scale_tril`` (K, D, D)
 or ``unit_log_scales`` (K, D)) live in standardised coordinates u = (x - shift) / scale, where
@@ -32,11 +34,14 @@ Shapes: ``x`` (N, D); ``weights`` (K,); ``locs`` (K, D); ``scale_tril`` and ``co
 likelihood site uses :class:`GaussianComponents`, which scores all K components with one
 matrix product (no loop over components).
 
-Initialisation: the first call of ``model(x)`` on an uninitialised module runs
-``initialise(x)`` under ``torch.no_grad()``: k-means (scikit-learn ``KMeans``, k-means++
-seeding, 3 restarts, fitted on at most 20,000 random rows) on the standardised batch, then
-weights, means and covariances from the hard assignment (covariances shrunk towards the
-identity in standardised units, so tiny clusters stay positive definite). The boolean buffer
+Initialisation: the first call of ``model(x)`` (or ``elbo_loss(x)``) on an uninitialised module
+runs ``initialise(x)`` under ``torch.no_grad()`` on the standardised batch, as chosen by the
+``init`` hyperparameter. ``"em"`` (default), the seed's first training route: scikit-learn's
+``GaussianMixture`` (one k-means start, then EM to its tolerance) on at most 20,000 random rows,
+whose weights, means and covariances SVI then refines on all the data. ``"kmeans"``:
+scikit-learn ``KMeans`` (k-means++ seeding, 3 restarts, same rows), then weights, means and
+covariances of the hard clusters (covariances shrunk towards the identity in standardised
+units, so tiny clusters stay positive definite), leaving the whole likelihood climb to SVI. The boolean buffer
 ``initialised`` is saved in checkpoints, so a resumed run is not re-initialised, and
 :meth:`MixtureModel.set_parameters` also marks the module initialised. When the first batch is
 a minibatch the estimates come from that minibatch (a random subsample) and SVI refines them.
@@ -164,10 +169,13 @@ class GaussianComponents(TorchDistribution):
 class MixtureModel(ZooModel):
     """Gaussian mixture; see the module docstring for the maths, shapes and initialisation."""
 
-    def __init__(self, num_components: int = 2, dim: int = 1, covariance: str = "full"):
+    def __init__(self, num_components: int = 2, dim: int = 1, covariance: str = "full", init: str = "em"):
         super().__init__()
         if covariance not in ("full", "diag"):
             raise ValueError(f"covariance must be 'full' or 'diag', got {covariance!r}")
+        if init not in ("em", "kmeans"):
+            raise ValueError(f"init must be 'em' or 'kmeans', got {init!r}")
+        self.init = init
         self.num_components = int(num_components)
         self.dim = int(dim)
         self.covariance = covariance
@@ -221,11 +229,14 @@ class MixtureModel(ZooModel):
     # --- Pyro programs ----------------------------------------------------------------------
     def model(self, x: torch.Tensor, num_data: int | None = None):
         """p(x, z); initialises the parameters from ``x`` on first use (see the module docstring)."""
+        self._initialise_once(x)
+        self._mixture(x, num_data)
+
+    def _initialise_once(self, x: torch.Tensor) -> None:
         if not self._ready:
             self._ready = bool(self.initialised)
             if not self._ready:
                 self.initialise(x)
-        self._mixture(x, num_data)
 
     def _mixture(self, x: torch.Tensor, num_data: int | None = None):
         with self.data_plate(x, num_data):
@@ -238,6 +249,12 @@ class MixtureModel(ZooModel):
 
     def guide(self, x: torch.Tensor, num_data: int | None = None):
         pass
+
+    def elbo_loss(self, x: torch.Tensor, num_data: int | None = None) -> torch.Tensor:
+        """-sum_n log p(x_n) scaled by ``num_data / len(x)``: TraceEnum_ELBO's value for this model
+        (the guide is empty), computed directly; initialises on first use like ``model``."""
+        self._initialise_once(x)
+        return -self.exact_log_prob(x).sum() * self.batch_scale(x, num_data)
 
     # --- exact queries ----------------------------------------------------------------------
     def joint_log_prob(self, x: torch.Tensor) -> torch.Tensor:
@@ -265,14 +282,17 @@ class MixtureModel(ZooModel):
     # --- initialisation and parameter setting ---------------------------------------------
     @torch.no_grad()
     def initialise(self, x: torch.Tensor) -> None:
-        """k-means on standardised ``x`` (N, D), then weights, means, covariances of the clusters."""
+        """Weights, means, covariances from standardised ``x`` (N, D) by EM or k-means (``init``)."""
         x = x.detach()
         self.shift.copy_(x.mean(0))
         std = x.std(0) if x.shape[0] > 1 else torch.ones_like(self.scale)
         self.scale.copy_(torch.where(std > 0, std, torch.ones_like(std)))
         units = (x - self.shift) / self.scale
-        labels = _kmeans_labels(units, self.num_components)
-        weights, locs, covs = _hard_assignment_moments(units, labels, self.num_components)
+        if self.init == "em" and units.shape[0] > self.num_components:
+            weights, locs, covs = _em_parameters(units, self.num_components, self.covariance)
+        else:
+            labels = _kmeans_labels(units, self.num_components)
+            weights, locs, covs = _hard_assignment_moments(units, labels, self.num_components)
         self._set_unit_parameters(weights, locs, covs)
 
     @torch.no_grad()
@@ -384,6 +404,27 @@ def _log_above_floor(scales: torch.Tensor) -> torch.Tensor:
     return (scales - MIN_SCALE).clamp(min=1e-12).log()
 
 
+def _em_parameters(units: torch.Tensor, k: int, covariance: str):
+    """Weights (K,), means (K, D), covariances (K, D, D) fitted by scikit-learn's GaussianMixture.
+
+    Seeded from torch's global RNG, on at most ``KMEANS_POINTS`` random rows, with its
+    covariance regulariser at the model's floor (``MIN_SCALE ** 2`` in standardised units).
+    """
+    from sklearn.exceptions import ConvergenceWarning
+    from sklearn.mixture import GaussianMixture
+
+    seed = int(torch.randint(0, 2**31 - 1, ()).item())
+    points = units.detach().cpu().double().numpy()
+    if len(points) > KMEANS_POINTS:
+        points = points[torch.randperm(len(points))[:KMEANS_POINTS].numpy()]
+    gm = GaussianMixture(k, covariance_type=covariance, reg_covar=MIN_SCALE**2, random_state=seed)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        gm.fit(points)
+    covs = gm.covariances_ if covariance == "full" else np.stack([np.diag(v) for v in gm.covariances_])
+    return (torch.as_tensor(v, dtype=units.dtype, device=units.device) for v in (gm.weights_, gm.means_, covs))
+
+
 def _kmeans_labels(units: torch.Tensor, k: int) -> torch.Tensor:
     """Hard k-means labels (N,) of the rows of ``units``; seeded from torch's global RNG.
 
@@ -490,8 +531,8 @@ def load_data(split: str = "train", data_dir=None, data: str | None = None, smok
     return _csv(path, split, smoke)
 
 
-def build(num_components: int = 2, dim: int = 1, covariance: str = "full") -> MixtureModel:
-    return MixtureModel(num_components, dim, covariance)
+def build(num_components: int = 2, dim: int = 1, covariance: str = "full", init: str = "em") -> MixtureModel:
+    return MixtureModel(num_components, dim, covariance, init)
 
 
 SPEC = ModelSpec(
@@ -499,7 +540,7 @@ SPEC = ModelSpec(
     description="Gaussian mixture (seed's cat weights), assignments enumerated, fit by SVI",
     build=build,
     load_data=load_data,
-    hparams={"num_components": 2, "dim": 1, "covariance": "full"},
+    hparams={"num_components": 2, "dim": 1, "covariance": "full", "init": "em"},
     train={"steps": 500, "batch_size": None, "lr": 0.01},
     smoke_train={"steps": 50},
     elbo="TraceEnum_ELBO",

@@ -13,7 +13,15 @@ amortised guide (inference network) is a diagonal Gaussian,
 
 with g_phi the encoder MLP D -> H_1 -> ... -> H_L. SVI maximises the ELBO
 
-    L(x) = E_q[log p_theta(x | z)] - KL(q_phi(z | x) || p(z)) <= log p_theta(x).
+    L(x) = E_q[log p_theta(x | z)] - KL(q_phi(z | x) || p(z)) <= log p_theta(x),
+
+computed by :meth:`VAE.elbo_loss` with the KL in closed form (what Pyro's TraceMeanField_ELBO
+computes for ``model``/``guide``). With ``train_samples`` k > 1 it maximises instead the
+importance-weighted bound of Burda et al. (2016), the IWAE,
+
+    L_k(x) = E[log (1/k) sum_i p_theta(x, z_i) / q_phi(z_i | x)],  z_1..z_k ~ q_phi(z | x) iid,
+
+with L_1 = L <= L_k <= L_{k+1} <= log p_theta(x).
 
 Shapes: data ``x`` (N, D) with D = ``data_dim``; the latent site ``"z"`` has shape (N, K),
 or (P, N, K) under an outer ``pyro.plate("particles", P, dim=-2)``; the observed site ``"x"``
@@ -115,10 +123,14 @@ def mlp(sizes: list[int], activation: str) -> nn.Sequential:
 class VAE(ZooModel):
     """Bernoulli-likelihood VAE with MLP encoder and decoder; see the module docstring."""
 
-    def __init__(self, data_dim: int = 784, hidden=(400,), z_dim: int = 50, activation: str = "softplus"):
+    def __init__(self, data_dim: int = 784, hidden=(400,), z_dim: int = 50, activation: str = "softplus",
+                 train_samples: int = 1):
         super().__init__()
         if activation not in ACTIVATIONS:
             raise ValueError(f"unknown activation {activation!r}; choose one of {', '.join(ACTIVATIONS)}")
+        if int(train_samples) < 1:
+            raise ValueError(f"train_samples must be at least 1, got {train_samples}")
+        self.train_samples = int(train_samples)
         hidden = [int(hidden)] if isinstance(hidden, int) else [int(h) for h in hidden]
         self.data_dim, self.z_dim, self.hidden, self.activation = data_dim, z_dim, tuple(hidden), activation
         self.event_shape = (data_dim,)
@@ -191,6 +203,28 @@ class VAE(ZooModel):
         logits = self.decoder(q.rsample((num_samples,)))
         log_lik = -F.binary_cross_entropy_with_logits(logits, x.expand_as(logits), reduction="none")
         return kl_divergence(q, Normal(0.0, 1.0)).sum(-1) - log_lik.sum(-1).mean(0)
+
+    def iwae_bound(self, x: torch.Tensor, k: int) -> torch.Tensor:
+        """L_k(x) = log (1/k) sum_i p(x, z_i) / q(z_i | x), z_i ~ q(z | x), per image, shape (N,).
+
+        One Monte Carlo draw of the IWAE bound (Burda et al. 2016, eq. 8), reparametrised.
+        """
+        q = self.posterior(x)
+        z = q.rsample((k,))
+        log_w = bernoulli_log_prob(self.decoder(z), x) + (Normal(0.0, 1.0).log_prob(z) - q.log_prob(z)).sum(-1)
+        return log_w.logsumexp(0) - math.log(k)
+
+    def elbo_loss(self, x: torch.Tensor, num_data: int | None = None) -> torch.Tensor:
+        """The training loss on the batch ``x``, summed and scaled by ``num_data / len(x)``: the
+        -ELBO with the KL in closed form, or -L_k with ``train_samples`` k > 1 (module docstring)."""
+        if self.train_samples > 1:
+            return -self.iwae_bound(x, self.train_samples).sum() * self.batch_scale(x, num_data)
+        loc, scale = self.posterior_params(x)
+        z = loc + scale * torch.randn_like(loc)
+        nll = F.binary_cross_entropy_with_logits(self.decoder(z), x, reduction="sum")
+        # KL(N(mu, sigma^2) || N(0, 1)) = (sigma^2 + mu^2 - 1) / 2 - log sigma, per dimension
+        kl = 0.5 * (scale.square() + loc.square() - 1).sum() - scale.log().sum()
+        return (nll + kl) * self.batch_scale(x, num_data)
 
     def kl_per_dim(self, x: torch.Tensor) -> torch.Tensor:
         """KL(q(z_i | x) || N(0, 1)) averaged over the rows of ``x``, shape (z_dim,), nats."""
@@ -300,8 +334,9 @@ def _latent_scatter(means: torch.Tensor, labels: torch.Tensor | None, path: Path
     return path
 
 
-def build(data_dim: int = 784, hidden=(400,), z_dim: int = 50, activation: str = "softplus") -> VAE:
-    return VAE(data_dim=data_dim, hidden=hidden, z_dim=z_dim, activation=activation)
+def build(data_dim: int = 784, hidden=(400,), z_dim: int = 50, activation: str = "softplus",
+          train_samples: int = 1) -> VAE:
+    return VAE(data_dim=data_dim, hidden=hidden, z_dim=z_dim, activation=activation, train_samples=train_samples)
 
 
 def load_data(split: str, data_dir=None, data=None, smoke: bool = False) -> DataSplit:
@@ -319,7 +354,7 @@ SPEC = ModelSpec(
     description="Variational autoencoder: z ~ N(0, I), x | z ~ Bernoulli(MLP(z)), amortised Gaussian guide",
     build=build,
     load_data=load_data,
-    hparams={"data_dim": 784, "hidden": (400,), "z_dim": 50, "activation": "softplus"},
+    hparams={"data_dim": 784, "hidden": (400,), "z_dim": 50, "activation": "softplus", "train_samples": 1},
     train={"epochs": 10, "batch_size": 128, "lr": 2e-3},
     smoke_hparams={"data_dim": 64, "hidden": (64,), "z_dim": 2},
     smoke_train={"epochs": 30, "batch_size": 128, "lr": 3e-3},

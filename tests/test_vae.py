@@ -198,3 +198,43 @@ def test_bernoulli_pixels_matches_torch_bernoulli(grad):
         got = BernoulliPixels(logits).log_prob(x)
     torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-4)
     assert BernoulliPixels(logits).sample((2,)).shape == (2, 3, 5, 64)
+
+
+def test_elbo_loss_is_trace_mean_field_elbo_on_the_same_draw(device, digits):
+    """The closed-form training loss is Pyro's TraceMeanField_ELBO: same z, same value and gradient."""
+    x = digits[1].x[:50].to(device)
+    vae = small_vae(device, z_dim=3)
+    pyro.set_rng_seed(3)
+    ours = vae.elbo_loss(x, num_data=500)
+    ours_grad = torch.autograd.grad(ours, list(vae.parameters()))
+    pyro.set_rng_seed(3)
+    pyros = pyro.infer.TraceMeanField_ELBO().differentiable_loss(vae.model, vae.guide, x, num_data=500)
+    pyros_grad = torch.autograd.grad(pyros, list(vae.parameters()))
+    torch.testing.assert_close(ours, pyros, rtol=1e-5, atol=1e-3)
+    for a, b in zip(ours_grad, pyros_grad, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4)
+
+
+def test_iwae_bound_is_the_log_mean_of_pyro_importance_weights(device, digits):
+    """L_k from the same k draws equals log (1/k) sum_i w_i with w_i from Pyro's model/guide traces."""
+    from inference.importance import log_weights
+
+    x = digits[1].x[:20].to(device)
+    vae = small_vae(device, z_dim=3)
+    pyro.set_rng_seed(5)
+    with torch.no_grad():
+        bound = vae.iwae_bound(x, 7)
+    pyro.set_rng_seed(5)
+    log_w = log_weights(vae.model, vae.guide, x, 7)
+    torch.testing.assert_close(bound, log_w.logsumexp(0) - math.log(7), rtol=1e-5, atol=1e-4)
+
+
+def test_iwae_training_uses_the_k_sample_bound(device, digits):
+    x = digits[1].x[:20].to(device)
+    vae = VAE(data_dim=64, hidden=(64,), z_dim=3, train_samples=5).to(device)
+    pyro.set_rng_seed(6)
+    loss = vae.elbo_loss(x, num_data=40)
+    pyro.set_rng_seed(6)
+    torch.testing.assert_close(loss, -2 * vae.iwae_bound(x, 5).sum())
+    with pytest.raises(ValueError, match="train_samples"):
+        VAE(train_samples=0)
