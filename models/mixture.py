@@ -422,7 +422,8 @@ def _em_parameters(units: torch.Tensor, k: int, covariance: str):
         warnings.simplefilter("ignore", ConvergenceWarning)
         gm.fit(points)
     covs = gm.covariances_ if covariance == "full" else np.stack([np.diag(v) for v in gm.covariances_])
-    return (torch.as_tensor(v, dtype=units.dtype, device=units.device) for v in (gm.weights_, gm.means_, covs))
+    like = {"dtype": units.dtype, "device": units.device}
+    return (torch.as_tensor(v, **like) for v in (gm.weights_, gm.means_, covs))
 
 
 def _kmeans_labels(units: torch.Tensor, k: int) -> torch.Tensor:

@@ -211,7 +211,8 @@ class VAE(ZooModel):
         """
         q = self.posterior(x)
         z = q.rsample((k,))
-        log_w = bernoulli_log_prob(self.decoder(z), x) + (Normal(0.0, 1.0).log_prob(z) - q.log_prob(z)).sum(-1)
+        log_prior_ratio = (Normal(0.0, 1.0).log_prob(z) - q.log_prob(z)).sum(-1)
+        log_w = bernoulli_log_prob(self.decoder(z), x) + log_prior_ratio
         return log_w.logsumexp(0) - math.log(k)
 
     def elbo_loss(self, x: torch.Tensor, num_data: int | None = None) -> torch.Tensor:
@@ -336,7 +337,8 @@ def _latent_scatter(means: torch.Tensor, labels: torch.Tensor | None, path: Path
 
 def build(data_dim: int = 784, hidden=(400,), z_dim: int = 50, activation: str = "softplus",
           train_samples: int = 1) -> VAE:
-    return VAE(data_dim=data_dim, hidden=hidden, z_dim=z_dim, activation=activation, train_samples=train_samples)
+    return VAE(data_dim=data_dim, hidden=hidden, z_dim=z_dim, activation=activation,
+               train_samples=train_samples)
 
 
 def load_data(split: str, data_dir=None, data=None, smoke: bool = False) -> DataSplit:
@@ -354,7 +356,8 @@ SPEC = ModelSpec(
     description="Variational autoencoder: z ~ N(0, I), x | z ~ Bernoulli(MLP(z)), amortised Gaussian guide",
     build=build,
     load_data=load_data,
-    hparams={"data_dim": 784, "hidden": (400,), "z_dim": 50, "activation": "softplus", "train_samples": 1},
+    hparams={"data_dim": 784, "hidden": (400,), "z_dim": 50, "activation": "softplus",
+             "train_samples": 1},
     train={"epochs": 10, "batch_size": 128, "lr": 2e-3},
     smoke_hparams={"data_dim": 64, "hidden": (64,), "z_dim": 2},
     smoke_train={"epochs": 30, "batch_size": 128, "lr": 3e-3},
