@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -89,6 +90,8 @@ def fit(
     log_every: int | None = None,
     progress: bool = True,
     closed_form: bool = True,
+    lr_decay: Callable[[int], float] | None = None,
+    compile: bool = False,
 ) -> TrainResult:
     """Train ``model`` (a :class:`models.ZooModel`) on ``x`` by SVI; see the module docstring.
 
@@ -97,6 +100,12 @@ def fit(
     training with :class:`TrainingDiverged`, leaving the last good checkpoint in place. With
     ``tol``, training stops early once the mean loss of a log window changes by less than
     ``tol`` nats per data point from the previous window (scikit-learn's convergence rule).
+
+    ``closed_form=False`` trains on Pyro's ELBO even where the model has ``elbo_loss``.
+    ``lr_decay(step)`` multiplies ``lr`` at each step (``torch.optim.lr_scheduler.LambdaLR``).
+    ``compile`` runs the closed-form loss, forward and backward, through ``torch.compile``: it
+    pays where a step is launch-bound (a GPU at small batches), not on a CPU, where the VAE step
+    is arithmetic-bound (benchmarks/RESULTS.md).
     """
     model.check_data(x)
     if seed is not None:
@@ -107,11 +116,12 @@ def fit(
     total = _total_steps(num_data, batch_size, steps, epochs)
     if log_every is None:
         log_every = min(batches_per_epoch, 100) if batch_size < num_data else 25
-    loss_fn = _loss_function(model, elbo, max_plate_nesting, num_particles, closed_form)
+    loss_fn = _loss_function(model, elbo, max_plate_nesting, num_particles, closed_form, compile)
     optimizer = torch.optim.Adam(model.parameters(), lr=lr, fused=_fusable(model))
     result = TrainResult(checkpoint=Path(checkpoint) if checkpoint else None)
     if resume:
         result.step, result.losses = _restore(checkpoint, model, optimizer)
+    scheduler = _scheduler(optimizer, lr, lr_decay, result.step)
     state_meta = {**(meta or {}), "elbo": elbo, "lr": lr, "batch_size": batch_size}
 
     def save():
@@ -148,6 +158,8 @@ def fit(
         if clip_norm:
             torch.nn.utils.clip_grad_norm_(model.parameters(), clip_norm)
         optimizer.step()
+        if scheduler:
+            scheduler.step()
         pending.append(loss.detach() / num_data)
         result.step += 1
         if len(pending) == log_every or result.step == total:
@@ -173,12 +185,25 @@ def _fusable(model) -> bool:
     return all(p.is_floating_point() and p.device.type in ("cpu", "cuda") for p in model.parameters())
 
 
-def _loss_function(model, elbo, max_plate_nesting, num_particles, closed_form):
+def _loss_function(model, elbo, max_plate_nesting, num_particles, closed_form, compile=False):
     """``loss(batch, **kwargs)``: the model's closed-form ELBO where it has one, else Pyro's."""
     if closed_form and num_particles == 1 and model.has_elbo_loss:
-        return model.elbo_loss
+        return torch.compile(model.elbo_loss) if compile else model.elbo_loss
+    if compile:
+        raise ValueError(f"compile needs a closed-form elbo_loss, which {type(model).__name__} lacks "
+                         "(or closed_form=False / num_particles > 1 was asked for)")
     pyro_loss = make_elbo(elbo, max_plate_nesting, num_particles).differentiable_loss
     return lambda batch, **kwargs: pyro_loss(model.model, model.guide, batch, **kwargs)
+
+
+def _scheduler(optimizer, lr: float, lr_decay, start: int):
+    """LambdaLR with ``lr * lr_decay(step)``, counting from ``start`` (a resumed run's step)."""
+    if lr_decay is None:
+        return None
+    for group in optimizer.param_groups:
+        group["lr"] = lr  # a restored optimizer carries the decayed rate; LambdaLR scales from lr
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_decay(start + step))
+    return scheduler
 
 
 def _loss(loss_fn, model, batch, kwargs, step, checkpoint) -> torch.Tensor:
