@@ -1,24 +1,18 @@
-"""What the proposed changes to the zoo's code would gain, measured without editing that code.
+"""What proposed changes to the zoo would gain, measured without editing the zoo's code.
 
 Each proposal is applied inside this process only (a function swapped in for the run and put
 back after, or an option the zoo already has), and timed A B A B against the zoo as it is:
 
-* ``student_joint``: ``models.student.joint_table`` as a broadcast product of the five CPDs
-  instead of a five-operand ``torch.einsum`` (whose contraction-path search dominates a query).
-* ``mixture_loss``: the full-batch mixture loss -sum_n log p(x_n) from
-  ``MixtureModel.exact_log_prob`` instead of ``TraceEnum_ELBO.differentiable_loss`` (the same
-  number: the guide is empty and the assignment is summed out exactly), per step and per fit.
-* ``mixture_quadratic``: ``mixture_loss`` and, with it,
-  ``GaussianComponents.component_log_probs`` from one matrix product of the quadratic features
-  [vec(u u^T), u, 1] of u = x - c with [vec(Λ_k), -2 Λ_k m_k, m_k^T Λ_k m_k] (Λ_k the precision,
-  m_k = mu_k - c), so no (N, K, D) residual tensor is built, forward or backward. Both mixture
-  rows also time scikit-learn's fit in the same run, for reference.
-* ``vae_validation``: ``fit`` with Pyro's validation off (distribution argument and support
-  checks on every step), per VAE train step; ``vae_closed_form``: the VAE trained on its
-  closed-form-KL ELBO (``VAE.neg_elbo``) in plain torch instead of Trace_ELBO, per step.
-* ``is_chunk``: ``estimate_log_likelihood`` with small particle chunks (its default where that is
-  below 2**24, else 2**20) against 2**24 (the default until commit 1001ca8): temporaries that
-  stay in cache instead of fresh page-faulted allocations, per data point at the largest k.
+* ``mixture_quadratic``: ``GaussianComponents.component_log_probs`` from one matrix product of
+  the quadratic features [vec(u u^T), u, 1] of u = x - c with [vec(Λ_k), -2 Λ_k m_k,
+  m_k^T Λ_k m_k] (Λ_k the precision, m_k = mu_k - c), so no (N, K, D) residual tensor is built,
+  forward or backward; the benchmark's whole mixture fit, per fit.
+* ``vae_compile``: ``fit(..., compile=True)`` (``torch.compile`` of the closed-form loss, forward
+  and backward) on the 784-400-50 VAE at batch 128, per train step.
+
+Changes measured here earlier and since applied (the broadcast student joint table, the
+closed-form training losses, validation on the first step only, smaller importance-sampling
+chunks) are in the main table of RESULTS.md and in the git history of this file.
 
     python -m benchmarks.profile_fixes [--smoke] [--only NAME ...]
 """
@@ -26,33 +20,19 @@ back after, or an option the zoo already has), and timed A B A B against the zoo
 from __future__ import annotations
 
 import contextlib
-import inspect
 import math
 import warnings
 
-import pyro
 import torch
 
-import inference.train as train_module
 import models.mixture as mixture_module
-import models.student as student_module
 from benchmarks import mixture as mixture_bench
 from benchmarks.common import Clocked, Report, image_root, interleaved, median, parser, run_main, timed
-from benchmarks.student import queries
-from inference.importance import estimate_log_likelihood
 from inference.train import fit
 from models import get_spec
 
 NAME = "profile_fixes"
-CHANGES = ("student_joint", "mixture_loss", "mixture_quadratic", "vae_validation", "vae_closed_form",
-           "is_chunk")
-
-
-def broadcast_joint_table(cpds: dict[str, torch.Tensor]) -> torch.Tensor:
-    """p(d, i, g, s, l) = p(d) p(i) p(g|i,d) p(s|i) p(l|g) by broadcasting, shape (2, 2, 3, 2, 2)."""
-    c = {name: table.double() for name, table in cpds.items()}
-    return (c["D"][:, None, None, None, None] * c["I"][:, None, None, None]
-            * c["G"].transpose(0, 1)[:, :, :, None, None] * c["S"][:, None, :, None] * c["L"][:, None, :])
+CHANGES = ("mixture_quadratic", "vae_compile")
 
 
 @contextlib.contextmanager
@@ -64,16 +44,6 @@ def swapped(module, name: str, value):
         yield
     finally:
         setattr(module, name, before)
-
-
-class ExactMixtureLoss:
-    """Stands in for make_elbo(...): -(N / B) sum_n log p(x_n) from the model's exact_log_prob."""
-
-    def differentiable_loss(self, model_fn, guide_fn, x, num_data=None):
-        model = model_fn.__self__
-        if not bool(model.initialised):
-            model.initialise(x)
-        return -(num_data or len(x)) / len(x) * model.exact_log_prob(x).sum()
 
 
 def quadratic_log_probs(self, value: torch.Tensor) -> torch.Tensor:
@@ -105,27 +75,9 @@ def _result(change: str, where: str, unit: str, current: list[float], changed: l
             "gain": before / after, "extra": extra, "current_runs": current, "changed_runs": changed}
 
 
-def student_joint(args, device) -> dict:
-    model = student_module.StudentNetwork().to(device)
-    asked = queries(args.smoke)
-
-    def run():
-        return [model.query(t[0] if len(t) == 1 else t, e) for t, e in asked]
-
-    def changed():
-        with swapped(student_module, "joint_table", broadcast_joint_table):
-            return run()
-
-    same = max((a - b).abs().max().item() for a, b in zip(run(), changed(), strict=True))
-    current, after = interleaved(run, changed, device=device, repeats=args.repeats, units=len(asked))
-    return _result("joint table by broadcasting, not a 5-operand einsum", "models/student.py joint_table",
-                   "s per query", current, after, f"answers differ by {same:.1e}")
-
-
-def mixture_loss(args, device, quadratic: bool = False) -> dict:
-    """The zoo as it is vs the exact loss (and, with ``quadratic``, the quadratic-feature
-    log-densities too), fit loops timed by fit's clock; scikit-learn's whole fit is timed in the
-    same rounds (zoo, changed, sklearn, zoo, ...)."""
+def mixture_quadratic(args, device) -> dict:
+    """The benchmark's mixture fit as it is vs with quadratic-feature log-densities, fit loops
+    timed by fit's clock; scikit-learn's whole fit is timed in the same rounds for reference."""
     n_train, n_test = mixture_bench.SIZES["smoke" if args.smoke else "full"]
     x_np, test_np = mixture_bench.make_data(n_train, n_test)
     x = torch.as_tensor(x_np, dtype=torch.float32, device=device)
@@ -137,16 +89,13 @@ def mixture_loss(args, device, quadratic: bool = False) -> dict:
         def run():
             with contextlib.ExitStack() as stack:
                 if changed:
-                    loss = ExactMixtureLoss()
-                    stack.enter_context(swapped(train_module, "make_elbo", lambda *a, **k: loss))
-                if changed and quadratic:
                     stack.enter_context(swapped(mixture_module.GaussianComponents, "component_log_probs",
                                                 quadratic_log_probs))
-                model, result = mixture_bench.fit_zoo(x, args.seed, mixture_bench.LR, mixture_bench.TOL,
-                                                      mixture_bench.LOG_EVERY, steps)
-            with torch.no_grad():
-                found[changed] = (result.step, model.exact_log_prob(x_test).mean().item(),
-                                  result.seconds / result.step)
+                model, result, _ = mixture_bench.fit_zoo(x, args.seed, mixture_bench.LR, mixture_bench.TOL,
+                                                         mixture_bench.LOG_EVERY, steps, init="kmeans")
+                with torch.no_grad():
+                    found[changed] = (result.step, model.exact_log_prob(x_test).mean().item(),
+                                      result.seconds / result.step)
             if changed:
                 sklearn.append(timed(lambda: mixture_bench.fit_sklearn(x_np, args.seed), device))
             return Clocked(result.seconds)
@@ -155,77 +104,19 @@ def mixture_loss(args, device, quadratic: bool = False) -> dict:
     rounds = max(1, args.repeats // 2)
     current, after = interleaved(fit_with(False), fit_with(True), device=device, repeats=rounds,
                                  warmup=1)
-    sklearn = sklearn[1:]
     (s0, ll0, per0), (s1, ll1, per1) = found[False], found[True]
-    extra = (f"steps {s0} vs {s1}; {per0 * 1e3:.0f} vs {per1 * 1e3:.0f} ms per step; held-out "
-             f"{ll0:.4f} vs {ll1:.4f}; sklearn in the same run {median(sklearn):.3g} s per fit")
-    if quadratic:
-        return _result("both: the exact loss and component log-probs from quadratic features",
-                       "inference/train.py + models/mixture.py (loss hook, component_log_probs)",
-                       "s per fit", current, after, extra)
-    return _result("full-batch loss from exact_log_prob, not TraceEnum_ELBO",
-                   "inference/train.py + models/mixture.py (a loss hook)", "s per fit", current, after, extra)
-
-
-def mixture_quadratic(args, device) -> dict:
-    return mixture_loss(args, device, quadratic=True)
+    reference = median(sklearn[1:] or sklearn)
+    extra = (f"from k-means, lr {mixture_bench.LR}: steps {s0} vs {s1}; {per0 * 1e3:.0f} vs "
+             f"{per1 * 1e3:.0f} ms per step; held-out {ll0:.4f} vs {ll1:.4f}; sklearn's whole fit in "
+             f"the same run {reference:.3g} s")
+    return _result("component log-probs from quadratic features", "models/mixture.py component_log_probs",
+                   "s per SVI loop", current, after, extra)
 
 
 def _vae_data(args, device):
     with image_root(args) as (root, _):
         x = get_spec("vae").load_data("train", data_dir=root, data="mnist").x
     return x[:4096 if args.smoke else None].to(device)
-
-
-def vae_validation(args, device) -> dict:
-    x = _vae_data(args, device)
-    spec = get_spec("vae")
-    model = spec.make(data_dim=784).to(device)
-    steps = 5 if args.smoke else 50
-
-    def block(validate):
-        def run():
-            with pyro.validation_enabled(validate):
-                return fit(model, x, steps=steps, batch_size=128, lr=spec.train["lr"], log_every=steps,
-                           progress=False).seconds
-        return run
-
-    current, after = _clocked_rounds(block(True), block(False), args.repeats, steps)
-    return _result("fit with Pyro validation off", "inference/train.py fit", "s per step", current, after)
-
-
-def vae_closed_form(args, device) -> dict:
-    x = _vae_data(args, device)
-    spec = get_spec("vae")
-    model = spec.make(data_dim=784).to(device)
-    steps = 5 if args.smoke else 50
-    optimizer = torch.optim.Adam(model.parameters(), lr=spec.train["lr"], fused=True)
-
-    def current():
-        with pyro.validation_enabled(False):
-            return fit(model, x, steps=steps, batch_size=128, lr=spec.train["lr"], log_every=steps,
-                       progress=False).seconds
-
-    def changed():
-        import time
-
-        start = time.perf_counter()
-        order = torch.randperm(len(x), device=x.device)
-        losses = []
-        for step in range(steps):
-            batch = model.preprocess(x[order[step * 128:(step + 1) * 128]])
-            loss = model.neg_elbo(batch).sum() * (len(x) / len(batch))
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            losses.append(loss.detach())
-        torch.stack(losses).tolist()
-        return time.perf_counter() - start
-
-    before, after = _clocked_rounds(current, changed, args.repeats, steps)
-    return _result("closed-form-KL ELBO (VAE.neg_elbo) as the training loss, validation off both",
-                   "models/base.py + inference/train.py (a loss hook) + models/vae.py", "s per step",
-                   before, after)
 
 
 def _clocked_rounds(first, second, repeats: int, units: int) -> tuple[list[float], list[float]]:
@@ -238,25 +129,21 @@ def _clocked_rounds(first, second, repeats: int, units: int) -> tuple[list[float
     return a, b
 
 
-def is_chunk(args, device) -> dict:
+def vae_compile(args, device) -> dict:
+    x = _vae_data(args, device)
     spec = get_spec("vae")
-    pyro.set_rng_seed(args.seed)
     model = spec.make(data_dim=784).to(device)
-    points = torch.bernoulli(torch.rand(5, 784, device=device))
-    k = 50 if args.smoke else 5000
+    steps = 5 if args.smoke else 50
 
-    def run(chunk):
-        return lambda: estimate_log_likelihood(model.model, model.guide, points, num_particles=k, iwae_ks=(),
-                                               psis=False, chunk_elements=chunk)
+    def block(compile):
+        def run():
+            return fit(model, x, steps=steps, batch_size=128, lr=spec.train["lr"], log_every=steps,
+                       progress=False, compile=compile).seconds
+        return run
 
-    default = inspect.signature(estimate_log_likelihood).parameters["chunk_elements"].default
-    smaller = default if default < 2**24 else 2**20
-    current, after = interleaved(run(2**24), run(smaller), device=device, repeats=args.repeats,
-                                 units=len(points))
-    adopted = " (the default now)" if smaller == default else ""
-    return _result(f"chunk_elements 2**{smaller.bit_length() - 1}{adopted}, not 2**24 (k={k}, 5 images)",
-                   "inference/importance.py estimate_log_likelihood default", "s per data point",
-                   current, after)
+    current, after = _clocked_rounds(block(False), block(True), args.repeats, steps)
+    return _result("fit(compile=True): torch.compile of the closed-form loss",
+                   "inference/train.py fit option", f"s per step ({device.type})", current, after)
 
 
 def benchmark(args, device: torch.device) -> Report:
