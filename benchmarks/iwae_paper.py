@@ -6,7 +6,7 @@ a diagonal Gaussian q(z | x): ``models.vae.VAE(784, (200, 200), 50, "tanh", trai
 trained as a VAE (k = 1, the ELBO) and as an IWAE (k = 50, the bound L_50), on dynamically
 binarised MNIST (``VAE.preprocess`` draws fresh binary images every minibatch) by
 ``inference.train.fit``, the zoo's own trainer, with Adam at the paper's learning-rate schedule
-(1e-3 * 10^(-i/7) for 3^i epochs, i = 0..7) compressed into the epochs the budget allows.
+(1e-3 * 10^(-i/7) for 3^i epochs, i = 0..7), followed for as many epochs as the budget allows.
 Evaluation: log p(x) by importance sampling with k = 5000 (``inference.importance``) on the
 full test set (binarised once, seed 0), mean and standard error over images, plus the test
 ELBO and the active units (Cov_x(E_q[z_i]) > 0.01) the paper also reports.
@@ -47,10 +47,10 @@ PAPER_EPOCHS = sum(3**i for i in range(8))  # 3280
 SMOKE = {"minutes": 0.05, "eval_k": 50, "test_images": 200, "train_images": 2048, "iwae_k": 5}
 
 
-def burda_decay(total_steps: int):
-    """lr multiplier at a step: the paper's 10^(-i/7) for 3^i of its 3280 epochs, stretched to
-    ``total_steps`` (stage i ends at the fraction (3^0 + ... + 3^i) / 3280 of the run)."""
-    ends = [total_steps * sum(3**j for j in range(i + 1)) / PAPER_EPOCHS for i in range(8)]
+def burda_decay(steps_per_epoch: int):
+    """lr multiplier at a step: the paper's 10^(-i/7) during its 3^i epochs of stage i (i = 0..7),
+    so a run of E epochs follows the paper's first E epochs (stage i ends at epoch 3^0 + ... + 3^i)."""
+    ends = [steps_per_epoch * sum(3**j for j in range(i + 1)) for i in range(8)]
 
     def decay(step: int) -> float:
         return 10 ** (-min(bisect.bisect_right(ends, step), 7) / 7)
@@ -73,7 +73,7 @@ def train(model: VAE, x: torch.Tensor, args, seconds: float) -> dict:
         epochs = max(1, min(args.max_epochs, int(seconds / max(first.seconds, 1e-9))))
         steps_per_epoch = math.ceil(len(x) / args.batch_size)
         rest = fit(model, x, epochs=epochs, checkpoint=checkpoint, resume=True,
-                   lr_decay=burda_decay(epochs * steps_per_epoch), **settings)
+                   lr_decay=burda_decay(steps_per_epoch), **settings)
         synchronize(x.device)
     return {"epochs": epochs, "steps": rest.step, "train_s": first.seconds + rest.seconds,
             "first_epoch_s": first.seconds, "final_train_loss": rest.final_loss}
