@@ -19,8 +19,10 @@ from benchmarks import BENCHMARKS
 from benchmarks.common import DEFAULT_DATA_DIR, REPO, Report, Row, format_table, machine, yes_no
 from benchmarks.profile_fixes import format_changes
 
-#: the benchmarks, then the measured what-ifs of benchmarks.profile_fixes
-ALL = (*BENCHMARKS, "profile_fixes")
+#: the benchmarks, the measured what-ifs of benchmarks.profile_fixes, the paper reproduction
+ALL = (*BENCHMARKS, "profile_fixes", "iwae_paper")
+#: run by default only with --device cuda (on a CPU they take long and reproduce nothing)
+GPU_ONLY = ("iwae_paper",)
 
 RESULTS = Path(__file__).with_name("RESULTS.md")
 ANALYSIS_MARKER = "<!-- analysis: everything below this line is kept by run_all -->"
@@ -88,7 +90,15 @@ def render(reports: list[Report], failures: list[str], info: dict, command: str,
     if changes:
         lines += ["", "## Proposed zoo changes, measured (applied in-process by `benchmarks.profile_fixes`)",
                   "", format_changes(changes)]
-    lines += ["", "## Not run", "", NOT_RUN]
+    for report in (r for r in reports if "results" in r.settings and "eval_k" in r.settings):
+        from benchmarks.iwae_paper import table
+
+        lines += ["", "## Paper reproduction: Burda et al. (2016), table 1", "",
+                  f"`{report.command}` ({report.seconds:.0f} s)", "", *[f"- {n}" for n in report.notes], "",
+                  table(report.settings["results"], report.settings["eval_k"])]
+    lines += ["", "## Not run", ""]
+    if info.get("cuda", "none") == "none":
+        lines.append(NOT_RUN)
     lines += [f"- {failure}" for failure in failures]
     return "\n".join(lines) + "\n\n" + ANALYSIS_MARKER + "\n\n" + analysis.strip() + "\n"
 
@@ -120,7 +130,8 @@ def main(argv: list[str] | None = None) -> list[Report]:
         common.append("--smoke")
     load_before = machine()["load_average"]
     start = time.perf_counter()
-    reports, failures = run(args.only or ALL, common)
+    default = ALL if args.device == "cuda" else tuple(n for n in ALL if n not in GPU_ONLY)
+    reports, failures = run(args.only or default, common)
     info = machine()
     info.update(load_before=load_before, load_after=info["load_average"], threads=args.threads,
                 wall=time.perf_counter() - start)

@@ -91,8 +91,13 @@ def test_results_rewrite_keeps_the_analysis(tmp_path):
     info = {"date": "today", "cpu": "CPU", "cores": 2, "load_before": [1], "load_after": [1],
             "python": "3", "torch": "t", "pyro": "p", "sklearn": "s", "pgmpy": None, "cuda": "none",
             "threads": 1, "wall": 1.0}
-    text = run_all.render([report], ["vae_step: error: no MNIST"], info, "python -m benchmarks.run_all",
-                          run_all.kept_analysis(path))
+    result = {"k": 1, "epochs": 3, "train_s": 9.0, "neg_log_p": 90.0, "se": 0.5, "test_neg_elbo": 95.0,
+              "active_units": 20, "eval_s": 2.0}
+    paper = Report("iwae_paper", "python -m benchmarks.iwae_paper", [],
+                   settings={"results": [result], "eval_k": 5000})
+    text = run_all.render([report, paper], ["vae_step: error: no MNIST"], info,
+                          "python -m benchmarks.run_all", run_all.kept_analysis(path))
+    assert "| VAE (k=1) | 3 | 9 s | 90.00 ± 0.50 | 86.76 | 95.00 | 20 | 2 s |" in text
     assert "old table" not in text and "hand-written words" in text
     assert "| mixture fit | sklearn | s per fit | 2 s | 1 s | 2 |" in text
     assert "**not met**" in text and "no GPU" in text.replace("lack of a GPU", "no GPU")
