@@ -116,7 +116,7 @@ def fit(
     total = _total_steps(num_data, batch_size, steps, epochs)
     if log_every is None:
         log_every = min(batches_per_epoch, 100) if batch_size < num_data else 25
-    loss_fn = _loss_function(model, elbo, max_plate_nesting, num_particles, closed_form, compile)
+    loss_fn = training_loss(model, elbo, max_plate_nesting, num_particles, closed_form, compile)
     optimizer = torch.optim.Adam(model.parameters(), lr=lr, fused=_fusable(model))
     result = TrainResult(checkpoint=Path(checkpoint) if checkpoint else None)
     if resume:
@@ -185,8 +185,10 @@ def _fusable(model) -> bool:
     return all(p.is_floating_point() and p.device.type in ("cpu", "cuda") for p in model.parameters())
 
 
-def _loss_function(model, elbo, max_plate_nesting, num_particles, closed_form, compile=False):
-    """``loss(batch, **kwargs)``: the model's closed-form ELBO where it has one, else Pyro's."""
+def training_loss(model, elbo: str = "Trace_ELBO", max_plate_nesting: int = 1, num_particles: int = 1,
+                  closed_form: bool = True, compile: bool = False):
+    """What :func:`fit` minimises, as ``loss(batch, num_data=None)``: the model's closed-form
+    ``elbo_loss`` where it has one (and ``closed_form``), else Pyro's ``differentiable_loss``."""
     if closed_form and num_particles == 1 and model.has_elbo_loss:
         return torch.compile(model.elbo_loss) if compile else model.elbo_loss
     if compile:
