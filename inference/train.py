@@ -204,8 +204,7 @@ def _scheduler(optimizer, lr: float, lr_decay, start: int):
         return None
     for group in optimizer.param_groups:
         group["lr"] = lr  # a restored optimizer carries the decayed rate; LambdaLR scales from lr
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_decay(start + step))
-    return scheduler
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_decay(start + step))
 
 
 def _loss(loss_fn, model, batch, kwargs, step, checkpoint) -> torch.Tensor:
