@@ -223,7 +223,9 @@ class VAE(ZooModel):
         loc, scale = self.posterior_params(x)
         z = loc + scale * torch.randn_like(loc)
         nll = F.binary_cross_entropy_with_logits(self.decoder(z), x, reduction="sum")
-        # KL(N(mu, sigma^2) || N(0, 1)) = (sigma^2 + mu^2 - 1) / 2 - log sigma, per dimension
+        # KL(N(mu, sigma^2) || N(0, 1)) = (sigma^2 + mu^2 - 1) / 2 - log sigma, per dimension; written
+        # out because torch's Normal objects + kl_divergence cost ~3% of a CPU step (1.06x vs 1.03x
+        # of plain PyTorch in benchmarks.vae_step); tests/test_vae.py checks it against Pyro
         kl = 0.5 * (scale.square() + loc.square() - 1).sum() - scale.log().sum()
         return (nll + kl) * self.batch_scale(x, num_data)
 
