@@ -21,6 +21,7 @@ runs for fully observed data. A later move to ArviZ 1.x touches only this file.
 
 from __future__ import annotations
 
+import warnings
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -32,6 +33,17 @@ from pyro.poutine.util import site_is_subsample
 
 DATA_VAR = "x"
 DIMS = {DATA_VAR: ["data"]}
+#: arviz 0.23 warns at import, once a day per machine, that a 1.x refactor is coming; the text
+#: starts with a newline, hence the leading \s*.
+ARVIZ_REFACTOR_WARNING = r"\s*ArviZ is undergoing a major refactor"
+
+
+def arviz():
+    """The ``arviz`` module, imported without its once-a-day refactor notice."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=ARVIZ_REFACTOR_WARNING, category=FutureWarning)
+        import arviz as az
+    return az
 
 
 def from_guide(
@@ -49,7 +61,7 @@ def from_guide(
     Raises ``ValueError`` if the guide samples no global latent, or (with ``log_likelihood``)
     if the model has per-row latents.
     """
-    import arviz as az
+    az = arviz()
 
     with torch.no_grad():
         reference = poutine.trace(guide).get_trace(x)
@@ -91,7 +103,7 @@ def from_nuts(
     replaced by the pointwise ones of the module docstring, the same as :func:`from_guide` gives.
     ``nuts_kwargs`` go to ``NUTS`` (e.g. ``target_accept_prob``).
     """
-    import arviz as az
+    az = arviz()
 
     if seed is not None:
         pyro.set_rng_seed(seed)
@@ -147,14 +159,14 @@ def pointwise_log_likelihood(
 
 def summary(idata, **kwargs):
     """``az.summary(idata, **kwargs)``: mean, sd, HDI, MCSE, ESS and R-hat per variable."""
-    import arviz as az
+    az = arviz()
 
     return az.summary(idata, **kwargs)
 
 
 def plot_vi_vs_nuts(idata_vi, idata_nuts, path, var_names=None) -> Path:
     """Forest plot (94% HDI) of the variables both posteriors share, VI and NUTS side by side."""
-    import arviz as az
+    az = arviz()
     from matplotlib.figure import Figure
 
     if var_names is None:

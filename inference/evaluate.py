@@ -148,7 +148,9 @@ def _global_posterior(model, x: torch.Tensor, num_samples: int = 500):
 
 
 def _forest_figure(idata, path: Path) -> Path:
-    import arviz as az
+    from inference.arviz_io import arviz
+
+    az = arviz()
     from matplotlib.figure import Figure
 
     size = sum(idata.posterior[v].isel(chain=0, draw=0).size for v in idata.posterior.data_vars)

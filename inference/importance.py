@@ -197,7 +197,9 @@ def pareto_khat(log_w: torch.Tensor) -> torch.Tensor:
     proposal), or largest weights tied (a few distinct weights from discrete latents, where
     ArviZ reports +inf).
     """
-    import arviz as az
+    from inference.arviz_io import arviz
+
+    az = arviz()
 
     if log_w.shape[0] < MIN_PSIS_PARTICLES:
         return torch.full(log_w.shape[1:2], float("nan"))
