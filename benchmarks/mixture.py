@@ -33,7 +33,7 @@ import pyro
 import torch
 
 from benchmarks.common import Report, Row, interleaved, median, parser, run_main, synchronize
-from inference.train import fit
+from inference.train import fit_model
 from models.mixture import KMEANS_POINTS, SPEC, MixtureModel
 
 NAME = "mixture"
@@ -71,7 +71,7 @@ def fit_zoo(x: torch.Tensor, seed: int, lr: float, tol: float, log_every: int, m
     model.initialise(x)
     synchronize(x.device)
     init_s = time.perf_counter() - start
-    result = fit(model, x, steps=max_steps, batch_size=None, lr=lr, tol=tol, log_every=log_every,
+    result = fit_model(model, x, steps=max_steps, batch_size=None, lr=lr, tol=tol, log_every=log_every,
                  progress=False)
     return model, result, init_s
 

@@ -26,7 +26,7 @@ from pyro.infer import SVI, Trace_ELBO
 
 from benchmarks.common import Report, Row, image_root, interleaved, median, parser, run_main, timed
 from benchmarks.vae_step import BATCH, MIN_SCALE, PlainVAE
-from inference.train import fit, neg_elbo
+from inference.train import evaluate_objective, fit_model
 from models import get_spec
 
 NAME = "vae_epoch"
@@ -98,18 +98,18 @@ def benchmark(args, device: torch.device) -> Report:
         svi = SVI(peer_model.model, peer_model.guide, pyro.optim.Adam({"lr": lr}), Trace_ELBO())
 
         def zoo():
-            return fit(zoo_model, x, epochs=1, batch_size=BATCH, lr=lr, progress=False)
+            return fit_model(zoo_model, x, epochs=1, batch_size=BATCH, lr=lr, progress=False)
 
         def peer():
             return peer_epoch(svi, loader, device)
 
         # warm-up: a few steps of each, then whole epochs A B A B
-        fit(zoo_model, x, steps=3, batch_size=BATCH, lr=lr, progress=False)
+        fit_model(zoo_model, x, steps=3, batch_size=BATCH, lr=lr, progress=False)
         peer_epoch(svi, loader, device, limit=3)
         zoo_times, peer_times = interleaved(zoo, peer, device=device, repeats=args.repeats, warmup=0)
 
     with torch.no_grad():
-        zoo_loss = neg_elbo(zoo_model, test)
+        zoo_loss = evaluate_objective(zoo_model.model, zoo_model.guide, test, "TraceMeanField_ELBO")
         peer_loss = float(sum(Trace_ELBO().loss(peer_model.model, peer_model.guide, part)
                               for part in test.split(500)) / len(test))
     row = Row(

@@ -29,7 +29,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from benchmarks.common import Clocked, Report, Row, image_root, interleaved, median, parser, run_main
-from inference.train import fit
+from inference.train import fit_model
 from models import get_spec
 
 NAME = "vae_step"
@@ -129,7 +129,7 @@ def benchmark(args, device: torch.device) -> Report:
     plain_optimizer = torch.optim.Adam(plain.parameters(), lr=lr, fused=device.type in ("cpu", "cuda"))
 
     def zoo():
-        result = fit(zoo_model, x, steps=steps, batch_size=BATCH, lr=lr, log_every=steps, progress=False)
+        result = fit_model(zoo_model, x, steps=steps, batch_size=BATCH, lr=lr, log_every=steps, progress=False)
         return Clocked(result.seconds)
 
     def peer():

@@ -158,9 +158,14 @@ def pointwise_log_likelihood(
 
 
 def summary(idata, **kwargs):
-    """``az.summary(idata, **kwargs)``: mean, sd, HDI, MCSE, ESS and R-hat per variable."""
-    az = arviz()
+    """``az.summary(idata, **kwargs)``: mean, sd, HDI, MCSE, ESS and R-hat per variable.
 
+    R-hat, ESS and MCSE need two or more Markov chains; for one chain (e.g. independent guide
+    draws) only the statistics (mean, sd, HDI) are reported unless ``kind`` is given.
+    """
+    az = arviz()
+    if idata.posterior.sizes["chain"] < 2:
+        kwargs.setdefault("kind", "stats")
     return az.summary(idata, **kwargs)
 
 

@@ -157,13 +157,9 @@ def _kl(q, p, value: torch.Tensor) -> torch.Tensor:
 
 
 def model_latent_usage(model, x: torch.Tensor) -> dict:
-    """The model's own ``kl_per_dim(x)`` / ``active_units(x)`` where it defines them, as JSON values."""
-    out = {}
-    for method in ("kl_per_dim", "active_units"):
-        if hasattr(model, method):
-            with torch.no_grad():
-                out[method] = _plain(getattr(model, method)(x))
-    return out
+    """The model's own ``kl_per_dim(x)`` and ``active_units(x)`` (``capabilities.latent_usage``)."""
+    with torch.no_grad():
+        return {"kl_per_dim": _plain(model.kl_per_dim(x)), "active_units": _plain(model.active_units(x))}
 
 
 def _is_local_real_latent(site) -> bool:

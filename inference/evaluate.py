@@ -29,6 +29,7 @@ import torch
 
 from inference.arviz_io import from_guide
 from inference.arviz_io import summary as arviz_summary
+from inference.checkpoint import write_atomic
 from inference.diagnostics import (
     KHAT_BAD,
     KHAT_GOOD,
@@ -84,12 +85,13 @@ def evaluate(
         "ess": ess_summary(result.ess, num_particles),
         "khat": khat_summary(result.khat),
     }
-    if model.has_exact:
+    if model.capabilities.exact_log_prob:
         report["exact"] = _exact(model, x, summary)
     usage = _latent_usage(local_model, local_guide, x, max_plate_nesting)
     if usage:
         report["latent_usage"] = usage
-    report.update(model_latent_usage(model, x))
+    if model.capabilities.latent_usage:
+        report.update(model_latent_usage(model, x))
     idata = _global_posterior(model, x)
     if idata is not None:
         report["posterior_summary"] = arviz_summary(idata).to_dict(orient="index")
@@ -103,7 +105,7 @@ def evaluate(
     report["seconds"]["total"] = time.perf_counter() - start
     report = to_json(report)
     if out_dir is not None:
-        (out_dir / "report.json").write_text(json.dumps(report, indent=2, allow_nan=False) + "\n")
+        write_atomic(out_dir / "report.json", json.dumps(report, indent=2, allow_nan=False) + "\n")
     return report
 
 
@@ -235,9 +237,8 @@ def write_index(out_dir, title: str, sections) -> Path:
             link = _relative(path, out_dir)
             lines.append(f"![{caption}]({link})" if link.endswith(".png") else f"- [{caption}]({link})")
             lines.append("")
-    (out_dir / "index.json").write_text(json.dumps(collected, indent=2, allow_nan=False) + "\n")
-    index = out_dir / "index.md"
-    index.write_text("\n".join(lines).rstrip() + "\n")
+    write_atomic(out_dir / "index.json", json.dumps(collected, indent=2, allow_nan=False) + "\n")
+    index = write_atomic(out_dir / "index.md", "\n".join(lines).rstrip() + "\n")
     return index
 
 

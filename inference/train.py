@@ -1,15 +1,29 @@
-"""Model-agnostic SVI training.
+"""SVI training of any Pyro program: ``fit(model, guide, data)``.
 
-The optimiser is a plain ``torch.optim.Adam`` over the model's ``parameters()`` and the loss is
-Pyro's ``differentiable_loss`` (Trace_ELBO, or TraceEnum_ELBO for enumerated discrete latents),
-so a checkpoint is just the module's and the optimiser's ``state_dict``. A model that computes
-its ELBO in closed form (``ZooModel.elbo_loss``, tested against Pyro's) trains on that instead
-unless ``closed_form=False``: the same objective without Pyro's per-step tracing. Pyro's
-argument validation runs on the first step, where model errors show, and is off after it; a
-non-finite loss is still caught at every log point. Data stay as one tensor
-on the device; minibatches are index slices of a per-epoch permutation. Losses are collected on
-the device and read back only every ``log_every`` steps (one host sync), where the NaN guard,
-the progress bar and checkpoints happen.
+``model`` and ``guide`` are plain Pyro callables (functions using ``pyro.param``/``pyro.module``,
+``PyroModule`` s, AutoGuides, bound methods of a module) and ``data`` is a tensor or a tuple of
+tensors passed positionally to both, e.g. ``model(x, y)`` for a model of p(x | y). The objective
+is a Pyro ELBO named by :class:`Objective` (``Trace_ELBO``, ``TraceMeanField_ELBO``,
+``TraceEnum_ELBO``, ``RenyiELBO``...); a closed-form ``loss`` of the same objective is an opt-in
+fast path that its own tests hold equal to the Pyro one.
+
+Minibatches: with ``batch_size`` < N the tensors are sliced together along dim 0 by one
+permutation per epoch, and every site inside the plate named :data:`DATA_PLATE` is scaled by
+N / B, so the loss estimates the full-data objective (write that plate without subsampling).
+
+Parameters are created lazily by a first pass of the objective on the first rows, inside a
+param-store scope of this run, so two programs trained in one process never see each other's
+``pyro.param`` s; the trained values are merged into the global param store at the end and are
+in :attr:`TrainResult.param_state`. The optimiser is ``torch.optim.Adam`` over the parameters of
+every ``nn.Module`` among model and guide (or behind their bound methods) and every param-store
+parameter the program touches.
+
+Losses stay on the device and are read back every ``log_every`` steps (one host sync), where
+the NaN guard, the progress bar and checkpoints happen. A checkpoint (module state, param-store
+values, optimiser, random state, position in the epoch; see :mod:`inference.checkpoint`) is
+written every ``checkpoint_seconds``, at the end, and, when training diverges, holding the last
+state whose parameters and losses were finite; ``resume`` continues it exactly, wherever it was
+interrupted.
 """
 
 from __future__ import annotations
@@ -21,13 +35,26 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pyro
+import pyro.poutine as poutine
 import torch
-from pyro.infer import Trace_ELBO, TraceEnum_ELBO
+from pyro.infer import RenyiELBO, Trace_ELBO, TraceEnum_ELBO, TraceGraph_ELBO, TraceMeanField_ELBO
+from pyro.poutine.messenger import Messenger
 from tqdm.auto import tqdm
 
-from inference.checkpoint import load_checkpoint, save_checkpoint
+from inference.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from models.base import DATA_PLATE
 
-ELBOS = {"Trace_ELBO": Trace_ELBO, "TraceEnum_ELBO": TraceEnum_ELBO}
+ELBOS = {
+    "Trace_ELBO": Trace_ELBO,
+    "TraceMeanField_ELBO": TraceMeanField_ELBO,
+    "TraceGraph_ELBO": TraceGraph_ELBO,
+    "TraceEnum_ELBO": TraceEnum_ELBO,
+    "RenyiELBO": RenyiELBO,
+}
+#: the ELBOs with ``differentiable_loss`` (no host sync); the others train through ``loss_and_grads``
+DIFFERENTIABLE = ("Trace_ELBO", "TraceMeanField_ELBO", "TraceEnum_ELBO")
+#: seconds between checkpoints when training runs long (and always one at the end)
+CHECKPOINT_SECONDS = 60.0
 
 
 class TrainingDiverged(RuntimeError):
@@ -35,13 +62,89 @@ class TrainingDiverged(RuntimeError):
 
 
 @dataclass
+class Objective:
+    """A Pyro ELBO by name: ``name`` in :data:`ELBOS`, ``num_particles`` and the ELBO's other
+    options (e.g. ``alpha=0`` for RenyiELBO, which is then the IWAE bound)."""
+
+    name: str = "Trace_ELBO"
+    num_particles: int = 1
+    options: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        if self.name not in ELBOS:
+            raise ValueError(f"unknown objective {self.name!r}; choose one of {', '.join(ELBOS)}")
+        if int(self.num_particles) < 1:
+            raise ValueError(f"num_particles must be a positive integer, got {self.num_particles}")
+
+    @property
+    def label(self) -> str:
+        """What the training loss is, e.g. "−ELBO (TraceMeanField_ELBO)" or "−IWAE-5 (RenyiELBO)"."""
+        if self.name == "RenyiELBO" and self.options.get("alpha", 0.0) == 0:
+            return f"−IWAE-{self.num_particles} ({self.name})"
+        suffix = f", {self.num_particles} particles" if self.num_particles > 1 else ""
+        return f"−ELBO ({self.name}{suffix})"
+
+    def build(self, max_plate_nesting: int = 1):
+        """The Pyro ELBO object."""
+        options = dict(self.options)
+        if self.name == "TraceEnum_ELBO":
+            options.setdefault("strict_enumeration_warning", False)
+        return ELBOS[self.name](max_plate_nesting=max_plate_nesting, num_particles=self.num_particles,
+                                vectorize_particles=self.num_particles > 1, **options)
+
+    def to_dict(self) -> dict:
+        return {"name": self.name, "num_particles": self.num_particles, "options": dict(self.options),
+                "label": self.label}
+
+
+def as_objective(objective) -> Objective:
+    """An :class:`Objective` from itself, an ELBO name, or a dict of its fields (a spec's)."""
+    if isinstance(objective, Objective):
+        return objective
+    if isinstance(objective, str):
+        return Objective(objective)
+    if isinstance(objective, dict):
+        return Objective(**{k: v for k, v in objective.items() if k != "label"})
+    raise TypeError(f"objective must be an Objective or an ELBO name, got {type(objective).__name__}")
+
+
+@dataclass
+class TrainConfig:
+    """How long and how to step: exactly one of ``steps``/``epochs``; ``batch_size`` None means
+    full batch; ``lr_decay(step)`` multiplies ``lr``; ``tol`` stops once a log window's mean loss
+    moves by less than ``tol`` nats per data point (scikit-learn's rule)."""
+
+    steps: int | None = None
+    epochs: float | None = None
+    batch_size: int | None = None
+    lr: float = 1e-3
+    clip_norm: float | None = None
+    lr_decay: Callable[[int], float] | None = None
+    seed: int | None = None
+    tol: float | None = None
+    log_every: int | None = None
+
+    def total_steps(self, num_data: int) -> int:
+        if (self.steps is None) == (self.epochs is None):
+            raise ValueError("give exactly one of steps or epochs")
+        if self.steps is not None:
+            return int(self.steps)
+        return int(math.ceil(self.epochs * math.ceil(num_data / self.batch(num_data))))
+
+    def batch(self, num_data: int) -> int:
+        return min(self.batch_size or num_data, num_data)
+
+
+@dataclass
 class TrainResult:
-    """Per-step losses (negative ELBO in nats per data point), steps done, wall time."""
+    """Per-step losses (the objective in nats per data point), steps done, wall time."""
 
     losses: list[float] = field(default_factory=list)
     step: int = 0
     seconds: float = 0.0
     checkpoint: Path | None = None
+    objective: str = ""
+    param_state: dict = field(default_factory=lambda: {"params": {}, "constraints": {}})
 
     @property
     def final_loss(self) -> float:
@@ -49,153 +152,335 @@ class TrainResult:
         return float(sum(tail) / len(tail)) if tail else float("nan")
 
 
-def make_elbo(name: str = "Trace_ELBO", max_plate_nesting: int = 1, num_particles: int = 1):
-    """The Pyro ELBO called ``name`` ("Trace_ELBO" or "TraceEnum_ELBO")."""
-    if name not in ELBOS:
-        raise ValueError(f"unknown ELBO {name!r}; choose one of {', '.join(ELBOS)}")
-    options = {"strict_enumeration_warning": False} if name == "TraceEnum_ELBO" else {}
-    return ELBOS[name](
-        max_plate_nesting=max_plate_nesting,
-        num_particles=num_particles,
-        vectorize_particles=num_particles > 1,
-        **options,
-    )
+class _DataScale(Messenger):
+    """Scale every site inside the plate named :data:`DATA_PLATE` by ``scale`` (= N / B)."""
+
+    def __init__(self, scale: float):
+        super().__init__()
+        self.scale = scale
+
+    def _process_message(self, msg):
+        if any(frame.name == DATA_PLATE for frame in msg["cond_indep_stack"]):
+            msg["scale"] = self.scale * msg["scale"]
 
 
-def _total_steps(num_data: int, batch_size: int, steps: int | None, epochs: float | None) -> int:
-    if (steps is None) == (epochs is None):
-        raise ValueError("give exactly one of steps or epochs")
-    if steps is not None:
-        return int(steps)
-    return int(math.ceil(epochs * math.ceil(num_data / batch_size)))
+def as_tensors(data) -> tuple[torch.Tensor, ...]:
+    """``data`` as a tuple of tensors of equal length along dim 0."""
+    tensors = tuple(data) if isinstance(data, (tuple, list)) else (data,)
+    if not tensors or not all(isinstance(t, torch.Tensor) for t in tensors):
+        raise ValueError("data must be a tensor or a tuple of tensors")
+    sizes = {t.shape[0] if t.dim() else None for t in tensors}
+    if len(sizes) != 1 or None in sizes:
+        shapes = [tuple(t.shape) for t in tensors]
+        raise ValueError(f"data tensors must share their first dimension, got {shapes}")
+    if tensors[0].shape[0] == 0:
+        raise ValueError("data is empty; pass at least one data point")
+    return tensors
 
 
-def fit(
-    model,
-    x: torch.Tensor,
-    *,
-    elbo: str = "Trace_ELBO",
-    max_plate_nesting: int = 1,
-    steps: int | None = None,
-    epochs: float | None = None,
-    batch_size: int | None = None,
-    lr: float = 1e-3,
-    clip_norm: float | None = None,
-    num_particles: int = 1,
-    seed: int | None = None,
-    tol: float | None = None,
-    checkpoint: str | Path | None = None,
-    resume: bool = False,
-    meta: dict | None = None,
-    log_every: int | None = None,
-    progress: bool = True,
-    closed_form: bool = True,
-    lr_decay: Callable[[int], float] | None = None,
-    compile: bool = False,
-) -> TrainResult:
-    """Train ``model`` (a :class:`models.ZooModel`) on ``x`` by SVI; see the module docstring.
+def fit(model, guide, data, config: TrainConfig | None = None, *, objective="Trace_ELBO",
+        max_plate_nesting: int = 1, loss: Callable | None = None, preprocess: Callable | None = None,
+        checkpoint: str | Path | None = None, resume: bool = False, meta: dict | None = None,
+        checkpoint_seconds: float = CHECKPOINT_SECONDS, progress: bool = True, compile: bool = False,
+        **settings) -> TrainResult:
+    """Train ``guide`` (and ``model``'s parameters) on ``data`` by SVI; see the module docstring.
 
-    ``x`` must already be on the model's device. With ``checkpoint`` a checkpoint is written
-    at every log point and at the end; ``resume`` continues from it. A non-finite loss stops
-    training with :class:`TrainingDiverged`, leaving the last good checkpoint in place. With
-    ``tol``, training stops early once the mean loss of a log window changes by less than
-    ``tol`` nats per data point from the previous window (scikit-learn's convergence rule).
-
-    ``closed_form=False`` trains on Pyro's ELBO even where the model has ``elbo_loss``.
-    ``lr_decay(step)`` multiplies ``lr`` at each step (``torch.optim.lr_scheduler.LambdaLR``).
-    ``compile`` runs the closed-form loss, forward and backward, through ``torch.compile``: it
-    pays where a step is launch-bound (a GPU at small batches), not on a CPU, where the VAE step
-    is arithmetic-bound (benchmarks/RESULTS.md).
+    ``config`` or its fields as keywords (``steps=``, ``lr=``...) set the schedule. ``loss``:
+    an optional ``loss(*batch, num_data=N)`` computing the same objective in closed form (the
+    fast path); ``compile`` runs it through ``torch.compile``. ``preprocess(*batch)`` maps each
+    minibatch before model and guide see it (e.g. dynamic binarisation). With ``checkpoint``,
+    ``meta`` (plain JSON-like values) is stored beside the state; ``resume`` continues from it.
     """
-    model.check_data(x)
-    if seed is not None:
-        pyro.set_rng_seed(seed)
-    num_data = x.shape[0]
-    batch_size = min(batch_size or num_data, num_data)
-    batches_per_epoch = math.ceil(num_data / batch_size)
-    total = _total_steps(num_data, batch_size, steps, epochs)
-    if log_every is None:
-        log_every = min(batches_per_epoch, 100) if batch_size < num_data else 25
-    loss_fn = training_loss(model, elbo, max_plate_nesting, num_particles, closed_form, compile)
-    optimizer = torch.optim.Adam(model.parameters(), lr=lr, fused=_fusable(model))
-    result = TrainResult(checkpoint=Path(checkpoint) if checkpoint else None)
-    if resume:
-        result.step, result.losses = _restore(checkpoint, model, optimizer)
-    scheduler = _scheduler(optimizer, lr, lr_decay, result.step)
-    state_meta = {**(meta or {}), "elbo": elbo, "lr": lr, "batch_size": batch_size}
-
-    def save():
-        if checkpoint:
-            save_checkpoint(checkpoint, {
-                **state_meta,
-                "model_state": model.state_dict(),
-                "optimizer_state": optimizer.state_dict(),
-                "step": result.step,
-                "losses": result.losses,
-                "rng_state": torch.get_rng_state(),
-            })
-
-    validate, first_step = pyro.distributions.is_validation_enabled(), result.step
-    pending: list[torch.Tensor] = []
-    previous = math.inf
-    order = None
-    start = time.perf_counter()
-    bar = tqdm(total=total, initial=result.step, disable=not progress, unit="step", dynamic_ncols=True)
-    model.train()
-    while result.step < total:
-        position = result.step % batches_per_epoch
-        if batch_size < num_data:
-            if order is None or position == 0:
-                order = torch.randperm(num_data, device=x.device)
-            batch = x[order[position * batch_size:(position + 1) * batch_size]]
-            kwargs = {"num_data": num_data}
-        else:
-            batch, kwargs = x, {}
-        with pyro.validation_enabled(validate and result.step == first_step):
-            loss = _loss(loss_fn, model, model.preprocess(batch), kwargs, result.step, checkpoint)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        if clip_norm:
-            torch.nn.utils.clip_grad_norm_(model.parameters(), clip_norm)
-        optimizer.step()
-        if scheduler:
-            scheduler.step()
-        pending.append(loss.detach() / num_data)
-        result.step += 1
-        if len(pending) == log_every or result.step == total:
-            values = torch.stack(pending).tolist()
-            pending.clear()
-            _guard(values, result, checkpoint)
-            result.losses.extend(values)
-            bar.update(len(values))
-            window = sum(values) / len(values)
-            bar.set_postfix(loss=f"{window:.4f}")
-            save()
-            if tol is not None and abs(previous - window) < tol:
-                break
-            previous = window
-    bar.close()
-    model.eval()
-    result.seconds = time.perf_counter() - start
+    config = config or TrainConfig(**settings)
+    objective = as_objective(objective)
+    tensors = as_tensors(data)
+    num_data = tensors[0].shape[0]
+    total = config.total_steps(num_data)
+    if config.seed is not None:
+        pyro.set_rng_seed(config.seed)
+    result = TrainResult(checkpoint=Path(checkpoint) if checkpoint else None, objective=objective.label)
+    step_fn = _step_function(model, guide, objective, max_plate_nesting, loss, compile)
+    with pyro.get_param_store().scope(result.param_state):
+        run = _Run(model, guide, tensors, config, step_fn, preprocess, result, total)
+        run.prepare(resume, meta, objective, checkpoint_seconds)
+        run.loop(progress)
+    pyro.get_param_store().set_state(_merged(pyro.get_param_store().get_state(), result.param_state))
     return result
 
 
-def _fusable(model) -> bool:
-    """Adam's fused kernel needs every parameter floating point on a CPU or CUDA device."""
-    return all(p.is_floating_point() and p.device.type in ("cpu", "cuda") for p in model.parameters())
+class _Run:
+    """The state of one training run: parameters, optimiser, position, checkpoints."""
+
+    def __init__(self, model, guide, tensors, config, step_fn, preprocess, result, total):
+        self.model, self.guide, self.tensors = model, guide, tensors
+        self.config, self.step_fn, self.preprocess = config, step_fn, _as_batch_map(preprocess)
+        self.result, self.total = result, total
+        self.num_data = tensors[0].shape[0]
+        self.batch_size = config.batch(self.num_data)
+        self.batches_per_epoch = math.ceil(self.num_data / self.batch_size)
+        self.order: torch.Tensor | None = None
+        self.good: dict | None = None
+
+    def prepare(self, resume, meta, objective, checkpoint_seconds):
+        """Create the parameters (one pass on the first rows), the optimiser, and restore."""
+        first = tuple(t[:self.batch_size] for t in self.tensors)
+        with torch.no_grad(), poutine.trace(param_only=True) as captured:
+            self.step_fn(self.preprocess(*first), self.num_data / len(first[0]), backward=False)
+        self.modules = _modules(self.model, self.guide)
+        self.params = _parameters(self.modules, captured.trace)
+        if not self.params:
+            raise ValueError("the model and guide have no parameters to train")
+        self.optimizer = torch.optim.Adam(self.params, lr=self.config.lr, fused=_fusable(self.params))
+        self.meta = {**(meta or {}), "objective": objective.to_dict(), "lr": self.config.lr,
+                     "batch_size": self.batch_size}
+        self.checkpoint_seconds = checkpoint_seconds
+        if resume:
+            self.restore()
+        self.scheduler = _scheduler(self.optimizer, self.config.lr, self.config.lr_decay, self.result.step)
+        self.last_save = time.monotonic()
+
+    def restore(self):
+        path = self.result.checkpoint
+        if path is None:
+            raise ValueError("resume needs a checkpoint path")
+        state = load_checkpoint(path)
+        _load_modules(self.modules, state["modules"], path)
+        _load_params(state["params"], path)
+        try:
+            self.optimizer.load_state_dict(state["optimizer_state"])
+        except (ValueError, KeyError) as err:
+            raise CheckpointError(f"{path} does not fit this program's parameters ({err}); "
+                                  "start a new run instead of resuming") from None
+        _set_rng(state["rng"])
+        self.result.step, self.result.losses = state["step"], list(state["losses"])
+        order = state.get("order")
+        self.order = None if order is None else order.to(self.tensors[0].device)
+
+    def loop(self, progress: bool):
+        config, result = self.config, self.result
+        log_every = config.log_every or (min(self.batches_per_epoch, 100) if self.batches_per_epoch > 1
+                                         else 25)
+        validate, first_step = pyro.distributions.is_validation_enabled(), result.step
+        pending: list[torch.Tensor] = []
+        previous = math.inf
+        start = time.perf_counter()
+        bar = tqdm(total=self.total, initial=result.step, disable=not progress, unit="step",
+                   dynamic_ncols=True)
+        while result.step < self.total:
+            batch, scale = self.next_batch()
+            with pyro.validation_enabled(validate and result.step == first_step):
+                value = self.step(batch, scale)
+            pending.append(value.detach() / self.num_data)
+            result.step += 1
+            if len(pending) == log_every or result.step == self.total:
+                values = torch.stack(pending).tolist()
+                pending.clear()
+                self.guard(values)
+                result.losses.extend(values)
+                bar.update(len(values))
+                window = sum(values) / len(values)
+                bar.set_postfix(loss=f"{window:.4f}")
+                self.good = self.snapshot() if result.checkpoint else None
+                settled = config.tol is not None and abs(previous - window) < config.tol
+                done = result.step == self.total or settled
+                if done or time.monotonic() - self.last_save >= self.checkpoint_seconds:
+                    self.save(self.good)
+                if done:
+                    break
+                previous = window
+        bar.close()
+        result.seconds = time.perf_counter() - start
+
+    def next_batch(self):
+        if self.batch_size == self.num_data:
+            return self.preprocess(*self.tensors), 1.0
+        position = self.result.step % self.batches_per_epoch
+        if self.order is None or position == 0:
+            self.order = torch.randperm(self.num_data, device=self.tensors[0].device)
+        rows = self.order[position * self.batch_size:(position + 1) * self.batch_size]
+        return self.preprocess(*(t[rows] for t in self.tensors)), self.num_data / len(rows)
+
+    def step(self, batch, scale) -> torch.Tensor:
+        try:
+            value = self.step_fn(batch, scale)
+        except ValueError as err:  # a distribution rejecting NaN arguments under validation
+            if self.result.step == 0 or (_finite(self.params) and "invalid values" not in str(err)):
+                raise
+            self.diverged(f"parameters became non-finite before step {self.result.step + 1}", err)
+        if self.config.clip_norm:
+            torch.nn.utils.clip_grad_norm_(self.params, self.config.clip_norm)
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        if self.scheduler:
+            self.scheduler.step()
+        return value
+
+    def guard(self, values: list[float]):
+        for offset, value in enumerate(values):
+            if not math.isfinite(value):
+                step = self.result.step - len(values) + offset + 1
+                self.diverged(f"the loss became {value} at step {step}")
+        if not _finite(self.params):
+            self.diverged(f"parameters became non-finite by step {self.result.step}")
+
+    def diverged(self, what: str, cause=None):
+        """Write the last finite state (if any) and stop with a message naming the fix."""
+        kept = ""
+        if self.result.checkpoint:
+            if self.good is not None:
+                self.save(self.good)
+            if self.result.checkpoint.is_file():
+                saved = load_checkpoint(self.result.checkpoint)["step"]
+                kept = f"; the last good checkpoint (step {saved}) is kept at {self.result.checkpoint}"
+            else:
+                kept = "; no checkpoint was written before it diverged"
+        raise TrainingDiverged(f"{what}; lower the learning rate (--lr) or clip gradients "
+                               f"(--clip-norm){kept}") from cause
+
+    def snapshot(self) -> dict:
+        """Everything a resume needs, copied (so later steps cannot change it)."""
+        return _clone({
+            **self.meta,
+            "modules": {key: module.state_dict() for key, module in self.modules.items()},
+            "params": dict(sorted(pyro.get_param_store().get_state()["params"].items())),
+            "optimizer_state": self.optimizer.state_dict(),
+            "step": self.result.step,
+            "losses": list(self.result.losses),
+            "rng": _get_rng(),
+            "order": None if self.order is None or self.result.step % self.batches_per_epoch == 0
+            else self.order.cpu(),
+        })
+
+    def save(self, state: dict | None):
+        if state is not None and self.result.checkpoint:
+            save_checkpoint(self.result.checkpoint, state)
+            self.last_save = time.monotonic()
 
 
-def training_loss(model, elbo: str = "Trace_ELBO", max_plate_nesting: int = 1, num_particles: int = 1,
-                  closed_form: bool = True, compile: bool = False):
-    """What :func:`fit` minimises, as ``loss(batch, num_data=None)``: the model's closed-form
-    ``elbo_loss`` where it has one (and ``closed_form``), else Pyro's ``differentiable_loss``."""
-    if closed_form and num_particles == 1 and model.has_elbo_loss:
-        return torch.compile(model.elbo_loss) if compile else model.elbo_loss
+def _step_function(model, guide, objective: Objective, max_plate_nesting: int, loss, compile: bool):
+    """``step(batch, scale, backward=True) -> loss tensor``, gradients accumulated by backward."""
+    if loss is not None:
+        closed_form = torch.compile(loss) if compile else loss
+
+        def closed_step(batch, scale, backward=True):
+            value = closed_form(*batch, num_data=round(scale * len(batch[0])))
+            if backward:
+                value.backward()
+            return value
+
+        return closed_step
     if compile:
-        raise ValueError(f"compile needs a closed-form elbo_loss, which {type(model).__name__} lacks "
-                         "(or closed_form=False / num_particles > 1 was asked for)")
-    pyro_loss = make_elbo(elbo, max_plate_nesting, num_particles).differentiable_loss
-    return lambda batch, **kwargs: pyro_loss(model.model, model.guide, batch, **kwargs)
+        raise ValueError("compile needs a closed-form loss (the fast path); Pyro's ELBOs are not compiled")
+    elbo = objective.build(max_plate_nesting)
+
+    def pyro_step(batch, scale, backward=True):
+        with _DataScale(scale):
+            if not backward:
+                return torch.as_tensor(elbo.loss(model, guide, *batch))
+            if objective.name in DIFFERENTIABLE:
+                value = elbo.differentiable_loss(model, guide, *batch)
+                value.backward()
+                return value
+            return torch.as_tensor(elbo.loss_and_grads(model, guide, *batch))
+
+    return pyro_step
+
+
+def _as_batch_map(preprocess):
+    """``preprocess`` as a map from a tuple of tensors to a tuple of tensors."""
+    if preprocess is None:
+        return lambda *batch: batch
+
+    def mapped(*batch):
+        out = preprocess(*batch)
+        return out if isinstance(out, tuple) else (out,)
+
+    return mapped
+
+
+def _modules(model, guide) -> dict[str, torch.nn.Module]:
+    """The ``nn.Module`` s behind model and guide (themselves or their bound methods' owner)."""
+    found: dict[str, torch.nn.Module] = {}
+    for key, program in (("model", model), ("guide", guide)):
+        owner = program if isinstance(program, torch.nn.Module) else getattr(program, "__self__", None)
+        if isinstance(owner, torch.nn.Module) and all(owner is not m for m in found.values()):
+            found[key] = owner
+    return found
+
+
+def _parameters(modules: dict, param_trace) -> list[torch.Tensor]:
+    """Module parameters, then the param-store leaves the program touched, each once, in a fixed order."""
+    params, seen = [], set()
+    store = pyro.get_param_store()
+    touched = sorted(name for name, site in param_trace.nodes.items() if site["type"] == "param")
+    leaves = [p for m in modules.values() for p in m.parameters()]
+    leaves += [store.get_state()["params"][name] for name in touched if name in store]
+    for leaf in leaves:
+        if leaf.requires_grad and id(leaf) not in seen:
+            seen.add(id(leaf))
+            params.append(leaf)
+    return params
+
+
+def _load_modules(modules: dict, saved: dict, path):
+    if set(saved) != set(modules):
+        raise CheckpointError(f"{path} holds modules {sorted(saved)} but this program has {sorted(modules)}; "
+                              "resume the program that wrote it")
+    for key, module in modules.items():
+        try:
+            module.load_state_dict(saved[key])
+        except RuntimeError as err:
+            first = str(err).strip().splitlines()[-1].strip()
+            raise CheckpointError(f"{path} does not fit this {key} ({first}); check the hyperparameters "
+                                  "or start a new run") from None
+
+
+def _load_params(saved: dict, path):
+    current = pyro.get_param_store().get_state()["params"]
+    for name, value in saved.items():
+        if name not in current or current[name].shape != value.shape:
+            have = tuple(current[name].shape) if name in current else "none"
+            raise CheckpointError(f"{path} holds parameter {name!r} of shape {tuple(value.shape)}, this "
+                                  f"program has {have}; resume the program that wrote it")
+        with torch.no_grad():
+            current[name].copy_(value)
+
+
+def _merged(old: dict, new: dict) -> dict:
+    return {"params": {**old["params"], **new["params"]},
+            "constraints": {**old["constraints"], **new["constraints"]}}
+
+
+def _finite(params) -> bool:
+    return bool(torch.stack([torch.isfinite(p).all() for p in params]).all())
+
+
+def _clone(value):
+    if isinstance(value, torch.Tensor):
+        return value.detach().clone()
+    if isinstance(value, dict):
+        return {k: _clone(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_clone(v) for v in value]
+    return value
+
+
+def _get_rng() -> dict:
+    state = {"torch": torch.get_rng_state()}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng(state: dict):
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _fusable(params) -> bool:
+    """Adam's fused kernel needs every parameter floating point on a CPU or CUDA device."""
+    return all(p.is_floating_point() and p.device.type in ("cpu", "cuda") for p in params)
 
 
 def _scheduler(optimizer, lr: float, lr_decay, start: int):
@@ -207,45 +492,30 @@ def _scheduler(optimizer, lr: float, lr_decay, start: int):
     return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_decay(start + step))
 
 
-def _loss(loss_fn, model, batch, kwargs, step, checkpoint) -> torch.Tensor:
-    """The loss; after the first step, a distribution rejecting its (NaN) arguments under
-    validation means training diverged, and becomes :class:`TrainingDiverged`."""
+def fit_model(zoo_model, x: torch.Tensor, config: TrainConfig | None = None, *, objective="Trace_ELBO",
+              fast: bool = False, **options) -> TrainResult:
+    """:func:`fit` for a zoo model (a module with ``model``/``guide``/``preprocess``): its Pyro
+    program by default; ``fast=True`` trains on its closed-form ``elbo_loss`` instead."""
+    zoo_model.check_data(x)
+    if fast and not zoo_model.capabilities.closed_form_loss:
+        raise ValueError(f"{type(zoo_model).__name__} has no closed-form loss; train without fast")
+    loss = zoo_model.elbo_loss if fast else None
+    zoo_model.train()
     try:
-        return loss_fn(batch, **kwargs)
-    except ValueError as err:
-        finite = all(torch.isfinite(p).all() for p in model.parameters())
-        if step == 0 or (finite and "invalid values" not in str(err)):
-            raise
-        kept = f"; the last good checkpoint is kept at {checkpoint}" if checkpoint else ""
-        raise TrainingDiverged(
-            f"parameters became non-finite before step {step + 1}; lower the learning rate (--lr) "
-            f"or clip gradients (--clip-norm){kept}"
-        ) from err
-
-
-def _guard(values: list[float], result: TrainResult, checkpoint) -> None:
-    for offset, value in enumerate(values):
-        if not math.isfinite(value):
-            kept = f"; the last good checkpoint is kept at {checkpoint}" if checkpoint else ""
-            raise TrainingDiverged(
-                f"loss became {value} at step {result.step - len(values) + offset + 1}; "
-                f"lower the learning rate (--lr) or clip gradients (--clip-norm){kept}"
-            )
-
-
-def _restore(checkpoint, model, optimizer) -> tuple[int, list[float]]:
-    if not checkpoint:
-        raise ValueError("resume needs a checkpoint path")
-    state = load_checkpoint(checkpoint)
-    model.load_state_dict(state["model_state"])
-    optimizer.load_state_dict(state["optimizer_state"])
-    torch.set_rng_state(state["rng_state"])
-    return state["step"], list(state["losses"])
+        return fit(zoo_model.model, zoo_model.guide, x, config, objective=objective, loss=loss,
+                   preprocess=zoo_model.preprocess, **options)
+    finally:
+        zoo_model.eval()
 
 
 @torch.no_grad()
-def neg_elbo(model, x: torch.Tensor, elbo: str = "Trace_ELBO", max_plate_nesting: int = 1,
-             chunk: int = 10_000) -> float:
-    """Single-sample −ELBO of ``model`` on ``x`` in nats per data point (the training objective)."""
-    loss_fn = make_elbo(elbo, max_plate_nesting).loss
-    return sum(loss_fn(model.model, model.guide, x[i:i + chunk]) for i in range(0, len(x), chunk)) / len(x)
+def evaluate_objective(model, guide, data, objective="Trace_ELBO", max_plate_nesting: int = 1,
+                       chunk: int = 10_000) -> float:
+    """The objective's loss of ``model``/``guide`` on ``data`` in nats per data point (chunked)."""
+    tensors = as_tensors(data)
+    elbo = as_objective(objective).build(max_plate_nesting)
+    num_data = tensors[0].shape[0]
+    total = 0.0
+    for lo in range(0, num_data, chunk):
+        total += elbo.loss(model, guide, *(t[lo:lo + chunk] for t in tensors))
+    return total / num_data

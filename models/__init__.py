@@ -11,7 +11,7 @@ import importlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from models.base import DataError, DataSplit, ZooModel
+from models.base import DATA_PLATE, Capabilities, DataError, DataSplit, ZooModel
 
 REGISTRY: dict[str, str] = {
     "dlgm": "models.dlgm",
@@ -32,6 +32,11 @@ class ModelSpec:
     training settings (``steps`` or ``epochs``, ``batch_size`` (None: full batch), ``lr``);
     the ``smoke_*`` dicts override hyperparameters and training settings for tiny runs;
     ``hparams_for`` reads the hyperparameters a data set implies (explicit ones still win).
+    ``objective`` names the Pyro ELBO the model trains with, as ``{"name": ..., "num_particles":
+    ..., "options": {...}}`` (or a function of the hyperparameters returning that), e.g.
+    ``{"name": "TraceMeanField_ELBO"}`` where the KL is analytic, ``TraceEnum_ELBO`` where
+    discrete latents are summed out, ``RenyiELBO`` with ``alpha=0`` for the IWAE bound.
+    ``source`` says where the spec comes from (the zoo, a user's file, a package).
     """
 
     name: str
@@ -42,14 +47,20 @@ class ModelSpec:
     train: dict = field(default_factory=dict)
     smoke_hparams: dict = field(default_factory=dict)
     smoke_train: dict = field(default_factory=dict)
-    elbo: str = "Trace_ELBO"  # or "TraceEnum_ELBO" when the model enumerates discrete latents
+    objective: dict | Callable[[dict], dict] = field(default_factory=lambda: {"name": "Trace_ELBO"})
     max_plate_nesting: int = 1
     #: hyperparameters a data set implies (e.g. its dimension): ``hparams_for(DataSplit) -> dict``
     hparams_for: Callable[[DataSplit], dict] | None = None
+    source: str = "zoo"
 
     def make(self, smoke: bool = False, **overrides) -> ZooModel:
         hparams = {**self.hparams, **(self.smoke_hparams if smoke else {}), **overrides}
         return self.build(**hparams)
+
+    def objective_for(self, hparams: dict) -> dict:
+        """The objective (see the class docstring) for a model built with ``hparams``."""
+        objective = self.objective(hparams) if callable(self.objective) else self.objective
+        return {"num_particles": 1, "options": {}, **objective}
 
     def train_settings(self, smoke: bool = False, **overrides) -> dict:
         given = {k: v for k, v in overrides.items() if v is not None}
@@ -75,7 +86,9 @@ def all_specs() -> list[ModelSpec]:
 
 
 __all__ = [
+    "DATA_PLATE",
     "REGISTRY",
+    "Capabilities",
     "DataError",
     "DataSplit",
     "ModelSpec",

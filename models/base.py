@@ -4,19 +4,22 @@ A zoo model is a ``torch.nn.Module`` that owns all of its parameters (generative
 variational) as ``nn.Parameter``s, and exposes plain Pyro programs:
 
 * ``model(x, num_data=None)`` -- the generative model p(x, z). Every data point lives in one
-  ``pyro.plate("data", ...)`` at ``dim=-1`` (use :meth:`ZooModel.data_plate`); latent variables
-  that are not per data point ("global" latents) sit outside it.
+  ``pyro.plate(DATA_PLATE, ...)`` at ``dim=-1`` (use :meth:`ZooModel.data_plate`); latent
+  variables that are not per data point ("global" latents) sit outside it.
 * ``guide(x, num_data=None)`` -- the variational family q(z | x), with the same sample sites as
   the model's latent sites (sites the model enumerates are absent from the guide).
 * ``sample(n)`` -- ``n`` ancestral draws of x, a tensor of shape ``(n, *event_shape)``.
 
-Optional: ``exact_log_prob(x)`` (shape ``(N,)``, log p(x) per data point) where the model is
-tractable, ``elbo_loss(x, num_data)`` (the training loss of ``model``/``guide`` in closed form,
-without Pyro's tracing), ``local_pair()`` for a model/guide pair with only per-data-point latents (used by the
-importance-sampling estimators), ``figures(data, out_dir)`` and ``metrics(data)``.
+What else a model can do is declared in its :class:`Capabilities` (``model.capabilities``), never
+discovered with ``hasattr``: ``exact_log_prob(x)`` (shape ``(N,)``, log p(x) per data point),
+``exact_posterior(x)``, ``answer(query)`` (exact queries), ``elbo_loss(x, num_data)`` (the
+training objective in closed form, an opt-in fast path) and ``kl_per_dim(x)`` /
+``active_units(x)``. Always present: ``local_pair()`` (a model/guide pair with only
+per-data-point latents, used by the importance-sampling estimators), ``figures(data, out_dir)``
+and ``metrics(data)``.
 
-Parameters are never created with ``pyro.param``: the module's parameters are what the
-optimiser sees and what a checkpoint stores.
+A zoo model owns its parameters as ``nn.Parameter`` s; ``inference.train.fit`` trains any Pyro
+program (``pyro.param``, ``PyroModule``, AutoGuides) as well.
 """
 
 from __future__ import annotations
@@ -27,6 +30,26 @@ from pathlib import Path
 import pyro
 import torch
 from torch import nn
+
+#: the name of the plate over data points, in every model and in ``inference`` (minibatch scaling,
+#: per-data-point log-likelihoods)
+DATA_PLATE = "data"
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    """What a model offers beyond ``model``/``guide``/``sample``, declared by the model."""
+
+    #: ``exact_log_prob(x)``: exact log p(x) per data point
+    exact_log_prob: bool = False
+    #: ``exact_posterior(x)``: the exact posterior of the local latents
+    exact_posterior: bool = False
+    #: ``answer(text)``: exact probability queries (``zoo query``)
+    queries: bool = False
+    #: ``elbo_loss(x, num_data)``: the training objective in closed form (opt-in fast path)
+    closed_form_loss: bool = False
+    #: ``kl_per_dim(x)`` and ``active_units(x)`` of its latent code
+    latent_usage: bool = False
 
 
 class DataError(ValueError):
@@ -54,6 +77,8 @@ class ZooModel(nn.Module):
     event_shape: tuple = ()
     #: dtype the data must have (float for densities, long for discrete variables).
     data_dtype: torch.dtype = torch.float32
+    #: what this model offers; see :class:`Capabilities`
+    capabilities: Capabilities = Capabilities()
 
     @property
     def device(self) -> torch.device:
@@ -66,9 +91,9 @@ class ZooModel(nn.Module):
     def data_plate(self, x: torch.Tensor, num_data: int | None = None):
         """The plate over data points (dim -1), scaled to ``num_data`` for minibatches."""
         if num_data is None or num_data == x.shape[0]:
-            return pyro.plate("data", x.shape[0], dim=-1)
+            return pyro.plate(DATA_PLATE, x.shape[0], dim=-1)
         subsample = torch.arange(x.shape[0], device=x.device)
-        return pyro.plate("data", num_data, subsample=subsample, dim=-1)
+        return pyro.plate(DATA_PLATE, num_data, subsample=subsample, dim=-1)
 
     def model(self, x: torch.Tensor, num_data: int | None = None):
         raise NotImplementedError
@@ -88,26 +113,18 @@ class ZooModel(nn.Module):
         return self.model, self.guide
 
     def exact_log_prob(self, x: torch.Tensor) -> torch.Tensor:
-        """Exact log p(x) per data point, shape ``(N,)``; only tractable models define it."""
+        """Exact log p(x) per data point, shape ``(N,)``; where ``capabilities.exact_log_prob``."""
         raise NotImplementedError(f"{type(self).__name__} has no exact log p(x)")
-
-    @property
-    def has_exact(self) -> bool:
-        return type(self).exact_log_prob is not ZooModel.exact_log_prob
 
     def elbo_loss(self, x: torch.Tensor, num_data: int | None = None) -> torch.Tensor:
         """-ELBO of ``model``/``guide`` on the batch ``x``, summed and scaled by ``num_data / len(x)``.
 
-        Optional: a model whose ELBO has a closed form computes it here in plain torch, and
-        :func:`inference.train.fit` trains on it instead of Pyro's ``differentiable_loss`` (no
-        tracing, no host sync). Its expectation must equal the spec's Pyro ELBO on the same
-        program; ``tests/test_contract.py`` checks that for every model that defines it.
+        Where ``capabilities.closed_form_loss``: the spec's Pyro objective computed in plain
+        torch, used only when asked (``fit_model(..., fast=True)``, ``zoo train --fast``). Its
+        expectation must equal the Pyro objective on the same program; ``tests/test_contract.py``
+        checks that for every model that declares it.
         """
         raise NotImplementedError(f"{type(self).__name__} has no closed-form ELBO")
-
-    @property
-    def has_elbo_loss(self) -> bool:
-        return type(self).elbo_loss is not ZooModel.elbo_loss
 
     @staticmethod
     def batch_scale(x: torch.Tensor, num_data: int | None) -> float:

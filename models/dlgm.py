@@ -47,7 +47,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from models import ModelSpec
-from models.base import DataError, DataSplit, ZooModel
+from models.base import Capabilities, DataError, DataSplit, ZooModel
 from models.data import csv_split
 
 #: true decoder of the default data (D = 2, d = 1): mu(z) = sigmoid(TRUE_A z + TRUE_C) moves
@@ -141,8 +141,9 @@ class DLGM(ZooModel):
             return loc + scale * torch.randn(n, self.data_dim, generator=generator, device=device)
 
     @property
-    def has_exact(self) -> bool:
-        return self.latent_dim <= 2
+    def capabilities(self) -> Capabilities:
+        """Exact log p(x) by quadrature where z has at most two dimensions."""
+        return Capabilities(exact_log_prob=self.latent_dim <= 2)
 
     def _check_quadrature(self):
         if self.latent_dim > 2:
@@ -325,6 +326,6 @@ SPEC = ModelSpec(
     train={"steps": 2000, "batch_size": None, "lr": 1e-2},
     smoke_hparams={"guide_hidden": 16},
     smoke_train={"steps": 50},
-    elbo="Trace_ELBO",
+    objective={"name": "TraceMeanField_ELBO"},
     hparams_for=hparams_for,
 )

@@ -67,7 +67,7 @@ from torch import nn
 from torch.distributions import constraints
 
 from models import ModelSpec
-from models.base import DataError, DataSplit, ZooModel
+from models.base import Capabilities, DataError, DataSplit, ZooModel
 from models.data import csv_split
 
 #: Cat weights in kg (seed 000): z = 0 female N(4.0, 0.5^2), z = 1 male N(5.5, 0.7^2), P(male) = 0.45.
@@ -168,6 +168,8 @@ class GaussianComponents(TorchDistribution):
 
 class MixtureModel(ZooModel):
     """Gaussian mixture; see the module docstring for the maths, shapes and initialisation."""
+
+    capabilities = Capabilities(exact_log_prob=True, closed_form_loss=True)
 
     def __init__(self, num_components: int = 2, dim: int = 1, covariance: str = "full", init: str = "em"):
         super().__init__()
@@ -544,6 +546,6 @@ SPEC = ModelSpec(
     hparams={"num_components": 2, "dim": 1, "covariance": "full", "init": "em"},
     train={"steps": 500, "batch_size": None, "lr": 0.01},
     smoke_train={"steps": 50},
-    elbo="TraceEnum_ELBO",
+    objective={"name": "TraceEnum_ELBO"},
     hparams_for=lambda data: {key: data.info[key] for key in ("num_components", "dim") if key in data.info},
 )

@@ -41,7 +41,7 @@ from torch import nn
 from torch.distributions import constraints, transform_to
 
 from models import ModelSpec
-from models.base import DataError, DataSplit, ZooModel
+from models.base import Capabilities, DataError, DataSplit, ZooModel
 from models.data import csv_split, load_digits
 
 SPLIT_SEED = 0
@@ -54,6 +54,8 @@ SPEC_HPARAMS = {"data_dim": 64, "latent_dim": 10, "guide": "amortized", "guide_h
 
 class PPCA(ZooModel):
     """z ~ N(0, I_q), x | z ~ N(W z + mu, sigma^2 I_D); see the module docstring."""
+
+    capabilities = Capabilities(exact_log_prob=True, exact_posterior=True)
 
     def __init__(
         self, data_dim: int = 64, latent_dim: int = 10, guide: str = "amortized", guide_hidden: int = 0
@@ -311,6 +313,6 @@ SPEC = ModelSpec(
     train={"steps": 3000, "batch_size": None, "lr": 1e-2},
     smoke_hparams={},
     smoke_train={"steps": 50},
-    elbo="Trace_ELBO",
+    objective={"name": "Trace_ELBO"},
     hparams_for=hparams_for,
 )

@@ -61,7 +61,7 @@ from pyro.ops.indexing import Vindex
 from torch import nn
 
 from models import ModelSpec
-from models.base import DataError, DataSplit, ZooModel
+from models.base import Capabilities, DataError, DataSplit, ZooModel
 
 VARIABLES = ("D", "I", "G", "S", "L")
 CARDINALITY = {"D": 2, "I": 2, "G": 3, "S": 2, "L": 2}
@@ -128,6 +128,8 @@ def _enumerate_latent(msg) -> dict:
 
 class StudentNetwork(ZooModel):
     """The student network with Dirichlet-distributed CPDs; see the module docstring."""
+
+    capabilities = Capabilities(exact_log_prob=True, queries=True)
 
     event_shape = (len(VARIABLES),)
     data_dtype = torch.long
@@ -613,5 +615,5 @@ SPEC = ModelSpec(
     train={"steps": 500, "lr": 0.02, "batch_size": None},
     smoke_hparams={},
     smoke_train={"steps": 20},
-    elbo="TraceEnum_ELBO",
+    objective={"name": "TraceEnum_ELBO"},
 )

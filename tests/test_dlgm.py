@@ -10,7 +10,7 @@ from pyro import poutine
 from scipy.special import expit, logsumexp
 from scipy.stats import norm
 
-from inference.train import fit
+from inference.train import fit_model
 from models.base import DataError
 from models.dlgm import DLGM, TRUE_A, TRUE_B, TRUE_C, TRUE_D, load_data, true_model
 
@@ -157,7 +157,7 @@ def test_svi_training_approaches_the_true_models_exact_log_likelihood(one_thread
     model = DLGM(latent_dim=1)
     before = model.exact_log_prob(held_out).double()
     train = load_data("train").x
-    fit(model, train, steps=400, lr=3e-2, seed=0, progress=False)
+    fit_model(model, train, steps=400, lr=3e-2, seed=0, progress=False)
     after = model.exact_log_prob(held_out).double()
     gain, gap = after - before, after - truth
     assert gain.mean() > 4 * gain.std() / len(gain) ** 0.5

@@ -22,7 +22,7 @@ from torch.distributions import constraints, transform_to
 
 from inference.evaluate import evaluate, write_index
 from inference.importance import estimate_log_likelihood, log_weights
-from inference.train import fit
+from inference.train import fit_model
 from models import get_spec
 from models.ppca import PPCA
 from models.student import TRUE_CPDS, StudentNetwork
@@ -111,7 +111,7 @@ def dlgm():
     spec = get_spec("dlgm")
     pyro.set_rng_seed(0)
     model = spec.make(smoke=True)
-    fit(model, spec.load_data("train", smoke=True).x, steps=200, lr=1e-2, progress=False)
+    fit_model(model, spec.load_data("train", smoke=True).x, steps=200, lr=1e-2, progress=False)
     return model, spec.load_data("test", smoke=True)
 
 

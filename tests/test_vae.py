@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from pyro import poutine
 
-from inference.train import fit
+from inference.train import fit_model
 from models import DataError
 from models import data as image_data
 from models.vae import SPEC, VAE, hparams_for, load_data
@@ -144,7 +144,7 @@ def test_training_lowers_test_neg_elbo(device, digits):
     vae = small_vae(device, z_dim=4)
     with torch.no_grad():
         before = vae.neg_elbo(test.x, num_samples=10)
-    result = fit(vae, train.x, epochs=20, batch_size=128, lr=3e-3, progress=False, seed=0)
+    result = fit_model(vae, train.x, epochs=20, batch_size=128, lr=3e-3, progress=False, seed=0)
     with torch.no_grad():
         after = vae.neg_elbo(test.x, num_samples=10)
     gain = before - after
@@ -178,7 +178,7 @@ def test_mnist_ten_epochs_reaches_103_nats(device):
     test = load_data("test", data_dir=SHARED_DATA)
     vae = SPEC.make().to(device)
     start = time.perf_counter()
-    fit(vae, train.x, epochs=10, progress=False, seed=0,
+    fit_model(vae, train.x, epochs=10, progress=False, seed=0,
         **{k: v for k, v in SPEC.train.items() if k != "epochs"})
     seconds_per_epoch = (time.perf_counter() - start) / 10
     neg_elbo = vae.metrics(test)["neg_elbo_analytic_kl"]

@@ -62,6 +62,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", action="store_true", help="continue from the run folder's checkpoint")
     p.add_argument("--overwrite", action="store_true", help="replace an existing checkpoint")
     p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="hyperparameters")
+    p.add_argument("--fast", action="store_true",
+                   help="train on the model's closed-form objective instead of its Pyro program")
+    p.add_argument("--checkpoint-every", type=float, default=60.0, metavar="SECONDS",
+                   help="seconds between checkpoints (one is always written at the end; default 60)")
 
     p = sub.add_parser("eval", parents=[common], help="evaluate a trained model")
     p.add_argument("name")
@@ -80,6 +84,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("demo", help="every model, small, on embedded data; writes a report")
     p.add_argument("--device", default="cpu")
     p.add_argument("--out", default="report")
+    p.add_argument("--overwrite", action="store_true", help="replace the runs of an earlier demo in --out")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-progress", action="store_true")
     return parser

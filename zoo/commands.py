@@ -11,11 +11,12 @@ from zoo.cli import parse_hparams
 
 
 def cmd_list(args) -> list[dict]:
-    rows = [{"name": s.name, "description": s.description, "elbo": s.elbo} for s in all_specs()]
+    rows = [{"name": s.name, "description": s.description, "objective": s.objective_for(s.hparams)["name"],
+             "source": s.source} for s in all_specs()]
     if not args.json:
         width = max(map(len, REGISTRY))
         for row in rows:
-            print(f"{row['name']:<{width}}  {row['description']}")
+            print(f"{row['name']:<{width}}  {row['description']} [{row['source']}]")
     return rows
 
 
@@ -24,11 +25,11 @@ def cmd_train(args) -> dict:
         args.name, out=args.out, smoke=args.smoke, device=args.device, seed=args.seed,
         data_dir=args.data_dir, data=args.data, hparams=parse_hparams(args.set),
         epochs=args.epochs, steps=args.steps, batch_size=args.batch_size, lr=args.lr,
-        clip_norm=args.clip_norm, resume=args.resume, overwrite=args.overwrite,
-        progress=not args.no_progress,
+        clip_norm=args.clip_norm, resume=args.resume, overwrite=args.overwrite, fast=args.fast,
+        progress=not args.no_progress, checkpoint_seconds=args.checkpoint_every,
     )
-    _say(args, f"{args.name}: test −ELBO {metrics['test_neg_elbo']:.4f} {metrics['units']} after "
-               f"{metrics['steps']} steps ({metrics['train_seconds']:.1f} s); "
+    _say(args, f"{args.name}: trained on {metrics['objective']}; test loss {metrics['test_loss']:.4f} "
+               f"{metrics['units']} after {metrics['steps']} steps ({metrics['train_seconds']:.1f} s); "
                f"checkpoint {metrics['checkpoint']}")
     return metrics
 
@@ -49,7 +50,7 @@ def cmd_query(args) -> dict:
         _, model, _ = runs.load(args.checkpoint)
     else:
         model = get_spec(args.name).make()
-    if not hasattr(model, "answer"):
+    if not model.capabilities.queries:
         raise DataError(f"model {args.name!r} has no exact queries; try `zoo query student ...`")
     try:
         answer = model.answer(args.text)
@@ -64,7 +65,8 @@ def cmd_query(args) -> dict:
 def cmd_demo(args) -> dict:
     from zoo.demo import run_demo
 
-    return run_demo(args.out, device=args.device, seed=args.seed, progress=not args.no_progress)
+    return run_demo(args.out, device=args.device, seed=args.seed, progress=not args.no_progress,
+                    overwrite=args.overwrite)
 
 
 def _say(args, text: str) -> None:

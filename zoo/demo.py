@@ -6,6 +6,7 @@ import json
 import time
 from pathlib import Path
 
+from inference.checkpoint import write_atomic
 from models import REGISTRY
 from zoo import runs
 
@@ -13,11 +14,17 @@ DEMO_PARTICLES = 100
 DEMO_POINTS = 200
 
 
-def run_demo(out="report", *, device="cpu", seed=0, progress=True) -> dict:
-    """Train each model in smoke mode, evaluate it, write ``out/index.md`` and ``out/report.json``."""
+def run_demo(out="report", *, device="cpu", seed=0, progress=True, overwrite=False) -> dict:
+    """Train each model in smoke mode, evaluate it, write ``out/index.md`` and ``out/report.json``.
+
+    Runs already under ``out/<model>`` are replaced only with ``overwrite``; the check is made
+    for every model before any training starts.
+    """
     from inference.evaluate import write_index
 
     out = Path(out)
+    for name in sorted(REGISTRY):
+        runs.check_new_run(out / name, overwrite)
     results, sections = {}, []
     start = time.perf_counter()
     for name in sorted(REGISTRY):
@@ -25,7 +32,7 @@ def run_demo(out="report", *, device="cpu", seed=0, progress=True) -> dict:
         if progress:
             print(f"== {name}", flush=True)
         metrics = runs.train(name, out=run_dir, smoke=True, device=device, seed=seed,
-                             overwrite=True, progress=progress)
+                             overwrite=overwrite, progress=progress)
         report = runs.evaluate(run_dir / "checkpoint.pt", k=DEMO_PARTICLES, limit=DEMO_POINTS,
                                device=device, out=run_dir / "eval", progress=False, seed=seed)
         results[name] = {"train": metrics, "eval": report}
@@ -35,7 +42,7 @@ def run_demo(out="report", *, device="cpu", seed=0, progress=True) -> dict:
         figures["evaluation report (JSON)"] = (run_dir / "eval" / "report.json").resolve()
         sections.append((name, _headline(metrics, report), figures))
     results["seconds"] = time.perf_counter() - start
-    (out / "report.json").write_text(json.dumps(results, indent=2, default=str))
+    write_atomic(out / "report.json", json.dumps(results, indent=2, default=str))
     write_index(out, "Model zoo demo", sections)
     if progress:
         print(f"demo report: {out / 'index.md'} ({results['seconds']:.0f} s)")
@@ -47,7 +54,8 @@ def _headline(metrics: dict, report: dict) -> dict:
         "data": report["source"],
         "train steps": metrics["steps"],
         "train seconds": metrics["train_seconds"],
-        "train −ELBO": metrics["train_neg_elbo"],
+        "objective": metrics["objective"],
+        "train loss (objective)": metrics["train_loss"],
         "test −ELBO": metrics["test_neg_elbo"],
         f"test IS log p(x), K = {report['num_particles']}": report["log_px"]["value"],
         "test IS log p(x) SE": report["log_px"]["se"],

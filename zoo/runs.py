@@ -3,23 +3,39 @@
 >>> from zoo.runs import train, evaluate
 >>> metrics = train("mixture", smoke=True, out="runs/mixture")
 >>> report = evaluate("runs/mixture/checkpoint.pt", k=100)
+
+A run folder holds ``checkpoint.pt``, ``history.json``, ``metrics.json``, ``loss.png`` and the
+model's figures. It is locked while a run writes it (a second ``train`` into it is refused), an
+existing run is replaced only with ``overwrite``, every file is written atomically, and a resume
+takes its settings from the checkpoint (a differing setting is refused, not ignored).
 """
 
 from __future__ import annotations
 
+import fcntl
 import json
+import os
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import pyro
 
-from inference.checkpoint import load_checkpoint
+from inference.checkpoint import CheckpointError, load_checkpoint, remove_stale_temporaries, write_atomic
 from inference.devices import resolve_device
 from inference.plots import plot_loss
-from inference.train import fit, neg_elbo
+from inference.train import CHECKPOINT_SECONDS, as_objective, evaluate_objective, fit_model
 from models import DataError, DataSplit, ModelSpec, get_spec
 
 UNITS = "nats per data point"
+CHECKPOINT = "checkpoint.pt"
+LOCK = ".zoo.lock"
+#: settings a resumed run must share with its checkpoint (steps and epochs may grow)
+RESUME_FIXED = ("lr", "batch_size", "clip_norm")
+
+
+class RunFolderError(FileExistsError):
+    """A run folder that is in use, or holds a run that would be overwritten."""
 
 
 def load_split(spec: ModelSpec, split: str, *, data_dir=None, data=None, smoke=False,
@@ -37,66 +53,156 @@ def _settings(spec: ModelSpec, smoke: bool, **given) -> dict:
     return settings
 
 
-def _checkpoint_path(out: Path, resume: bool, overwrite: bool) -> Path:
-    path = out / "checkpoint.pt"
-    if path.exists() and not (resume or overwrite):
-        raise FileExistsError(
-            f"{path} already exists; pass --resume to continue it, --overwrite to start again, "
-            "or choose another --out"
-        )
-    return path
+@contextmanager
+def locked(folder: Path):
+    """Hold ``folder``'s run lock (an OS file lock, released even when the process is killed)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    with open(folder / LOCK, "a+") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().strip() or "another process"
+            raise RunFolderError(f"{folder} is being written by another zoo run ({holder}); wait for it "
+                                 "to finish or choose another --out") from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"pid {os.getpid()}")
+        handle.flush()
+        remove_stale_temporaries(folder)
+        yield
+
+
+def check_new_run(out: Path, overwrite: bool) -> None:
+    """Refuse a new run into ``out`` when it holds one and ``overwrite`` is not given."""
+    _check_folder(Path(out), resume=False, overwrite=overwrite)
+
+
+def _check_folder(out: Path, resume: bool, overwrite: bool) -> None:
+    """Refuse to start a run that would overwrite one, or resume one that is not there."""
+    checkpoint = out / CHECKPOINT
+    if resume and overwrite:
+        raise RunFolderError("--resume continues a run and --overwrite replaces it; pass only one")
+    if resume and not checkpoint.is_file():
+        raise CheckpointError(f"there is no checkpoint to resume at {checkpoint}; drop --resume to start "
+                              "a new run")
+    existing = [name for name in (CHECKPOINT, "metrics.json", "history.json") if (out / name).exists()]
+    if existing and not (resume or overwrite):
+        raise RunFolderError(f"{out} already holds a run ({', '.join(existing)}); pass --resume to continue "
+                             "it, --overwrite to replace it, or choose another --out")
+
+
+def _resumed_settings(state: dict, given: dict, hparams: dict, smoke: bool, data, data_dir) -> dict:
+    """The checkpoint's settings, with the run length given now; a differing setting is an error."""
+    saved = state.get("settings", {})
+    asked = {**{k: given.get(k) for k in RESUME_FIXED}, "hparams": hparams or None, "smoke": smoke or None,
+             "data": data, "data_dir": data_dir}
+    have = {**{k: saved.get(k) for k in RESUME_FIXED}, "hparams": state.get("explicit_hparams") or None,
+            "smoke": state.get("smoke") or None, "data": state.get("data"), "data_dir": state.get("data_dir")}
+    for key, value in asked.items():
+        if value is not None and _plain(value) != _plain(have[key]):
+            raise CheckpointError(f"the checkpoint was trained with {key} = {have[key]!r}, not {value!r}; "
+                                  "drop that option to resume with the checkpoint's, or start a new run "
+                                  "with --overwrite")
+    settings = {k: v for k, v in saved.items() if k not in ("steps", "epochs")}
+    length = {k: given[k] for k in ("steps", "epochs") if given.get(k) is not None}
+    return {**settings, **(length or {k: saved[k] for k in ("steps", "epochs") if k in saved})}
+
+
+def _plain(value):
+    return json.loads(json.dumps(value, default=str))
 
 
 def train(name: str, *, out=None, smoke=False, device="cpu", seed=0, data_dir=None, data=None,
           hparams=None, epochs=None, steps=None, batch_size=None, lr=None, clip_norm=None,
-          resume=False, overwrite=False, progress=True) -> dict:
-    """Train model ``name`` by SVI; writes checkpoint, history, loss curve, figures, metrics.json."""
+          resume=False, overwrite=False, fast=False, progress=True,
+          checkpoint_seconds: float = CHECKPOINT_SECONDS) -> dict:
+    """Train model ``name`` by SVI on its Pyro objective (``fast``: its closed form); writes
+    checkpoint, history, loss curve, figures and metrics.json under ``out``."""
     spec = get_spec(name)
     device = resolve_device(device)
+    out = Path(out or Path("runs") / name)
+    given = {"epochs": epochs, "steps": steps, "batch_size": batch_size, "lr": lr, "clip_norm": clip_norm}
+    state = None
+    if resume:
+        _check_folder(out, resume, overwrite)
+        state = load_checkpoint(out / CHECKPOINT)
+        if state.get("model") != name:
+            raise CheckpointError(f"{out / CHECKPOINT} holds a {state.get('model')!r} run, not {name!r}")
+        settings = _resumed_settings(state, given, hparams, smoke, data, data_dir)
+        smoke, data, data_dir = state.get("smoke", False), state.get("data"), state.get("data_dir")
+        hparams, fast = state.get("explicit_hparams") or {}, state.get("fast", False)
+    else:
+        settings = _settings(spec, smoke, **given)
     train_set = load_split(spec, "train", data_dir=data_dir, data=data, smoke=smoke, device=device)
     test_set = load_split(spec, "test", data_dir=data_dir, data=data, smoke=smoke, device=device)
     implied = spec.hparams_for(train_set) if spec.hparams_for else {}
-    hparams = {**spec.hparams, **(spec.smoke_hparams if smoke else {}), **implied, **(hparams or {})}
+    full_hparams = {**spec.hparams, **(spec.smoke_hparams if smoke else {}), **implied, **(hparams or {})}
     pyro.set_rng_seed(seed)
-    model = spec.build(**hparams).to(device)
+    model = spec.build(**full_hparams).to(device)
     model.check_data(train_set.x)
     model.check_data(test_set.x)
-    out = Path(out or Path("runs") / name)
-    checkpoint = _checkpoint_path(out, resume, overwrite)
-    settings = _settings(spec, smoke, epochs=epochs, steps=steps, batch_size=batch_size, lr=lr,
-                         clip_norm=clip_norm)
-    meta = {"model": name, "hparams": hparams, "smoke": smoke, "data": data, "data_dir": data_dir,
-            "seed": seed, "settings": settings}
-    result = fit(model, train_set.x, elbo=spec.elbo, max_plate_nesting=spec.max_plate_nesting,
-                 checkpoint=checkpoint, resume=resume, meta=meta, progress=progress, **settings)
-    metrics = {
-        "model": name,
-        "units": UNITS,
-        "device": str(device),
-        "steps": result.step,
-        "train_seconds": round(result.seconds, 3),
-        "seconds_per_step": result.seconds / max(1, len(result.losses)),
-        "train_neg_elbo": result.final_loss,
-        "test_neg_elbo": neg_elbo(model, test_set.x, spec.elbo, spec.max_plate_nesting),
-        "settings": settings,
-        "checkpoint": str(checkpoint),
-        **model.metrics(test_set),
-    }
-    (out / "history.json").write_text(json.dumps({"loss": result.losses}))
-    figures = {"loss curve": plot_loss(result.losses, out / "loss.png", f"{name}: SVI loss")}
-    figures.update(model.figures(test_set, out))
-    metrics["figures"] = {title: str(path) for title, path in figures.items()}
-    (out / "metrics.json").write_text(json.dumps(metrics, indent=2, default=str))
+    objective = as_objective(spec.objective_for(full_hparams))
+    meta = {"model": name, "hparams": full_hparams, "explicit_hparams": hparams or {}, "smoke": smoke,
+            "data": data, "data_dir": None if data_dir is None else str(data_dir), "seed": seed,
+            "settings": settings, "fast": fast}
+    _check_folder(out, resume, overwrite)
+    with locked(out):
+        _check_folder(out, resume, overwrite)
+        result = fit_model(model, train_set.x, objective=objective, fast=fast,
+                           max_plate_nesting=spec.max_plate_nesting, checkpoint=out / CHECKPOINT,
+                           resume=resume, meta=meta, progress=progress,
+                           checkpoint_seconds=checkpoint_seconds, **settings)
+        metrics = _train_metrics(spec, model, objective, result, test_set, settings, device, fast)
+        metrics["checkpoint"] = str(out / CHECKPOINT)
+        write_atomic(out / "history.json", json.dumps({"objective": objective.label, "loss": result.losses}))
+        figures = {"loss curve": plot_loss(result.losses, out / "loss.png", f"{name}: {objective.label}")}
+        figures.update(model.figures(test_set, out))
+        metrics["figures"] = {title: str(path) for title, path in figures.items()}
+        write_atomic(out / "metrics.json", json.dumps(metrics, indent=2, default=str))
     return metrics
 
 
+def _train_metrics(spec, model, objective, result, test_set, settings, device, fast) -> dict:
+    elbo = {"name": "Trace_ELBO"} if objective.name == "RenyiELBO" else {"name": objective.name}
+    nesting = spec.max_plate_nesting
+    return {
+        "model": spec.name,
+        "units": UNITS,
+        "device": str(device),
+        "objective": objective.label + (" in closed form (fast path)" if fast else ""),
+        "steps": result.step,
+        "train_seconds": round(result.seconds, 3),
+        "seconds_per_step": result.seconds / max(1, len(result.losses)),
+        "train_loss": result.final_loss,
+        "test_loss": evaluate_objective(model.model, model.guide, test_set.x, objective, nesting),
+        "test_neg_elbo": evaluate_objective(model.model, model.guide, test_set.x, elbo, nesting),
+        "settings": settings,
+        **model.metrics(test_set),
+    }
+
+
 def load(checkpoint, device="cpu"):
-    """(spec, model, state) from a checkpoint written by :func:`train`."""
+    """(spec, model, state) from a checkpoint written by :func:`train`, checked before any copy."""
     device = resolve_device(device)
     state = load_checkpoint(checkpoint)
-    spec = get_spec(state["model"])
-    model = spec.build(**state["hparams"])
-    model.load_state_dict(state["model_state"])
+    name, hparams = state.get("model"), state.get("hparams")
+    if not isinstance(name, str) or not isinstance(hparams, dict):
+        raise CheckpointError(f"{checkpoint} names no zoo model; point --checkpoint at a file written by "
+                              "`zoo train`")
+    try:
+        spec = get_spec(name)
+        model = spec.build(**hparams)
+    except (KeyError, TypeError, ValueError) as err:
+        raise CheckpointError(f"{checkpoint} holds a {name!r} model this zoo cannot build ({err}); retrain "
+                              "it with `zoo train`") from None
+    saved = state["modules"].get("model")
+    try:
+        model.load_state_dict(saved if saved is not None else {})
+    except (RuntimeError, TypeError) as err:
+        first = str(err).strip().splitlines()[-1].strip()
+        raise CheckpointError(f"{checkpoint} does not fit a {name!r} model with its hyperparameters "
+                              f"({first}); retrain it with `zoo train`") from None
     return spec, model.to(device).eval(), state
 
 
@@ -116,12 +222,13 @@ def evaluate(checkpoint, *, name=None, k=1000, split="test", limit=None, data_di
                                data_split.source, data_split.info)
     model.check_data(data_split.x)
     out = Path(out or Path(checkpoint).parent / "eval")
-    out.mkdir(parents=True, exist_ok=True)
     pyro.set_rng_seed(seed)
     start = time.perf_counter()
-    report = evaluate_model(model, data_split, num_particles=k, max_plate_nesting=spec.max_plate_nesting,
-                            out_dir=out, progress=progress)
-    report.update(model=spec.name, checkpoint=str(checkpoint), split=split,
-                  wall_seconds=time.perf_counter() - start)
-    (out / "report.json").write_text(json.dumps(report, indent=2, default=str))
+    with locked(out):
+        report = evaluate_model(model, data_split, num_particles=k, max_plate_nesting=spec.max_plate_nesting,
+                                out_dir=out, progress=progress)
+        report.update(model=spec.name, checkpoint=str(checkpoint), split=split,
+                      objective=state.get("objective", {}).get("label"),
+                      wall_seconds=time.perf_counter() - start)
+        write_atomic(out / "report.json", json.dumps(report, indent=2, default=str))
     return report
