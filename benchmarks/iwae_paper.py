@@ -68,11 +68,11 @@ def train(model: VAE, x: torch.Tensor, args, seconds: float) -> dict:
                 "compile": args.compile}
     with tempfile.TemporaryDirectory() as folder:
         checkpoint = Path(folder) / "run.pt"
-        first = fit_model(model, x, epochs=1, checkpoint=checkpoint, **settings)
+        first = fit_model(model, x, fast=True, epochs=1, checkpoint=checkpoint, **settings)
         synchronize(x.device)
         epochs = max(1, min(args.max_epochs, int(seconds / max(first.seconds, 1e-9))))
         steps_per_epoch = math.ceil(len(x) / args.batch_size)
-        rest = fit_model(model, x, epochs=epochs, checkpoint=checkpoint, resume=True,
+        rest = fit_model(model, x, fast=True, epochs=epochs, checkpoint=checkpoint, resume=True,
                    lr_decay=burda_decay(steps_per_epoch), **settings)
         synchronize(x.device)
     return {"epochs": epochs, "steps": rest.step, "train_s": first.seconds + rest.seconds,

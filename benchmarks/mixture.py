@@ -71,8 +71,8 @@ def fit_zoo(x: torch.Tensor, seed: int, lr: float, tol: float, log_every: int, m
     model.initialise(x)
     synchronize(x.device)
     init_s = time.perf_counter() - start
-    result = fit_model(model, x, steps=max_steps, batch_size=None, lr=lr, tol=tol, log_every=log_every,
-                 progress=False)
+    result = fit_model(model, x, fast=True, objective="TraceEnum_ELBO", steps=max_steps, batch_size=None,
+                       lr=lr, tol=tol, log_every=log_every, progress=False)
     return model, result, init_s
 
 

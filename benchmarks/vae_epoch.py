@@ -98,13 +98,13 @@ def benchmark(args, device: torch.device) -> Report:
         svi = SVI(peer_model.model, peer_model.guide, pyro.optim.Adam({"lr": lr}), Trace_ELBO())
 
         def zoo():
-            return fit_model(zoo_model, x, epochs=1, batch_size=BATCH, lr=lr, progress=False)
+            return fit_model(zoo_model, x, fast=True, epochs=1, batch_size=BATCH, lr=lr, progress=False)
 
         def peer():
             return peer_epoch(svi, loader, device)
 
         # warm-up: a few steps of each, then whole epochs A B A B
-        fit_model(zoo_model, x, steps=3, batch_size=BATCH, lr=lr, progress=False)
+        fit_model(zoo_model, x, fast=True, steps=3, batch_size=BATCH, lr=lr, progress=False)
         peer_epoch(svi, loader, device, limit=3)
         zoo_times, peer_times = interleaved(zoo, peer, device=device, repeats=args.repeats, warmup=0)
 

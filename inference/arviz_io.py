@@ -21,6 +21,7 @@ runs for fully observed data. A later move to ArviZ 1.x touches only this file.
 
 from __future__ import annotations
 
+import logging
 import warnings
 from contextlib import contextmanager
 from pathlib import Path
@@ -31,8 +32,11 @@ import torch
 from pyro.infer import MCMC, NUTS
 from pyro.poutine.util import site_is_subsample
 
+from inference.programs import as_tensors
+from models.base import DATA_PLATE
+
 DATA_VAR = "x"
-DIMS = {DATA_VAR: ["data"]}
+DIMS = {DATA_VAR: [DATA_PLATE]}
 #: arviz 0.23 warns at import, once a day per machine, that a 1.x refactor is coming; the text
 #: starts with a newline, hence the leading \s*.
 ARVIZ_REFACTOR_WARNING = r"\s*ArviZ is undergoing a major refactor"
@@ -49,7 +53,7 @@ def arviz():
 def from_guide(
     model,
     guide,
-    x: torch.Tensor,
+    data,
     num_samples: int = 1000,
     *,
     max_plate_nesting: int = 1,
@@ -57,29 +61,30 @@ def from_guide(
 ):
     """InferenceData of ``num_samples`` guide draws of the global latents (chain=1, draw=S).
 
-    ``model``/``guide`` are Pyro programs taking ``x`` (e.g. a zoo model's ``model``/``guide``).
-    Raises ``ValueError`` if the guide samples no global latent, or (with ``log_likelihood``)
-    if the model has per-row latents.
+    ``model``/``guide`` are Pyro programs taking ``data`` (a tensor ``x``, or a tuple such as
+    ``(x, y)``, see :mod:`inference.programs`), e.g. a zoo model's ``model``/``guide``. Raises
+    ``ValueError`` if the guide samples no global latent, or (with ``log_likelihood``) if the
+    model has per-row latents.
     """
     az = arviz()
-
+    data = as_tensors(data)
     with torch.no_grad():
-        reference = poutine.trace(guide).get_trace(x)
+        reference = poutine.trace(guide).get_trace(*data)
         names = [name for name, site in reference.nodes.items() if _is_global_latent(site)]
         if not names:
             raise ValueError("the guide samples no global latent (outside the 'data' plate); "
                              "from_guide summarises global latents only")
         with pyro.plate("particles", num_samples, dim=-(max_plate_nesting + 1)):
-            trace = poutine.trace(guide).get_trace(x)
+            trace = poutine.trace(guide).get_trace(*data)
     samples = {
         name: trace.nodes[name]["value"].reshape((num_samples,) + reference.nodes[name]["value"].shape)
         for name in names
     }
     groups = {"posterior": {name: _numpy(value)[None] for name, value in samples.items()}}
     if log_likelihood:
-        log_lik = pointwise_log_likelihood(model, x, samples, max_plate_nesting=max_plate_nesting)
+        log_lik = pointwise_log_likelihood(model, data, samples, max_plate_nesting=max_plate_nesting)
         groups["log_likelihood"] = {DATA_VAR: _numpy(log_lik)[None]}
-    return az.from_dict(**groups, observed_data={DATA_VAR: _numpy(x)}, dims=DIMS)
+    return az.from_dict(**groups, observed_data=_observed(data), dims=DIMS)
 
 
 def from_nuts(
@@ -126,19 +131,21 @@ def from_nuts(
 
 
 def pointwise_log_likelihood(
-    model, x: torch.Tensor, samples: dict[str, torch.Tensor], *, max_plate_nesting: int = 1
+    model, data, samples: dict[str, torch.Tensor], *, max_plate_nesting: int = 1
 ) -> torch.Tensor:
     """log p(x_n | θ_s), shape ``(S, N)``, for global draws ``samples`` {site: (S, *site_shape)}."""
+    data = as_tensors(data)
+    x = data[0]
     num_samples = next(iter(samples.values())).shape[0] if samples else 1
     with torch.no_grad():
         first = {name: value[0] for name, value in samples.items()}
-        reference = poutine.trace(poutine.condition(model, data=first)).get_trace(x)
+        reference = poutine.trace(poutine.condition(model, data=first)).get_trace(*data)
         values = {}
         for name, value in samples.items():
             missing = max_plate_nesting - len(reference.nodes[name]["fn"].batch_shape)
             values[name] = value.reshape((num_samples,) + (1,) * missing + value.shape[1:])
         with pyro.plate("particles", num_samples, dim=-(max_plate_nesting + 1)):
-            trace = poutine.trace(poutine.condition(model, data=values)).get_trace(x)
+            trace = poutine.trace(poutine.condition(model, data=values)).get_trace(*data)
         trace.compute_log_prob()
     total = x.new_zeros(num_samples, x.shape[0], dtype=torch.get_default_dtype())
     for name, site in trace.nodes.items():
@@ -160,13 +167,25 @@ def pointwise_log_likelihood(
 def summary(idata, **kwargs):
     """``az.summary(idata, **kwargs)``: mean, sd, HDI, MCSE, ESS and R-hat per variable.
 
-    R-hat, ESS and MCSE need two or more Markov chains; for one chain (e.g. independent guide
-    draws) only the statistics (mean, sd, HDI) are reported unless ``kind`` is given.
+    R-hat needs two or more chains: for one chain (e.g. independent guide draws) it is NaN, and
+    ArviZ's log line saying so is left out.
     """
     az = arviz()
-    if idata.posterior.sizes["chain"] < 2:
-        kwargs.setdefault("kind", "stats")
-    return az.summary(idata, **kwargs)
+    quiet = idata.posterior.sizes["chain"] < 2
+    with _log_level("arviz", logging.ERROR if quiet else None):
+        return az.summary(idata, **kwargs)
+
+
+@contextmanager
+def _log_level(name: str, level: int | None):
+    logger = logging.getLogger(name)
+    previous = logger.level
+    if level is not None:
+        logger.setLevel(level)
+    try:
+        yield
+    finally:
+        logger.setLevel(previous)
 
 
 def plot_vi_vs_nuts(idata_vi, idata_nuts, path, var_names=None) -> Path:
@@ -194,7 +213,7 @@ def _is_global_latent(site) -> bool:
         site["type"] == "sample"
         and not site["is_observed"]
         and not site_is_subsample(site)
-        and not any(frame.name == "data" for frame in site["cond_indep_stack"])
+        and not any(frame.name == DATA_PLATE for frame in site["cond_indep_stack"])
     )
 
 
@@ -205,7 +224,7 @@ def _fully_masked(site) -> bool:
 
 def _per_row(site, max_plate_nesting: int) -> torch.Tensor:
     """A site's log-prob (particles, *inner plates, N) summed to (particles, N)."""
-    if not any(frame.name == "data" for frame in site["cond_indep_stack"]):
+    if not any(frame.name == DATA_PLATE for frame in site["cond_indep_stack"]):
         raise ValueError(f"observed site {site['name']!r} is outside the 'data' plate; "
                          "put every observation inside model.data_plate(x)")
     log_prob = site["log_prob"]
@@ -233,6 +252,13 @@ def _one_thread():
         yield
     finally:
         torch.set_num_threads(threads)
+
+
+def _observed(data: tuple) -> dict:
+    """The ``observed_data`` group: ``x`` for one tensor, ``data_0``, ``data_1``... for a tuple."""
+    if len(data) == 1:
+        return {DATA_VAR: _numpy(data[0])}
+    return {f"data_{i}": _numpy(t) for i, t in enumerate(data)}
 
 
 def _numpy(t: torch.Tensor):

@@ -37,6 +37,7 @@ from pyro.poutine.util import site_is_subsample
 from torch.distributions import Independent, kl_divergence
 
 from inference.importance import MIN_PSIS_PARTICLES, pareto_khat
+from models.base import DATA_PLATE
 
 KHAT_GOOD = 0.5
 KHAT_BAD = 0.7
@@ -165,7 +166,7 @@ def model_latent_usage(model, x: torch.Tensor) -> dict:
 def _is_local_real_latent(site) -> bool:
     if site["type"] != "sample" or site["is_observed"] or site_is_subsample(site):
         return False
-    if not any(frame.name == "data" for frame in site["cond_indep_stack"]):
+    if not any(frame.name == DATA_PLATE for frame in site["cond_indep_stack"]):
         return False
     support = site["fn"].support
     while isinstance(support, constraints.independent):

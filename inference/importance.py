@@ -20,6 +20,7 @@ w̄ the self-normalised weights, i.e. sqrt(1/ESS - 1/K) up to the K/(K-1) correc
 from __future__ import annotations
 
 import math
+import os
 import time
 from dataclasses import dataclass, field
 
@@ -30,6 +31,9 @@ import torch
 from pyro.poutine.util import site_is_subsample
 from tqdm.auto import tqdm
 
+from inference.programs import as_tensors
+from models.base import DATA_PLATE
+
 #: the fewest particles for which PSIS has the five tail draws it needs (ceil(K / 5) > 4).
 MIN_PSIS_PARTICLES = 21
 
@@ -38,14 +42,15 @@ def _no_guide(*args, **kwargs):
     return None
 
 
-def log_weights(
-    model, guide, x: torch.Tensor, num_particles: int, max_plate_nesting: int = 1
-) -> torch.Tensor:
-    """Log importance weights of shape ``(num_particles, N)`` from one vectorised pass."""
+def log_weights(model, guide, data, num_particles: int, max_plate_nesting: int = 1) -> torch.Tensor:
+    """Log importance weights of shape ``(num_particles, N)`` from one vectorised pass over
+    ``data`` (a tensor or a tuple of tensors, see :mod:`inference.programs`)."""
+    data = as_tensors(data)
+    x = data[0]
     guide = guide or _no_guide
     with torch.no_grad(), pyro.plate("particles", num_particles, dim=-(max_plate_nesting + 1)):
-        guide_trace = poutine.trace(guide).get_trace(x)
-        model_trace = poutine.trace(poutine.replay(model, trace=guide_trace)).get_trace(x)
+        guide_trace = poutine.trace(guide).get_trace(*data)
+        model_trace = poutine.trace(poutine.replay(model, trace=guide_trace)).get_trace(*data)
     model_trace.compute_log_prob()
     guide_trace.compute_log_prob()
     proposed = {
@@ -66,10 +71,11 @@ def log_weights(
 
 def _per_datapoint(site, max_plate_nesting: int) -> torch.Tensor:
     """Reduce a site's log-prob to shape (particles, N), summing any plates inside the data plate."""
-    if not any(frame.name == "data" for frame in site["cond_indep_stack"]):
+    if not any(frame.name == DATA_PLATE for frame in site["cond_indep_stack"]):
         raise ValueError(
-            f"site {site['name']!r} is outside the 'data' plate; per-data-point log p(x) needs "
-            "local latents only: give the model a local_pair() with global latents fixed"
+            f"site {site['name']!r} is outside the {DATA_PLATE!r} plate: per-data-point importance "
+            "sampling needs every latent inside it; score a model with global latents by its "
+            "posterior (the eval report's ArviZ side), or give it a local_pair() with them fixed"
         )
     log_prob = site["log_prob"]
     log_prob = log_prob.reshape((1,) * (max_plate_nesting + 1 - log_prob.dim()) + log_prob.shape)
@@ -134,38 +140,90 @@ def weight_statistics(log_w: torch.Tensor, iwae_ks=(1, 10, 100, 1000)) -> dict[s
     return stats
 
 
+class EstimateTooLarge(ValueError):
+    """An estimate whose importance weights would not fit in the memory at hand."""
+
+
+#: copies of the (K, N) weights held at once (log w, w, groups, PSIS in float64)
+WEIGHT_COPIES = 8
+#: tensor size per vectorised pass on a CPU: larger tensors are mmap'd by the C allocator and
+#: page-faulted afresh on every pass (benchmarks/RESULTS.md, the importance-sampling section)
+CPU_CHUNK_ELEMENTS = 2**21
+
+
+def default_chunk_elements(device: torch.device) -> int:
+    """Elements per (particle x data point x data dimension) tensor of one vectorised pass: 8 MB on
+    a CPU; on a GPU an eighth of its free memory in float32 (at most 2**28), to keep it busy."""
+    if device.type != "cuda":
+        return CPU_CHUNK_ELEMENTS
+    free, _ = torch.cuda.mem_get_info(device)
+    return int(min(2**28, max(CPU_CHUNK_ELEMENTS, free // (8 * 4))))
+
+
+def memory_budget(device: torch.device) -> int:
+    """Bytes the weights of one chunk may take: half the free GPU memory, or a quarter of the
+    available RAM."""
+    if device.type == "cuda":
+        return torch.cuda.mem_get_info(device)[0] // 2
+    return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") // 4
+
+
+def plan_chunks(num_data: int, width: int, num_particles: int, device: torch.device,
+                chunk_elements: int | None = None, data_chunk: int | None = None) -> tuple[int, int]:
+    """(data points per chunk, particles per pass): the weights of a chunk within
+    :func:`memory_budget`, each pass within ``chunk_elements``; :class:`EstimateTooLarge` when
+    even one data point's weights do not fit."""
+    chunk_elements = chunk_elements or default_chunk_elements(device)
+    budget = memory_budget(device)
+    per_point = num_particles * 4 * WEIGHT_COPIES
+    if per_point > budget:
+        raise EstimateTooLarge(
+            f"{num_particles} particles need about {per_point / 2**30:.1f} GiB for one data point's "
+            f"importance weights, more than the {budget / 2**30:.1f} GiB at hand; lower the number of "
+            f"particles (--k) to at most {budget // (4 * WEIGHT_COPIES)}")
+    by_passes = chunk_elements // (64 * width)
+    data_chunk = data_chunk or max(1, min(num_data, by_passes, budget // per_point))
+    particle_chunk = max(1, min(num_particles, chunk_elements // (data_chunk * width)))
+    return data_chunk, particle_chunk
+
+
 def estimate_log_likelihood(
     model,
     guide,
-    x: torch.Tensor,
+    data,
     num_particles: int = 1000,
     *,
     max_plate_nesting: int = 1,
     iwae_ks=(1, 10, 100, 1000),
     data_chunk: int | None = None,
-    chunk_elements: int = 2**21,
+    chunk_elements: int | None = None,
     psis: bool = True,
     validate: bool = False,
     progress: bool = False,
 ) -> ImportanceResult:
     """Importance-sampled log p(x) per data point with K = ``num_particles``; see module doc.
 
-    ``guide=None`` proposes from the prior. The default of 2**21 elements (8 MB float32 tensors)
-    matters on CPU: larger tensors are mmap'd by the C allocator and page-faulted afresh on every
-    pass (measured on the MNIST VAE, 2 cores: 9 us per particle and data point at 2**24, 5.3 at
-    2**21). Memory per pass is about ``chunk_elements`` floats
-    per (particle x data point x data dimension) tensor; data points are taken ``data_chunk``
-    at a time (default: as many as fit alongside at least 64 particles).
+    ``data``: a tensor or a tuple of tensors (``model(*data)``, e.g. ``(x, y)`` for log p(x | y)).
+    ``guide=None`` proposes from the prior. Memory is planned from what is asked
+    (:func:`plan_chunks`): each vectorised pass holds about ``chunk_elements`` floats per
+    (particle x data point x data dimension) tensor (default by device,
+    :func:`default_chunk_elements`), and the data points of a chunk (``data_chunk``, default: as
+    many as fit alongside at least 64 particles and within the memory budget) keep their K
+    weights each.
     """
     start = time.perf_counter()
-    width = max(1, x[0].numel())
-    data_chunk = data_chunk or max(1, min(x.shape[0], chunk_elements // (64 * width)))
-    particle_chunk = max(1, min(num_particles, chunk_elements // (data_chunk * width)))
+    if int(num_particles) < 1:
+        raise ValueError(f"num_particles must be a positive integer, got {num_particles}")
+    data = as_tensors(data)
+    x = data[0]
+    width = max(1, sum(t[0].numel() for t in data))
+    data_chunk, particle_chunk = plan_chunks(x.shape[0], width, num_particles, x.device, chunk_elements,
+                                             data_chunk)
     parts: dict[str, list[torch.Tensor]] = {}
     khats = []
     with pyro.validation_enabled(validate):
         for lo in tqdm(range(0, x.shape[0], data_chunk), disable=not progress, unit="chunk"):
-            rows = x[lo:lo + data_chunk]
+            rows = tuple(t[lo:lo + data_chunk] for t in data)
             log_w = torch.cat([
                 log_weights(model, guide, rows, min(particle_chunk, num_particles - done), max_plate_nesting)
                 for done in range(0, num_particles, particle_chunk)

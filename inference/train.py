@@ -42,6 +42,7 @@ from pyro.poutine.messenger import Messenger
 from tqdm.auto import tqdm
 
 from inference.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from inference.programs import as_tensors
 from models.base import DATA_PLATE
 
 ELBOS = {
@@ -162,20 +163,6 @@ class _DataScale(Messenger):
     def _process_message(self, msg):
         if any(frame.name == DATA_PLATE for frame in msg["cond_indep_stack"]):
             msg["scale"] = self.scale * msg["scale"]
-
-
-def as_tensors(data) -> tuple[torch.Tensor, ...]:
-    """``data`` as a tuple of tensors of equal length along dim 0."""
-    tensors = tuple(data) if isinstance(data, (tuple, list)) else (data,)
-    if not tensors or not all(isinstance(t, torch.Tensor) for t in tensors):
-        raise ValueError("data must be a tensor or a tuple of tensors")
-    sizes = {t.shape[0] if t.dim() else None for t in tensors}
-    if len(sizes) != 1 or None in sizes:
-        shapes = [tuple(t.shape) for t in tensors]
-        raise ValueError(f"data tensors must share their first dimension, got {shapes}")
-    if tensors[0].shape[0] == 0:
-        raise ValueError("data is empty; pass at least one data point")
-    return tensors
 
 
 def fit(model, guide, data, config: TrainConfig | None = None, *, objective="Trace_ELBO",

@@ -145,7 +145,7 @@ def test_log_prob_minus_monte_carlo_elbo_is_posterior_kl():
 
 def test_quadrature_refuses_three_latent_dimensions():
     model = DLGM(latent_dim=3)
-    assert not model.has_exact and DLGM(latent_dim=2).has_exact
+    assert not model.capabilities.exact_log_prob and DLGM(latent_dim=2).capabilities.exact_log_prob
     with pytest.raises(NotImplementedError, match="latent_dim <= 2"):
         model.exact_log_prob(torch.zeros(4, 2))
 
