@@ -213,6 +213,7 @@ def _is_global_latent(site) -> bool:
         site["type"] == "sample"
         and not site["is_observed"]
         and not site_is_subsample(site)
+        and not site["infer"].get("is_auxiliary")  # an AutoGuide's joint latent, not a model site
         and not any(frame.name == DATA_PLATE for frame in site["cond_indep_stack"])
     )
 

@@ -32,8 +32,8 @@ class ModelSpec:
     training settings (``steps`` or ``epochs``, ``batch_size`` (None: full batch), ``lr``);
     the ``smoke_*`` dicts override hyperparameters and training settings for tiny runs;
     ``hparams_for`` reads the hyperparameters a data set implies (explicit ones still win).
-    ``objective`` names the Pyro ELBO the model trains with, as ``{"name": ..., "num_particles":
-    ..., "options": {...}}`` (or a function of the hyperparameters returning that), e.g.
+    ``objective`` names the Pyro ELBO the model trains with: its name, or ``{"name": ...,
+    "num_particles": ..., "options": {...}}``, or a function of the hyperparameters returning that, e.g.
     ``{"name": "TraceMeanField_ELBO"}`` where the KL is analytic, ``TraceEnum_ELBO`` where
     discrete latents are summed out, ``RenyiELBO`` with ``alpha=0`` for the IWAE bound.
     ``source`` says where the spec comes from (the zoo, a user's file, a package).
@@ -47,7 +47,7 @@ class ModelSpec:
     train: dict = field(default_factory=dict)
     smoke_hparams: dict = field(default_factory=dict)
     smoke_train: dict = field(default_factory=dict)
-    objective: dict | Callable[[dict], dict] = field(default_factory=lambda: {"name": "Trace_ELBO"})
+    objective: str | dict | Callable[[dict], dict] = "Trace_ELBO"
     max_plate_nesting: int = 1
     #: hyperparameters a data set implies (e.g. its dimension): ``hparams_for(DataSplit) -> dict``
     hparams_for: Callable[[DataSplit], dict] | None = None
@@ -60,6 +60,8 @@ class ModelSpec:
     def objective_for(self, hparams: dict) -> dict:
         """The objective (see the class docstring) for a model built with ``hparams``."""
         objective = self.objective(hparams) if callable(self.objective) else self.objective
+        if isinstance(objective, str):
+            objective = {"name": objective}
         return {"num_particles": 1, "options": {}, **objective}
 
     def train_settings(self, smoke: bool = False, **overrides) -> dict:
