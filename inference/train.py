@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import math
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -248,11 +249,21 @@ class _Run:
         log_every = config.log_every or (min(self.batches_per_epoch, 100) if self.batches_per_epoch > 1
                                          else 25)
         validate, first_step = pyro.distributions.is_validation_enabled(), result.step
-        pending: list[torch.Tensor] = []
-        previous = math.inf
         start = time.perf_counter()
         bar = tqdm(total=self.total, initial=result.step, disable=not progress, unit="step",
                    dynamic_ncols=True)
+        try:
+            with warnings.catch_warnings():  # a NaN loss is caught by guard(), with a message naming the fix
+                warnings.filterwarnings("ignore", message="Encountered NaN", category=UserWarning)
+                self._steps(bar, log_every, validate, first_step)
+        finally:
+            bar.close()
+        result.seconds = time.perf_counter() - start
+
+    def _steps(self, bar, log_every, validate, first_step):
+        config, result = self.config, self.result
+        pending: list[torch.Tensor] = []
+        previous = math.inf
         while result.step < self.total:
             batch, scale = self.next_batch()
             with pyro.validation_enabled(validate and result.step == first_step):
@@ -275,8 +286,6 @@ class _Run:
                 if done:
                     break
                 previous = window
-        bar.close()
-        result.seconds = time.perf_counter() - start
 
     def next_batch(self):
         if self.batch_size == self.num_data:
