@@ -15,6 +15,7 @@ import json
 import math
 import os
 import platform
+import re
 import statistics
 import subprocess
 import tempfile
@@ -32,6 +33,14 @@ from models import DataError
 REPO = Path(__file__).resolve().parents[1]
 #: ../shared/data relative to the repository: real MNIST in torchvision's layout (MNIST/raw/).
 DEFAULT_DATA_DIR = REPO.parent / "shared" / "data"
+
+
+def portable(text: str) -> str:
+    """``text`` with this machine's paths replaced by ones that hold on any checkout: the
+    repository as ``.``, its sibling ``shared`` as ``../shared``, other absolute paths as ``<path>``."""
+    for folder, name in ((REPO.parent / "shared", "../shared"), (REPO, ".")):
+        text = text.replace(str(folder), name)
+    return re.sub(r"(?<![\w.])/[^\s`'\"]+", "<path>", text)
 
 
 class BenchmarkError(RuntimeError):
@@ -165,7 +174,8 @@ def run_main(name: str, body: Callable[[argparse.Namespace, torch.device], Repor
         # SystemExit with a message: printed on stderr, exit status 1
         raise SystemExit(f"error: {err}") from None
     report.seconds = time.perf_counter() - start
-    report.command = "python -m benchmarks." + name + "".join(f" {a}" for a in (argv or []))
+    report.command = portable("python -m benchmarks." + name + "".join(f" {a}" for a in (argv or [])))
+    report.notes = [portable(note) for note in report.notes]
     report.settings.update(threads=args.threads, device=str(device), smoke=args.smoke,
                            repeats=args.repeats, seed=args.seed)
     if report.rows:

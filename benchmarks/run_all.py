@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 
 from benchmarks import BENCHMARKS
-from benchmarks.common import DEFAULT_DATA_DIR, REPO, Report, Row, format_table, machine, yes_no
+from benchmarks.common import DEFAULT_DATA_DIR, REPO, Report, Row, format_table, machine, portable, yes_no
 from benchmarks.profile_fixes import format_changes
 
 #: the benchmarks, the measured what-ifs of benchmarks.profile_fixes, the paper reproduction
@@ -138,7 +138,7 @@ def main(argv: list[str] | None = None) -> list[Report]:
     print("\n" + format_table([row for report in reports for row in report.rows]))
     if not args.smoke:
         output = Path(args.output)
-        command = "python -m benchmarks.run_all" + "".join(f" {a}" for a in (argv or []))
+        command = portable("python -m benchmarks.run_all" + "".join(f" {a}" for a in (argv or [])))
         output.write_text(render(reports, failures, info, command, kept_analysis(output)))
         print(f"wrote {output.relative_to(REPO) if output.is_relative_to(REPO) else output}")
     return reports
