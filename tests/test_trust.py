@@ -162,3 +162,21 @@ def test_kill_9_then_resume_reproduces_the_uninterrupted_losses(tmp_path):
     assert json.loads((killed / "history.json").read_text())["loss"] == expected
     assert 0 < stopped_at < 600
     assert not list(killed.glob(".*.tmp"))
+
+
+def test_importance_sampling_refuses_what_will_not_fit(capsys, trained):
+    message = one_line_error(capsys, "eval", "vae", "--checkpoint", str(trained / "checkpoint.pt"),
+                             "--k", "100000000", "--limit", "1")
+    assert "GiB" in message and "--k" in message
+
+
+def test_importance_chunks_follow_the_memory_budget():
+    from inference.importance import CPU_CHUNK_ELEMENTS, WEIGHT_COPIES, memory_budget, plan_chunks
+
+    cpu = torch.device("cpu")
+    data_chunk, particle_chunk = plan_chunks(10_000, 784, 5000, cpu)
+    assert data_chunk * particle_chunk * 784 <= CPU_CHUNK_ELEMENTS
+    assert data_chunk * 5000 * 4 * WEIGHT_COPIES <= memory_budget(cpu)
+    big_k = memory_budget(cpu) // (4 * WEIGHT_COPIES) // 2
+    data_chunk, _ = plan_chunks(10_000, 2, big_k, cpu)
+    assert data_chunk * big_k * 4 * WEIGHT_COPIES <= memory_budget(cpu)

@@ -14,10 +14,12 @@ from pathlib import Path
 
 from inference.checkpoint import CheckpointError
 from inference.devices import DeviceError
+from inference.importance import EstimateTooLarge
 from inference.train import TrainingDiverged
 from models import DataError, UnknownModelError
 
-USER_ERRORS = (CheckpointError, DataError, DeviceError, TrainingDiverged, UnknownModelError, FileExistsError)
+USER_ERRORS = (CheckpointError, DataError, DeviceError, EstimateTooLarge, TrainingDiverged, UnknownModelError,
+               FileExistsError)
 
 
 def parse_hparams(pairs: list[str]) -> dict:
