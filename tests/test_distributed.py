@@ -1,0 +1,212 @@
+"""Data-parallel training and sharded evaluation on two gloo processes on this CPU.
+
+Two ranks are started once (``torch.multiprocessing.spawn``, rendezvous on 127.0.0.1 at a free
+port, gloo bound to the loopback interface) and run every distributed scenario; each test
+compares what they wrote with one process, in this one, at the same settings: training at batch
+B/2 per rank equals training at batch B over the same rows; evaluation gives the very same
+per-data-point estimates; a resumed run continues exactly; a NaN on one rank stops both with the
+guard's message. ``torchrun`` itself launches the scenario where one rank raises.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pyro
+import pyro.distributions as dist
+import pytest
+import torch
+from torch import nn
+
+from inference.importance import estimate_log_likelihood
+from inference.train import TrainingDiverged, fit
+from tests.toy import NormalNormal
+
+WORLD = 2
+REPO = Path(__file__).resolve().parents[1]
+#: rows, global batch, epochs of the training scenarios (batch B/2 = 6 rows per rank)
+N, B, EPOCHS = 36, 12, 3
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def loopback_env(port: int) -> dict:
+    """Rendezvous and gloo traffic on 127.0.0.1 only."""
+    return {"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "GLOO_SOCKET_IFNAME": "lo",
+            "OMP_NUM_THREADS": "1"}
+
+
+class Regression(nn.Module):
+    """y ~ N(net(x) + b, sigma) with a global b ~ N(0, 10) and a point-mass guide on b: the
+    loss is deterministic, so two ranks and one process can agree to float precision. ``net``
+    is a module parameter (averaged by DDP), ``sigma`` and ``b_loc`` live in Pyro's param store
+    (averaged by all_reduce), and b's prior sits outside the data plate (counted once)."""
+
+    def __init__(self):
+        super().__init__()
+        self.net = nn.Linear(3, 1)
+
+    def model(self, x, y):
+        b = pyro.sample("b", dist.Normal(0.0, 10.0))
+        sigma = pyro.param("sigma", torch.tensor(1.0), constraint=dist.constraints.positive)
+        with pyro.plate("data", x.shape[0]):
+            pyro.sample("y", dist.Normal(self.net(x).squeeze(-1) + b, sigma), obs=y)
+
+    def guide(self, x, y):
+        pyro.sample("b", dist.Delta(pyro.param("b_loc", torch.tensor(0.0))))
+
+
+def regression_data():
+    generator = torch.Generator().manual_seed(1)
+    x = torch.randn(N, 3, generator=generator)
+    y = x @ torch.tensor([1.0, -2.0, 0.5]) + 3.0 + 0.3 * torch.randn(N, generator=generator)
+    return x, y
+
+
+def train_regression(data=None, **options):
+    pyro.set_rng_seed(0)
+    program = Regression()
+    result = fit(program.model, program.guide, data or regression_data(), epochs=EPOCHS, batch_size=B,
+                 lr=0.05, seed=0, progress=False, log_every=2, **options)
+    return result, {**{k: v.detach().clone() for k, v in program.state_dict().items()},
+                    **{k: v.detach().clone() for k, v in result.param_state["params"].items()}}
+
+
+def train_toy(checkpoint, steps, resume=False):
+    """The stochastic toy model (noise on every rank's own stream), checkpointed."""
+    pyro.set_rng_seed(0)
+    pyro.clear_param_store()
+    model = NormalNormal()
+    x = torch.randn(N, generator=torch.Generator().manual_seed(2)) * 2
+    return fit(model.model, model.guide, x, steps=steps, batch_size=B, lr=0.05, seed=0, progress=False,
+               log_every=2, checkpoint=checkpoint, resume=resume).losses
+
+
+def estimate(seed=3):
+    model = NormalNormal()
+    x = torch.randn(50, generator=torch.Generator().manual_seed(4)) * 2
+    return estimate_log_likelihood(model.model, model.guide, x, 64, data_chunk=8, seed=seed, iwae_ks=(1, 8))
+
+
+def _rank_main(rank: int, port: int, out: str):
+    """Every scenario on one rank; what it saw goes to out/rank{rank}.pt."""
+    os.environ.update(loopback_env(port), RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(WORLD))
+    torch.set_num_threads(1)
+    out = Path(out)
+    found = {}
+    result, params = train_regression()
+    found["regression"] = (result.losses, params)
+    found["toy_full"] = train_toy(out / "full.pt", steps=9)
+    train_toy(out / "resumed.pt", steps=4)
+    found["toy_resumed"] = train_toy(out / "resumed.pt", steps=9, resume=True)
+    found["checkpoint_files"] = sorted(p.name for p in out.iterdir() if p.name.endswith(".pt"))
+    r = estimate()
+    found["estimate"] = (r.log_px, r.log_px_se, r.ess, r.iwae, r.khat)
+    program, calls = Regression(), []
+
+    def poisoned(x, y):  # a NaN loss on rank 1 alone at step 3 (calls 1, 2: parameters, DDP's probe)
+        calls.append(1)
+        program.model(x, y)
+        if rank == 1 and len(calls) == 5:
+            pyro.factor("poison", torch.tensor(float("nan")))
+
+    try:
+        fit(poisoned, program.guide, regression_data(), steps=20, batch_size=B, progress=False, log_every=2,
+            checkpoint=out / "diverged.pt")
+    except TrainingDiverged as err:
+        found["diverged"] = str(err)
+    torch.save(found, out / f"rank{rank}.pt")
+
+
+@pytest.fixture(scope="module")
+def ranks(tmp_path_factory):
+    """What each of the two ranks found, after one spawn of both (see :func:`_rank_main`)."""
+    out = tmp_path_factory.mktemp("ranks")
+    start = time.perf_counter()
+    torch.multiprocessing.spawn(_rank_main, args=(free_port(), str(out)), nprocs=WORLD, join=True)
+    print(f"two ranks ran every scenario in {time.perf_counter() - start:.1f} s")
+    return [torch.load(out / f"rank{r}.pt", weights_only=False) for r in range(WORLD)]
+
+
+def test_two_ranks_at_half_batch_train_like_one_process_at_the_full_batch(ranks):
+    losses, params = train_regression()[0].losses, train_regression()[1]
+    assert len(losses) == EPOCHS * N // B
+    for found in ranks:
+        got_losses, got_params = found["regression"]
+        assert got_losses == pytest.approx(losses, rel=1e-5, abs=1e-6)
+        assert set(got_params) == set(params)
+        for name, value in params.items():
+            torch.testing.assert_close(got_params[name], value, rtol=1e-5, atol=1e-6)
+    assert losses[-1] < losses[0] / 2  # it learned something, so the comparison is not vacuous
+
+
+def test_sharded_evaluation_gives_exactly_the_one_process_estimates(ranks):
+    one = estimate()
+    for found in ranks:
+        log_px, se, ess, iwae, khat = found["estimate"]
+        assert torch.equal(log_px, one.log_px) and torch.equal(se, one.log_px_se)
+        assert torch.equal(ess, one.ess)
+        assert all(torch.equal(iwae[k], one.iwae[k]) for k in one.iwae)
+        assert torch.equal(khat.isnan(), one.khat.isnan())
+        assert torch.equal(khat[~khat.isnan()], one.khat[~one.khat.isnan()])
+    assert not torch.equal(estimate(seed=4).log_px, one.log_px)  # the seed matters
+
+
+def test_a_resumed_two_rank_run_continues_exactly_and_rank_zero_alone_writes(ranks):
+    for found in ranks:
+        assert found["toy_resumed"] == found["toy_full"]  # bit for bit: noise streams restored
+        assert found["checkpoint_files"] == ["full.pt", "resumed.pt"]
+    assert ranks[0]["toy_full"] == ranks[1]["toy_full"]  # losses are averaged over ranks
+
+
+def test_a_nan_on_one_rank_stops_every_rank_with_the_guards_message(ranks):
+    for found in ranks:
+        assert found["diverged"].startswith("the loss became nan at step 3; lower the learning rate (--lr)")
+    assert "the last good checkpoint (step 2) is kept" in ranks[0]["diverged"]  # rank 0 writes it
+
+
+RAISING = """
+    import torch
+    from tests.test_distributed import Regression, regression_data
+    from inference.train import fit
+    from inference import distributed
+
+    program = Regression()
+    steps = []
+
+    def guide(x, y):
+        steps.append(1)
+        if len(steps) == 4 and distributed.world().rank == 1:
+            raise RuntimeError("rank 1 gives up at step 4")
+        program.guide(x, y)
+
+    fit(program.model, guide, regression_data(), steps=1000, batch_size=12, progress=False, log_every=1)
+    print("finished")
+"""
+
+
+def test_a_rank_that_raises_stops_the_other_without_a_hang(tmp_path):
+    script = tmp_path / "raising.py"
+    script.write_text(textwrap.dedent(RAISING))
+    port = free_port()
+    torchrun = Path(sys.executable).with_name("torchrun")
+    command = [str(torchrun), "--nnodes", "1", "--nproc_per_node", str(WORLD), "--master_addr", "127.0.0.1",
+               "--master_port", str(port), str(script)]
+    env = {**os.environ, **loopback_env(port), "PYTHONPATH": str(REPO)}
+    start = time.perf_counter()
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=120)
+    seconds = time.perf_counter() - start
+    assert done.returncode != 0
+    assert "rank 1 gives up at step 4" in done.stderr
+    assert "finished" not in done.stdout
+    assert seconds < 100
