@@ -51,6 +51,7 @@ import atexit
 import contextlib
 import hashlib
 import os
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -84,6 +85,13 @@ def local_device(device: str | torch.device) -> torch.device:
     if device.type == "cuda" and device.index is None and launched():
         return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
     return device
+
+
+def quiet_unless_main() -> None:
+    """Send this process's stdout to the null device unless it is rank 0 (or alone): a
+    command-line run under ``torchrun`` prints its result once. Errors (stderr) stay on."""
+    if launched() and int(os.environ.get("RANK", "0")) != 0:
+        sys.stdout = open(os.devnull, "w")  # held for the life of the process
 
 
 def world(device: str | torch.device | None = None) -> World:

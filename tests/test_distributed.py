@@ -1,6 +1,6 @@
 """Data-parallel training and sharded evaluation on two gloo processes on this CPU.
 
-Two ranks are started once (``torch.multiprocessing.spawn``, rendezvous on 127.0.0.1 at a free
+Two ranks are started once (``torchrun``, rendezvous on 127.0.0.1 at a free
 port, gloo bound to the loopback interface) and run every distributed scenario; each test
 compares what they wrote with one process, in this one, at the same settings: training at batch
 B/2 per rank equals training at batch B over the same rows; evaluation gives the very same
@@ -98,11 +98,11 @@ def estimate(seed=3):
     return estimate_log_likelihood(model.model, model.guide, x, 64, data_chunk=8, seed=seed, iwae_ks=(1, 8))
 
 
-def _rank_main(rank: int, port: int, out: str):
-    """Every scenario on one rank; what it saw goes to out/rank{rank}.pt."""
-    os.environ.update(loopback_env(port), RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(WORLD))
+def rank_main(out: Path):
+    """Every library scenario on this rank (started by torchrun); what it saw goes to
+    out/rank{rank}.pt. Then the command line: train, resume, eval."""
+    rank = int(os.environ["RANK"])
     torch.set_num_threads(1)
-    out = Path(out)
     found = {}
     result, params = train_regression()
     found["regression"] = (result.losses, params)
@@ -126,16 +126,50 @@ def _rank_main(rank: int, port: int, out: str):
     except TrainingDiverged as err:
         found["diverged"] = str(err)
     torch.save(found, out / f"rank{rank}.pt")
+    from zoo.cli import main
+
+    run, common = out / "run", ["--no-progress", "--json"]
+    for argv in (["train", "ppca", "--smoke", "--steps", "20", "--out", str(run)],
+                 ["train", "ppca", "--smoke", "--steps", "30", "--out", str(run), "--resume"],
+                 ["eval", "ppca", "--checkpoint", str(run / "checkpoint.pt"), "--k", "50", "--limit", "60"]):
+        code = main(argv + common)
+        if code:
+            raise SystemExit(code)
+
+
+SCENARIOS = """
+    import sys
+    from pathlib import Path
+    from tests.test_distributed import rank_main
+
+    rank_main(Path(sys.argv[1]))
+"""
+
+
+def torchrun(script: Path, *args: str, timeout: float = 120) -> subprocess.CompletedProcess:
+    """``torchrun`` with two processes on this machine, rendezvous on 127.0.0.1 at a free port."""
+    port = free_port()
+    command = [str(Path(sys.executable).with_name("torchrun")), "--nnodes", "1", "--nproc_per_node",
+               str(WORLD), "--master_addr", "127.0.0.1", "--master_port", str(port), str(script), *args]
+    env = {**os.environ, **loopback_env(port), "PYTHONPATH": str(REPO)}
+    return subprocess.run(command, env=env, capture_output=True, text=True, timeout=timeout)
 
 
 @pytest.fixture(scope="module")
-def ranks(tmp_path_factory):
-    """What each of the two ranks found, after one spawn of both (see :func:`_rank_main`)."""
+def launched(tmp_path_factory):
+    """(folder, torchrun's result) after one launch of two ranks running :func:`rank_main`."""
     out = tmp_path_factory.mktemp("ranks")
-    start = time.perf_counter()
-    torch.multiprocessing.spawn(_rank_main, args=(free_port(), str(out)), nprocs=WORLD, join=True)
-    print(f"two ranks ran every scenario in {time.perf_counter() - start:.1f} s")
-    return [torch.load(out / f"rank{r}.pt", weights_only=False) for r in range(WORLD)]
+    script = out / "scenarios.py"
+    script.write_text(textwrap.dedent(SCENARIOS))
+    done = torchrun(script, str(out))
+    assert done.returncode == 0, done.stderr[-3000:]
+    return out, done
+
+
+@pytest.fixture(scope="module")
+def ranks(launched):
+    """What each of the two ranks found (see :func:`rank_main`)."""
+    return [torch.load(launched[0] / f"rank{r}.pt", weights_only=False) for r in range(WORLD)]
 
 
 def test_two_ranks_at_half_batch_train_like_one_process_at_the_full_batch(ranks):
@@ -198,15 +232,26 @@ RAISING = """
 def test_a_rank_that_raises_stops_the_other_without_a_hang(tmp_path):
     script = tmp_path / "raising.py"
     script.write_text(textwrap.dedent(RAISING))
-    port = free_port()
-    torchrun = Path(sys.executable).with_name("torchrun")
-    command = [str(torchrun), "--nnodes", "1", "--nproc_per_node", str(WORLD), "--master_addr", "127.0.0.1",
-               "--master_port", str(port), str(script)]
-    env = {**os.environ, **loopback_env(port), "PYTHONPATH": str(REPO)}
     start = time.perf_counter()
-    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=120)
+    done = torchrun(script)
     seconds = time.perf_counter() - start
     assert done.returncode != 0
     assert "rank 1 gives up at step 4" in done.stderr
     assert "finished" not in done.stdout
     assert seconds < 100
+
+
+
+def test_zoo_train_resume_and_eval_under_torchrun(launched, tmp_path):
+    import json
+
+    from zoo.runs import evaluate
+
+    out, done = launched[0] / "run", launched[1]
+    printed = [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
+    assert [p.get("steps") for p in printed[:2]] == [20, 30]  # rank 0 alone prints
+    assert len(printed) == 3
+    history = json.loads((out / "history.json").read_text())
+    assert len(history["loss"]) == 30
+    alone = evaluate(out / "checkpoint.pt", k=50, limit=60, out=tmp_path / "alone", progress=False)
+    assert printed[2]["log_px"] == alone["log_px"]  # value and SE, to the last bit
