@@ -107,9 +107,10 @@ def launch(args, procs: int) -> dict:
                    f"benchmarks.{NAME}", "--worker", str(out), "--device", args.device, "--threads",
                    str(args.threads), "--repeats", str(args.repeats), "--seed", str(args.seed)]
         command += ["--smoke"] if args.smoke else []
-        env = {**os.environ, "MASTER_ADDR": "127.0.0.1", "GLOO_SOCKET_IFNAME": os.environ.get(
-            "GLOO_SOCKET_IFNAME", "lo"), "OMP_NUM_THREADS": str(args.threads),
-            "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
+        env = {**os.environ, "OMP_NUM_THREADS": str(args.threads),
+               "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
+        if Path("/sys/class/net/lo").exists():  # Linux: keep gloo's traffic on the loopback interface
+            env.setdefault("GLOO_SOCKET_IFNAME", "lo")
         done = subprocess.run(command, env=env, capture_output=True, text=True)
         if done.returncode != 0 or not out.is_file():
             raise BenchmarkError(f"the launch of {procs} processes failed (exit {done.returncode}): "

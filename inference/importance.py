@@ -224,6 +224,7 @@ def estimate_log_likelihood(
     data = as_tensors(data)
     x = data[0]
     width = max(1, sum(t[0].numel() for t in data))
+    distributed.world(x.device)  # under torchrun: join the process group (NCCL for CUDA data)
     data_chunk, particle_chunk = distributed.broadcast(  # one plan for every rank (the memory at rank 0)
         plan_chunks(x.shape[0], width, num_particles, x.device, chunk_elements, data_chunk))
 

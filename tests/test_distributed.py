@@ -16,6 +16,7 @@ import subprocess
 import sys
 import textwrap
 import time
+import warnings
 from pathlib import Path
 
 import pyro
@@ -41,9 +42,11 @@ def free_port() -> int:
 
 
 def loopback_env(port: int) -> dict:
-    """Rendezvous and gloo traffic on 127.0.0.1 only."""
-    return {"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "GLOO_SOCKET_IFNAME": "lo",
-            "OMP_NUM_THREADS": "1"}
+    """Rendezvous and gloo traffic on 127.0.0.1 only (gloo picks its interface by name)."""
+    env = {"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "OMP_NUM_THREADS": "1"}
+    if Path("/sys/class/net/lo").exists():
+        env["GLOO_SOCKET_IFNAME"] = "lo"
+    return env
 
 
 class Regression(nn.Module):
@@ -103,6 +106,14 @@ def rank_main(out: Path):
     out/rank{rank}.pt. Then the command line: train, resume, eval."""
     rank = int(os.environ["RANK"])
     torch.set_num_threads(1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # as strict as the test process (pyproject: filterwarnings)
+        warnings.filterwarnings("ignore", message=r"\s*ArviZ is undergoing", category=FutureWarning)
+        library_scenarios(out, rank)
+    command_line_scenario(out)
+
+
+def library_scenarios(out: Path, rank: int):
     found = {}
     result, params = train_regression()
     found["regression"] = (result.losses, params)
@@ -126,6 +137,10 @@ def rank_main(out: Path):
     except TrainingDiverged as err:
         found["diverged"] = str(err)
     torch.save(found, out / f"rank{rank}.pt")
+
+
+def command_line_scenario(out: Path):
+    """train, resume and eval through the CLI's entry point, on this rank."""
     from zoo.cli import main
 
     run, common = out / "run", ["--no-progress", "--json"]
