@@ -32,6 +32,7 @@ rank 0 alone writes checkpoints.
 
 from __future__ import annotations
 
+import functools
 import math
 import time
 import warnings
@@ -233,8 +234,8 @@ class _Run:
         self.checkpoint_seconds = checkpoint_seconds
         if resume:
             self.restore()
-        probe = lambda: self.preprocess(*first)  # noqa: E731
-        self.step_fn = self.replicas.synchronise(self.step_fn, self.modules, self.params, probe,
+        self.step_fn = self.replicas.synchronise(self.step_fn, self.modules, self.params,
+                                                 functools.partial(self.preprocess, *first),
                                                  self.num_data / len(first[0]))
         self.scheduler = _scheduler(self.optimizer, self.config.lr, self.config.lr_decay, self.result.step)
         self.last_save = time.monotonic()
