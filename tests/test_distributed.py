@@ -25,6 +25,7 @@ import pytest
 import torch
 from torch import nn
 
+from inference import distributed
 from inference.importance import estimate_log_likelihood
 from inference.train import TrainingDiverged, fit
 from tests.toy import NormalNormal
@@ -114,13 +115,16 @@ def rank_main(out: Path):
 
 
 def library_scenarios(out: Path, rank: int):
-    found = {}
+    import inference.train
+
+    found, writes, save = {}, [], inference.train.save_checkpoint
+    inference.train.save_checkpoint = lambda path, state: (writes.append(Path(path).name), save(path, state))
     result, params = train_regression()
     found["regression"] = (result.losses, params)
     found["toy_full"] = train_toy(out / "full.pt", steps=9)
     train_toy(out / "resumed.pt", steps=4)
     found["toy_resumed"] = train_toy(out / "resumed.pt", steps=9, resume=True)
-    found["checkpoint_files"] = sorted(p.name for p in out.iterdir() if p.name.endswith(".pt"))
+    found["writes"] = sorted(set(writes))
     r = estimate()
     found["estimate"] = (r.log_px, r.log_px_se, r.ess, r.iwae, r.khat)
     program, calls = Regression(), []
@@ -187,6 +191,24 @@ def ranks(launched):
     return [torch.load(launched[0] / f"rank{r}.pt", weights_only=False) for r in range(WORLD)]
 
 
+@pytest.mark.parametrize("world", [1, 2, 3, 4])
+def test_rank_blocks_cover_the_batch_once_and_their_mean_loss_is_the_batch_loss(world):
+    replicas = [distributed.Replicas(distributed.World(rank, world)) for rank in range(world)]
+    rows, losses = torch.randperm(100)[:10], torch.randn(100)
+    blocks = [r.shard(rows) for r in replicas]
+    assert torch.equal(torch.cat(blocks), rows)
+    per_rank = [r.scale(100, len(rows)) * losses[b].sum() for r, b in zip(replicas, blocks, strict=True)]
+    mean = sum(per_rank) / world
+    torch.testing.assert_close(mean, 100 / len(rows) * losses[rows].sum())
+
+
+def test_a_batch_too_small_for_the_ranks_is_refused_with_the_fix():
+    replicas = distributed.Replicas(distributed.World(0, 4))
+    replicas.check(num_data=100, batch_size=32)  # last batch of the epoch: 4 rows, one per rank
+    with pytest.raises(ValueError, match="--batch-size"):
+        replicas.check(num_data=99, batch_size=32)  # last batch: 3 rows for 4 ranks
+
+
 def test_two_ranks_at_half_batch_train_like_one_process_at_the_full_batch(ranks):
     losses, params = train_regression()[0].losses, train_regression()[1]
     assert len(losses) == EPOCHS * N // B
@@ -214,7 +236,7 @@ def test_sharded_evaluation_gives_exactly_the_one_process_estimates(ranks):
 def test_a_resumed_two_rank_run_continues_exactly_and_rank_zero_alone_writes(ranks):
     for found in ranks:
         assert found["toy_resumed"] == found["toy_full"]  # bit for bit: noise streams restored
-        assert found["checkpoint_files"] == ["full.pt", "resumed.pt"]
+    assert ranks[0]["writes"] == ["full.pt", "resumed.pt"] and ranks[1]["writes"] == []
     assert ranks[0]["toy_full"] == ranks[1]["toy_full"]  # losses are averaged over ranks
 
 
