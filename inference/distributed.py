@@ -7,10 +7,11 @@ describes, gloo on a CPU and NCCL on CUDA (one GPU per process, ``cuda:LOCAL_RAN
 
 Training (:class:`Replicas`, used by :func:`inference.train.fit`). Every rank holds the whole
 data set and the same parameters. The epoch's permutation comes from the global torch RNG, which
-every rank seeds alike and consumes alike (only by ``torch.randperm``), so every rank draws the
-same permutation with no communication; rank r of W takes the r-th contiguous block of the
-global batch of B rows (:meth:`Replicas.shard`, B/W rows each) and scales the sites of the data
-plate by N / (B/W) = N W / B. Each rank's loss is then
+every rank starts from rank 0's state (broadcast once, after a resume too) and consumes alike
+(only by ``torch.randperm``), so every rank draws the same permutation with no communication;
+rank r of W takes the r-th contiguous block of the global batch of B rows
+(:meth:`Replicas.shard`, B/W rows each) and scales the sites of the data plate by
+N / (B/W) = N W / B. Each rank's loss is then
 
     L_r = (N W / B) sum_{i in block r} l_i + g        (g: terms outside the data plate),
 
@@ -276,6 +277,7 @@ class Replicas:
         with torch.no_grad():
             for p in params:
                 dist.broadcast(p.data, src=0)
+        _share_global_rng()
         loss = getattr(step_fn, "loss", None)
         covered: set[int] = set()
         if loss is not None and modules:
@@ -305,6 +307,18 @@ class Replicas:
             return value
 
         return step
+
+
+def _share_global_rng() -> None:
+    """Give every rank rank 0's global RNG state (CPU and its own GPU's), so the permutations
+    agree even if the ranks were seeded or used differently, or resumed from rank 0's
+    checkpoint (whose CUDA states are rank 0's devices')."""
+    device = _param_device()
+    states = broadcast((torch.get_rng_state(),
+                        torch.cuda.get_rng_state(device) if device.type == "cuda" else None))
+    torch.set_rng_state(states[0])
+    if states[1] is not None:
+        torch.cuda.set_rng_state(states[1], device)
 
 
 def _reached(loss, params: list[torch.Tensor], probe_batch: Callable, scale) -> set[int]:

@@ -77,11 +77,14 @@ def regression_data():
     return x, y
 
 
-def train_regression(data=None, **options):
+def train_regression(data=None, skew=False, **options):
+    """``skew``: rank 1's global RNG is moved on before an unseeded fit (rank 0's must win)."""
     pyro.set_rng_seed(0)
     program = Regression()
+    if skew and distributed.world().rank == 1:
+        torch.rand(7)
     result = fit(program.model, program.guide, data or regression_data(), epochs=EPOCHS, batch_size=B,
-                 lr=0.05, seed=0, progress=False, log_every=2, **options)
+                 lr=0.05, seed=None if skew else 0, progress=False, log_every=2, **options)
     return result, {**{k: v.detach().clone() for k, v in program.state_dict().items()},
                     **{k: v.detach().clone() for k, v in result.param_state["params"].items()}}
 
@@ -121,6 +124,7 @@ def library_scenarios(out: Path, rank: int):
     inference.train.save_checkpoint = lambda path, state: (writes.append(Path(path).name), save(path, state))
     result, params = train_regression()
     found["regression"] = (result.losses, params)
+    found["regression_skewed"] = train_regression(skew=True)[0].losses
     found["toy_full"] = train_toy(out / "full.pt", steps=9)
     train_toy(out / "resumed.pt", steps=4)
     found["toy_resumed"] = train_toy(out / "resumed.pt", steps=9, resume=True)
@@ -219,6 +223,13 @@ def test_two_ranks_at_half_batch_train_like_one_process_at_the_full_batch(ranks)
         for name, value in params.items():
             torch.testing.assert_close(got_params[name], value, rtol=1e-5, atol=1e-6)
     assert losses[-1] < losses[0] / 2  # it learned something, so the comparison is not vacuous
+
+
+def test_ranks_follow_rank_zeros_permutation_even_when_their_random_streams_differ(ranks):
+    alone = train_regression(skew=True)[0].losses
+    assert alone != train_regression()[0].losses  # another permutation than the seeded run's
+    for found in ranks:
+        assert found["regression_skewed"] == pytest.approx(alone, rel=1e-5, abs=1e-6)
 
 
 def test_sharded_evaluation_gives_exactly_the_one_process_estimates(ranks):
