@@ -214,7 +214,8 @@ def test_a_batch_too_small_for_the_ranks_is_refused_with_the_fix():
 
 
 def test_two_ranks_at_half_batch_train_like_one_process_at_the_full_batch(ranks):
-    losses, params = train_regression()[0].losses, train_regression()[1]
+    result, params = train_regression()
+    losses = result.losses
     assert len(losses) == EPOCHS * N // B
     for found in ranks:
         got_losses, got_params = found["regression"]
