@@ -5,6 +5,6 @@ Each module runs as ``python -m benchmarks.<name> [--smoke] [--device cpu|cuda]`
 RESULTS.md.
 """
 
-BENCHMARKS = ("student", "mixture", "importance", "vae_step", "vae_epoch", "checkpointing")
+BENCHMARKS = ("student", "mixture", "importance", "vae_step", "vae_epoch", "checkpointing", "distributed")
 
 __all__ = ["BENCHMARKS"]

@@ -27,6 +27,7 @@ from pathlib import Path
 
 import torch
 
+from inference import distributed
 from inference.arviz_io import from_guide
 from inference.arviz_io import summary as arviz_summary
 from inference.checkpoint import write_atomic
@@ -53,11 +54,15 @@ def evaluate(
     max_plate_nesting: int = 1,
     out_dir=None,
     progress: bool = True,
+    seed: int | None = None,
 ) -> dict:
     """Evaluate ``model`` (a ``ZooModel``) on ``data`` (a ``DataSplit`` or a tensor (N, ...)).
 
     Returns a JSON-serialisable dict (non-finite numbers become ``None``); writes
-    ``report.json`` and PNG figures under ``out_dir`` when given.
+    ``report.json`` and PNG figures under ``out_dir`` when given. ``seed`` seeds the
+    importance sampler per chunk of data points (see :func:`estimate_log_likelihood`). Under
+    ``torchrun`` the data points are sampled by all ranks and rank 0 alone builds the report;
+    the other ranks return ``{"rank": r}``.
     """
     start = time.perf_counter()
     data = data if isinstance(data, DataSplit) else DataSplit(x=data)
@@ -68,8 +73,13 @@ def evaluate(
     local_model, local_guide = model.local_pair()
     result = estimate_log_likelihood(
         local_model, local_guide, x, num_particles,
-        max_plate_nesting=max_plate_nesting, iwae_ks=iwae_ks, progress=progress,
+        max_plate_nesting=max_plate_nesting, iwae_ks=iwae_ks, progress=progress, seed=seed,
     )
+    # the hook for other per-data-point estimators (AIS...): run them through
+    # inference.distributed.map_chunks, as estimate_log_likelihood does, before this line
+    here = distributed.world()
+    if not here.main:
+        return {"rank": here.rank}
     summary = result.summary()
     report = {
         "model": type(model).__name__,

@@ -29,8 +29,8 @@ import pyro
 import pyro.poutine as poutine
 import torch
 from pyro.poutine.util import site_is_subsample
-from tqdm.auto import tqdm
 
+from inference import distributed
 from inference.programs import as_tensors
 from models.base import DATA_PLATE
 
@@ -204,6 +204,7 @@ def estimate_log_likelihood(
     psis: bool = True,
     validate: bool = False,
     progress: bool = False,
+    seed: int | None = None,
 ) -> ImportanceResult:
     """Importance-sampled log p(x) per data point with K = ``num_particles``; see module doc.
 
@@ -214,6 +215,12 @@ def estimate_log_likelihood(
     :func:`default_chunk_elements`), and the data points of a chunk (``data_chunk``, default: as
     many as fit alongside at least 64 particles and within the memory budget) keep their K
     weights each.
+
+    ``seed``: chunk [lo, hi) draws its particles from a generator seeded by (seed, lo), so the
+    per-data-point estimates do not depend on how chunks are shared out; under ``torchrun`` the
+    chunks are (:func:`inference.distributed.map_chunks`: rank 0's chunk plan, contiguous runs
+    of chunks per rank, results gathered on every rank), and the estimates are identical whatever
+    the number of ranks. ``seed=None`` with one process draws from the global torch RNG.
     """
     start = time.perf_counter()
     if int(num_particles) < 1:
@@ -221,22 +228,26 @@ def estimate_log_likelihood(
     data = as_tensors(data)
     x = data[0]
     width = max(1, sum(t[0].numel() for t in data))
-    data_chunk, particle_chunk = plan_chunks(x.shape[0], width, num_particles, x.device, chunk_elements,
-                                             data_chunk)
-    parts: dict[str, list[torch.Tensor]] = {}
-    khats = []
+    distributed.world(x.device)  # under torchrun: join the process group (NCCL for CUDA data)
+    data_chunk, particle_chunk = distributed.broadcast(  # one plan for every rank (the memory at rank 0)
+        plan_chunks(x.shape[0], width, num_particles, x.device, chunk_elements, data_chunk))
+
+    def one_chunk(lo: int, hi: int) -> dict[str, torch.Tensor]:
+        rows = tuple(t[lo:hi] for t in data)
+        log_w = torch.cat([
+            log_weights(model, guide, rows, min(particle_chunk, num_particles - done), max_plate_nesting)
+            for done in range(0, num_particles, particle_chunk)
+        ])
+        stats = {key: value.cpu() for key, value in weight_statistics(log_w, iwae_ks).items()}
+        if psis:
+            stats["khat"] = pareto_khat(log_w)
+        return stats
+
     with pyro.validation_enabled(validate):
-        for lo in tqdm(range(0, x.shape[0], data_chunk), disable=not progress, unit="chunk"):
-            rows = tuple(t[lo:lo + data_chunk] for t in data)
-            log_w = torch.cat([
-                log_weights(model, guide, rows, min(particle_chunk, num_particles - done), max_plate_nesting)
-                for done in range(0, num_particles, particle_chunk)
-            ])
-            for key, value in weight_statistics(log_w, iwae_ks).items():
-                parts.setdefault(key, []).append(value.cpu())
-            if psis:
-                khats.append(pareto_khat(log_w))
-    cat = {key: torch.cat(values) for key, values in parts.items()}
+        chunks = distributed.map_chunks(one_chunk, x.shape[0], data_chunk, seed=seed, device=x.device,
+                                        progress=progress)
+    cat = {key: torch.cat([chunk[key] for chunk in chunks]) for key in chunks[0]}
+    khat = cat.pop("khat", None)
     ks = sorted(int(key.split("_")[1]) for key in cat if key.startswith("iwae_") and "se" not in key)
     return ImportanceResult(
         num_particles=num_particles,
@@ -245,7 +256,7 @@ def estimate_log_likelihood(
         ess=cat["ess"],
         iwae={k: cat[f"iwae_{k}"] for k in ks},
         iwae_se={k: cat[f"iwae_se_{k}"] for k in ks},
-        khat=torch.cat(khats) if psis else None,
+        khat=khat,
         seconds=time.perf_counter() - start,
     )
 

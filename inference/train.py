@@ -24,10 +24,15 @@ values, optimiser, random state, position in the epoch; see :mod:`inference.chec
 written every ``checkpoint_seconds``, at the end, and, when training diverges, holding the last
 state whose parameters and losses were finite; ``resume`` continues it exactly, wherever it was
 interrupted.
+
+Under ``torchrun`` the same code trains data-parallel (see :mod:`inference.distributed`): each
+rank takes its block of the shared permutation's batch, gradients are averaged over ranks, and
+rank 0 alone writes checkpoints.
 """
 
 from __future__ import annotations
 
+import functools
 import math
 import time
 import warnings
@@ -42,6 +47,7 @@ from pyro.infer import RenyiELBO, Trace_ELBO, TraceEnum_ELBO, TraceGraph_ELBO, T
 from pyro.poutine.messenger import Messenger
 from tqdm.auto import tqdm
 
+from inference import distributed
 from inference.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from inference.programs import as_tensors
 from models.base import DATA_PLATE
@@ -188,8 +194,9 @@ def fit(model, guide, data, config: TrainConfig | None = None, *, objective="Tra
         pyro.set_rng_seed(config.seed)
     result = TrainResult(checkpoint=Path(checkpoint) if checkpoint else None, objective=objective.label)
     step_fn = _step_function(model, guide, objective, max_plate_nesting, loss, compile)
+    replicas = distributed.Replicas(distributed.world(tensors[0].device))
     with pyro.get_param_store().scope(result.param_state):
-        run = _Run(model, guide, tensors, config, step_fn, preprocess, result, total)
+        run = _Run(model, guide, tensors, config, step_fn, preprocess, result, total, replicas)
         run.prepare(resume, meta, objective, checkpoint_seconds)
         run.loop(progress)
     pyro.get_param_store().set_state(_merged(pyro.get_param_store().get_state(), result.param_state))
@@ -199,13 +206,16 @@ def fit(model, guide, data, config: TrainConfig | None = None, *, objective="Tra
 class _Run:
     """The state of one training run: parameters, optimiser, position, checkpoints."""
 
-    def __init__(self, model, guide, tensors, config, step_fn, preprocess, result, total):
+    def __init__(self, model, guide, tensors, config, step_fn, preprocess, result, total, replicas):
         self.model, self.guide, self.tensors = model, guide, tensors
         self.config, self.step_fn, self.preprocess = config, step_fn, _as_batch_map(preprocess)
         self.result, self.total = result, total
         self.num_data = tensors[0].shape[0]
         self.batch_size = config.batch(self.num_data)
         self.batches_per_epoch = math.ceil(self.num_data / self.batch_size)
+        self.replicas = replicas  # the identity with one process; rank 0 alone writes checkpoints
+        self.writes = replicas.world.main
+        replicas.check(self.num_data, self.batch_size)
         self.order: torch.Tensor | None = None
         self.good: dict | None = None
 
@@ -220,10 +230,13 @@ class _Run:
             raise ValueError("the model and guide have no parameters to train")
         self.optimizer = torch.optim.Adam(self.params, lr=self.config.lr, fused=_fusable(self.params))
         self.meta = {**(meta or {}), "objective": objective.to_dict(), "lr": self.config.lr,
-                     "batch_size": self.batch_size}
+                     "batch_size": self.batch_size, **self.replicas.meta()}
         self.checkpoint_seconds = checkpoint_seconds
         if resume:
             self.restore()
+        self.step_fn = self.replicas.synchronise(self.step_fn, self.modules, self.params,
+                                                 functools.partial(self.preprocess, *first),
+                                                 self.num_data / len(first[0]))
         self.scheduler = _scheduler(self.optimizer, self.config.lr, self.config.lr_decay, self.result.step)
         self.last_save = time.monotonic()
 
@@ -240,6 +253,7 @@ class _Run:
             raise CheckpointError(f"{path} does not fit this program's parameters ({err}); "
                                   "start a new run instead of resuming") from None
         _set_rng(state["rng"])
+        self.replicas.restore(state)
         self.result.step, self.result.losses = state["step"], list(state["losses"])
         order = state.get("order")
         self.order = None if order is None else order.to(self.tensors[0].device)
@@ -250,7 +264,7 @@ class _Run:
                                          else 25)
         validate, first_step = pyro.distributions.is_validation_enabled(), result.step
         start = time.perf_counter()
-        bar = tqdm(total=self.total, initial=result.step, disable=not progress, unit="step",
+        bar = tqdm(total=self.total, initial=result.step, disable=not (progress and self.writes), unit="step",
                    dynamic_ncols=True)
         try:
             with warnings.catch_warnings():  # a NaN loss is caught by guard(), with a message naming the fix
@@ -266,19 +280,20 @@ class _Run:
         previous = math.inf
         while result.step < self.total:
             batch, scale = self.next_batch()
-            with pyro.validation_enabled(validate and result.step == first_step):
+            with (pyro.validation_enabled(validate and result.step == first_step),
+                  self.replicas.stream(result.step, "step")):
                 value = self.step(batch, scale)
             pending.append(value.detach() / self.num_data)
             result.step += 1
             if len(pending) == log_every or result.step == self.total:
-                values = torch.stack(pending).tolist()
+                values = self.replicas.mean_losses(torch.stack(pending))
                 pending.clear()
                 self.guard(values)
                 result.losses.extend(values)
                 bar.update(len(values))
                 window = sum(values) / len(values)
                 bar.set_postfix(loss=f"{window:.4f}")
-                self.good = self.snapshot() if result.checkpoint else None
+                self.good = self.snapshot() if result.checkpoint and self.writes else None
                 settled = config.tol is not None and abs(previous - window) < config.tol
                 done = result.step == self.total or settled
                 if done or time.monotonic() - self.last_save >= self.checkpoint_seconds:
@@ -288,13 +303,20 @@ class _Run:
                 previous = window
 
     def next_batch(self):
-        if self.batch_size == self.num_data:
+        """This rank's rows of the step's batch, preprocessed, and the data plate's scale."""
+        if self.batch_size == self.num_data and self.replicas.size == 1:
             return self.preprocess(*self.tensors), 1.0
-        position = self.result.step % self.batches_per_epoch
-        if self.order is None or position == 0:
-            self.order = torch.randperm(self.num_data, device=self.tensors[0].device)
-        rows = self.order[position * self.batch_size:(position + 1) * self.batch_size]
-        return self.preprocess(*(t[rows] for t in self.tensors)), self.num_data / len(rows)
+        if self.batch_size == self.num_data:
+            rows = torch.arange(self.num_data, device=self.tensors[0].device)
+        else:
+            position = self.result.step % self.batches_per_epoch
+            if self.order is None or position == 0:
+                self.order = torch.randperm(self.num_data, device=self.tensors[0].device)
+            rows = self.order[position * self.batch_size:(position + 1) * self.batch_size]
+        mine = self.replicas.shard(rows)
+        with self.replicas.stream(self.result.step, "preprocess"):
+            batch = self.preprocess(*(t[mine] for t in self.tensors))
+        return batch, self.replicas.scale(self.num_data, len(rows))
 
     def step(self, batch, scale) -> torch.Tensor:
         try:
@@ -316,13 +338,13 @@ class _Run:
             if not math.isfinite(value):
                 step = self.result.step - len(values) + offset + 1
                 self.diverged(f"the loss became {value} at step {step}")
-        if not _finite(self.params):
+        if not self.replicas.all_true(_finite(self.params)):  # one verdict for every rank
             self.diverged(f"parameters became non-finite by step {self.result.step}")
 
     def diverged(self, what: str, cause=None):
         """Write the last finite state (if any) and stop with a message naming the fix."""
         kept = ""
-        if self.result.checkpoint:
+        if self.result.checkpoint and self.writes:
             if self.good is not None:
                 self.save(self.good)
             if self.result.checkpoint.is_file():
@@ -348,37 +370,48 @@ class _Run:
         })
 
     def save(self, state: dict | None):
-        if state is not None and self.result.checkpoint:
+        if state is not None and self.result.checkpoint and self.writes:
             save_checkpoint(self.result.checkpoint, state)
             self.last_save = time.monotonic()
 
 
 def _step_function(model, guide, objective: Objective, max_plate_nesting: int, loss, compile: bool):
-    """``step(batch, scale, backward=True) -> loss tensor``, gradients accumulated by backward."""
+    """``step(batch, scale, backward=True) -> loss tensor``, gradients accumulated by backward;
+    ``step.loss(batch, scale)`` is the differentiable loss where the objective has one (what
+    DistributedDataParallel wraps), else None."""
     if loss is not None:
         closed_form = torch.compile(loss) if compile else loss
 
+        def closed_loss(batch, scale):
+            return closed_form(*batch, num_data=round(scale * len(batch[0])))
+
         def closed_step(batch, scale, backward=True):
-            value = closed_form(*batch, num_data=round(scale * len(batch[0])))
+            value = closed_loss(batch, scale)
             if backward:
                 value.backward()
             return value
 
+        closed_step.loss = closed_loss
         return closed_step
     if compile:
         raise ValueError("compile needs a closed-form loss (the fast path); Pyro's ELBOs are not compiled")
     elbo = objective.build(max_plate_nesting)
 
+    def pyro_loss(batch, scale):
+        with _DataScale(scale):
+            return elbo.differentiable_loss(model, guide, *batch)
+
     def pyro_step(batch, scale, backward=True):
+        if objective.name in DIFFERENTIABLE and backward:
+            value = pyro_loss(batch, scale)
+            value.backward()
+            return value
         with _DataScale(scale):
             if not backward:
                 return torch.as_tensor(elbo.loss(model, guide, *batch))
-            if objective.name in DIFFERENTIABLE:
-                value = elbo.differentiable_loss(model, guide, *batch)
-                value.backward()
-                return value
             return torch.as_tensor(elbo.loss_and_grads(model, guide, *batch))
 
+    pyro_step.loss = pyro_loss if objective.name in DIFFERENTIABLE else None
     return pyro_step
 
 

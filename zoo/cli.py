@@ -94,7 +94,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    from inference.distributed import quiet_unless_main
     from zoo import commands
+
+    quiet_unless_main()  # under torchrun, rank 0 alone prints the result
 
     try:
         result = getattr(commands, f"cmd_{args.command}")(args)

@@ -8,6 +8,10 @@ A run folder holds ``checkpoint.pt``, ``history.json``, ``metrics.json``, ``loss
 model's figures. It is locked while a run writes it (a second ``train`` into it is refused), an
 existing run is replaced only with ``overwrite``, every file is written atomically, and a resume
 takes its settings from the checkpoint (a differing setting is refused, not ignored).
+
+Under ``torchrun`` every rank runs the same call: training is data-parallel and evaluation
+sharded (:mod:`inference.distributed`), ``cuda`` means each rank's own GPU, and rank 0 alone
+holds the lock and writes the run folder.
 """
 
 from __future__ import annotations
@@ -16,11 +20,12 @@ import fcntl
 import json
 import os
 import time
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 
 import pyro
 
+from inference import distributed
 from inference.checkpoint import CheckpointError, load_checkpoint, remove_stale_temporaries, write_atomic
 from inference.devices import resolve_device
 from inference.plots import plot_loss
@@ -120,7 +125,8 @@ def train(name: str, *, out=None, smoke=False, device="cpu", seed=0, data_dir=No
     """Train model ``name`` by SVI on its Pyro objective (``fast``: its closed form); writes
     checkpoint, history, loss curve, figures and metrics.json under ``out``."""
     spec = get_spec(name)
-    device = resolve_device(device)
+    device = distributed.local_device(resolve_device(device))
+    main = distributed.world(device).main
     out = Path(out or Path("runs") / name)
     given = {"epochs": epochs, "steps": steps, "batch_size": batch_size, "lr": lr, "clip_norm": clip_norm}
     state = None
@@ -147,14 +153,17 @@ def train(name: str, *, out=None, smoke=False, device="cpu", seed=0, data_dir=No
             "data": data, "data_dir": None if data_dir is None else str(data_dir), "seed": seed,
             "settings": settings, "fast": fast}
     _check_folder(out, resume, overwrite)
-    with locked(out):
-        _check_folder(out, resume, overwrite)
+    with locked(out) if main else nullcontext():
+        if main:
+            _check_folder(out, resume, overwrite)
         result = fit_model(model, train_set.x, objective=objective, fast=fast,
                            max_plate_nesting=spec.max_plate_nesting, checkpoint=out / CHECKPOINT,
                            resume=resume, meta=meta, progress=progress,
                            checkpoint_seconds=checkpoint_seconds, **settings)
         metrics = _train_metrics(spec, model, objective, result, test_set, settings, device, fast)
         metrics["checkpoint"] = str(out / CHECKPOINT)
+        if not main:
+            return metrics
         write_atomic(out / "history.json", json.dumps({"objective": objective.label, "loss": result.losses}))
         figures = {"loss curve": plot_loss(result.losses, out / "loss.png", f"{name}: {objective.label}")}
         figures.update(model.figures(test_set, out))
@@ -211,6 +220,8 @@ def evaluate(checkpoint, *, name=None, k=1000, split="test", limit=None, data_di
     """Importance-sampled evaluation report of a trained model (see inference.evaluate)."""
     from inference.evaluate import evaluate as evaluate_model
 
+    device = distributed.local_device(resolve_device(device))
+    main = distributed.world(device).main
     spec, model, state = load(checkpoint, device)
     if name is not None and name != spec.name:
         raise DataError(f"{checkpoint} holds a {spec.name!r} model, not {name!r}; use `zoo eval {spec.name}`")
@@ -224,9 +235,11 @@ def evaluate(checkpoint, *, name=None, k=1000, split="test", limit=None, data_di
     out = Path(out or Path(checkpoint).parent / "eval")
     pyro.set_rng_seed(seed)
     start = time.perf_counter()
-    with locked(out):
+    with locked(out) if main else nullcontext():
         report = evaluate_model(model, data_split, num_particles=k, max_plate_nesting=spec.max_plate_nesting,
-                                out_dir=out, progress=progress)
+                                out_dir=out if main else None, progress=progress, seed=seed)
+        if not main:  # the other ranks sampled their share of the data points; rank 0 reports
+            return report
         report.update(model=spec.name, checkpoint=str(checkpoint), split=split,
                       objective=state.get("objective", {}).get("label"),
                       wall_seconds=time.perf_counter() - start)
