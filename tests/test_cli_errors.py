@@ -82,6 +82,8 @@ CASES = {
                                      "--set", "latent_dim=65"],
     "set latent_dim=3 (dlgm)": ["train", "dlgm", "--smoke", "--out", "{out}", "--no-progress",
                                 "--set", "latent_dim=3"],
+    "resume with another --set": ["train", "mixture", "--smoke", "--out", "{resumed}", "--resume",
+                                  "--set", "num_components=3", "--no-progress"],
     "set prior_concentration=-1": ["train", "student", "--smoke", "--out", "{out}", "--no-progress",
                                    "--set", "prior_concentration=-1"],
     "binary CSV (mixture)": csv_train("mixture", "{binary}"),
@@ -140,6 +142,9 @@ def paths(tmp_path) -> dict[str, str]:
     read_only.mkdir(mode=0o500)
     out["read_only"] = str(read_only)
     out["nan_student"] = str(_nan_student(files / "student.pt"))
+    save_checkpoint(files / "resumed" / "checkpoint.pt",
+                    {"model": "mixture", "hparams": get_spec("mixture").hparams, "model_state": {}})
+    out["resumed"] = str(files / "resumed")
     out["missing"] = str(files / "missing.pt")
     out["out"] = str(tmp_path / "run")
     return out
@@ -199,6 +204,7 @@ def test_every_case_fails_for_its_own_reason(paths, tmp_path, capsys, monkeypatc
         "truncated MNIST": "train-images-idx3-ubyte is damaged", "swapped MNIST": "it holds images",
         "garbage MNIST": "t10k-images-idx3-ubyte is damaged", "out is a file": "existing file",
         "query 100 KB": "(100004 characters)", "query non-finite student": "not finite",
+        "resume with another --set": "num_components=2",
     }
     for case, fragment in expected.items():
         assert main([arg.format(**paths) for arg in CASES[case]]) == 2

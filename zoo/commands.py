@@ -10,7 +10,7 @@ from inference.devices import resolve_device
 from models import REGISTRY, DataError, all_specs, get_spec
 from zoo import runs
 from zoo.cli import echo, parse_hparams
-from zoo.validate import train_hparams, writable_folder
+from zoo.validate import resumable, train_hparams, writable_folder
 
 
 def cmd_list(args) -> list[dict]:
@@ -25,9 +25,10 @@ def cmd_list(args) -> list[dict]:
 def cmd_train(args) -> dict:
     spec = get_spec(args.name)
     resolve_device(args.device)
-    writable_folder(args.out or Path("runs") / args.name)
+    out = writable_folder(args.out or Path("runs") / args.name)
     hparams = train_hparams(spec, parse_hparams(args.set), smoke=args.smoke, data_dir=args.data_dir,
                             data=args.data)
+    resumable(out, hparams, args.resume)
     metrics = runs.train(
         args.name, out=args.out, smoke=args.smoke, device=args.device, seed=args.seed,
         data_dir=args.data_dir, data=args.data, hparams=hparams,

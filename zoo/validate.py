@@ -1,6 +1,7 @@
 """Checks of the CLI's inputs that must pass before any command writes a file.
 
-:func:`writable_folder` for every ``--out``; :func:`train_hparams` for ``--set``. Both raise
+:func:`writable_folder` for every ``--out``; :func:`train_hparams` for ``--set`` and
+:func:`resumable` for ``--set`` with ``--resume``. All raise
 :class:`models.DataError` with one sentence naming the fix, which ``zoo.cli.main`` prints.
 """
 
@@ -9,6 +10,7 @@ from __future__ import annotations
 import tempfile
 from pathlib import Path
 
+from inference.checkpoint import load_checkpoint
 from models import DataError, ModelSpec, check_hparams
 from zoo import runs
 
@@ -45,3 +47,16 @@ def train_hparams(spec: ModelSpec, given: dict, *, smoke: bool, data_dir=None, d
         implied = spec.hparams_for(train) if spec.hparams_for else {}
         check_hparams(spec, {**implied, **hparams}, num_data=len(train.x))
     return hparams
+
+
+def resumable(out, hparams: dict, resume: bool) -> None:
+    """With ``resume``, every ``--set`` value must equal the one the run's checkpoint was trained
+    with: a different shape would fail in ``load_state_dict``, a different choice silently mix."""
+    path = Path(out) / "checkpoint.pt"
+    if not (resume and path.is_file()):
+        return
+    saved = load_checkpoint(path).get("hparams", {})
+    for name, value in hparams.items():
+        if name in saved and saved[name] != value:
+            raise DataError(f"--resume continues {path}, trained with {name}={saved[name]!r}; drop "
+                            f"--set {name}, or pass --overwrite (or another --out) to start again")
