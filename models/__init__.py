@@ -28,8 +28,10 @@ REGISTRY: dict[str, str] = {
 }
 
 
-#: a cap on layer widths and dimensions: 10**5 units already make a 784-wide layer 300 MB
-MAX_UNITS = 100_000
+#: caps that keep one weight matrix under about 400 MB: layer widths and latent sizes (10**4 x 10**4
+#: float32) and data dimensions (10**5 columns against up to 10**3 hidden units)
+MAX_UNITS = 10_000
+MAX_DIM = 100_000
 #: the bound that stands for the number of training points (resolved only where data are known)
 NUM_DATA = "the number of training points"
 KINDS = {int: "a whole number", float: "a finite number", str: "a name",
@@ -191,6 +193,7 @@ __all__ = [
     "DataError",
     "DataSplit",
     "Hparam",
+    "MAX_DIM",
     "MAX_UNITS",
     "ModelSpec",
     "NUM_DATA",

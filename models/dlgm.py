@@ -46,7 +46,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from models import MAX_UNITS, Hparam, ModelSpec, check_hparams
+from models import MAX_DIM, MAX_UNITS, Hparam, ModelSpec, check_hparams
 from models.base import DataError, DataSplit, ZooModel
 from models.data import csv_split
 
@@ -329,7 +329,7 @@ SPEC = ModelSpec(
     elbo="Trace_ELBO",
     hparams_for=hparams_for,
     rules={
-        "data_dim": Hparam(int, 1, MAX_UNITS),
+        "data_dim": Hparam(int, 1, MAX_DIM),
         "latent_dim": Hparam(int, choices=tuple(GRID_SIZE)),
         "decoder": Hparam(str, choices=("seed", "mlp")),
         "guide_hidden": Hparam(int, 1, MAX_UNITS),

@@ -66,7 +66,7 @@ from pyro.ops.indexing import Vindex
 from torch import nn
 from torch.distributions import constraints
 
-from models import MAX_UNITS, NUM_DATA, Hparam, ModelSpec, check_hparams
+from models import MAX_DIM, NUM_DATA, Hparam, ModelSpec, check_hparams
 from models.base import DataError, DataSplit, ZooModel
 from models.data import csv_split
 
@@ -565,7 +565,7 @@ SPEC = ModelSpec(
     hparams_for=lambda data: {key: data.info[key] for key in ("num_components", "dim") if key in data.info},
     rules={
         "num_components": Hparam(int, 1, NUM_DATA),
-        "dim": Hparam(int, 1, MAX_UNITS),
+        "dim": Hparam(int, 1, MAX_DIM),
         "covariance": Hparam(str, choices=("full", "diag")),
         "init": Hparam(str, choices=("em", "kmeans")),
     },

@@ -40,7 +40,7 @@ import torch
 from torch import nn
 from torch.distributions import constraints, transform_to
 
-from models import MAX_UNITS, Hparam, ModelSpec, check_hparams
+from models import MAX_DIM, MAX_UNITS, Hparam, ModelSpec, check_hparams
 from models.base import DataError, DataSplit, ZooModel
 from models.data import csv_split, load_digits
 
@@ -315,7 +315,7 @@ SPEC = ModelSpec(
     elbo="Trace_ELBO",
     hparams_for=hparams_for,
     rules={
-        "data_dim": Hparam(int, 1, MAX_UNITS),
+        "data_dim": Hparam(int, 1, MAX_DIM),
         "latent_dim": Hparam(int, 1, "data_dim"),
         "guide": Hparam(str, choices=("amortized", "exact")),
         "guide_hidden": Hparam(int, 0, MAX_UNITS),

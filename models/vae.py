@@ -51,7 +51,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.distributions import Normal, constraints, kl_divergence
 
-from models import MAX_UNITS, Hparam, ModelSpec, check_hparams
+from models import MAX_DIM, MAX_UNITS, Hparam, ModelSpec, check_hparams
 from models import data as image_data
 from models.base import DataError, DataSplit, ZooModel
 
@@ -365,7 +365,7 @@ SPEC = ModelSpec(
     elbo="Trace_ELBO",
     hparams_for=hparams_for,
     rules={
-        "data_dim": Hparam(int, 1, MAX_UNITS),
+        "data_dim": Hparam(int, 1, MAX_DIM),
         "hidden": Hparam(tuple, 1, MAX_UNITS),
         "z_dim": Hparam(int, 1, MAX_UNITS),
         "activation": Hparam(str, choices=tuple(ACTIVATIONS)),
