@@ -111,6 +111,7 @@ CASES = {
     "query huge value": ["query", "student", "I | S=" + "9" * 5000],
     "query non-finite student": ["query", "student", "I | G=C", "--checkpoint", "{nan_student}"],
     "query a model without queries": ["query", "vae", "I"],
+    "query another model's checkpoint": ["query", "vae", "I", "--checkpoint", "{nan_student}"],
 }
 
 

@@ -57,10 +57,14 @@ def cmd_eval(args) -> dict:
 
 
 def cmd_query(args) -> dict:
+    spec = get_spec(args.name)
     if args.checkpoint:
-        _, model, _ = runs.load(args.checkpoint)
+        saved, model, _ = runs.load(args.checkpoint)
+        if saved.name != spec.name:
+            raise DataError(f"{args.checkpoint} holds a {saved.name!r} model, not {spec.name!r}; "
+                            f"point --checkpoint at a {spec.name} run")
     else:
-        model = get_spec(args.name).make()
+        model = spec.make()
     if not hasattr(model, "answer"):
         raise DataError(f"model {echo(args.name)} has no exact queries; try `zoo query student ...`")
     try:
