@@ -74,22 +74,26 @@ def load_mnist(split: str, data_dir: str | Path, download: bool = True) -> DataS
     """MNIST ``split`` from ``<data_dir>/MNIST/raw``: ``x`` (N, 784) in [0, 1], ``y`` (N,).
 
     The IDX files are read once into uint8 tensors (no per-item transform, no DataLoader).
-    When they are absent a download is tried if ``download``; failing that, :class:`DataError`.
+    When they are absent a download is tried if ``download``; failing that, :class:`DataError`,
+    and the empty folders the attempt made are removed again.
     """
     _check_split(split)
     from torchvision.datasets import MNIST
 
     root = Path(data_dir).expanduser()
     train = split == "train"
-    check_mnist_files(root / "MNIST" / "raw")
+    raw = root / "MNIST" / "raw"
+    check_mnist_files(raw)
     try:
         dataset = MNIST(root=root, train=train, download=False)
     except RuntimeError:
         if not download:
             raise _missing_mnist(root) from None
+        new = [folder for folder in (raw, raw.parent, root) if not folder.exists()]
         try:
             dataset = MNIST(root=root, train=train, download=True)
         except (RuntimeError, OSError) as err:
+            _remove_empty(new)
             raise _missing_mnist(root) from err
     x = dataset.data.reshape(len(dataset.data), -1).to(torch.float32) / 255.0
     return DataSplit(
@@ -98,6 +102,13 @@ def load_mnist(split: str, data_dir: str | Path, download: bool = True) -> DataS
         source=f"MNIST {split} ({len(x)} images of 28x28) from {root / 'MNIST' / 'raw'}",
         info={"data": "mnist", "image_shape": (28, 28), "split": split},
     )
+
+
+def _remove_empty(folders: list[Path]) -> None:
+    """rmdir each of ``folders`` (innermost first) that exists and is empty."""
+    for folder in folders:
+        if folder.is_dir() and not any(folder.iterdir()):
+            folder.rmdir()
 
 
 def check_mnist_files(raw: Path) -> None:

@@ -260,6 +260,18 @@ def test_mnist_header_checks(tmp_path):
         check_mnist_files(raw)
 
 
+def test_failed_download_leaves_no_folders(tmp_path, monkeypatch, capsys):
+    def offline(self):
+        Path(self.raw_folder).mkdir(parents=True)
+        raise OSError("no network")
+
+    monkeypatch.setattr("torchvision.datasets.MNIST.download", offline)
+    monkeypatch.chdir(tmp_path)
+    assert main(["train", "vae", "--smoke", "--data", "mnist", "--out", "run", "--no-progress"]) == 2
+    assert "could not be downloaded" in capsys.readouterr().err
+    assert not any(tmp_path.iterdir())
+
+
 def test_real_mnist_passes_the_header_checks():
     raw = Path(__file__).resolve().parents[2] / "shared" / "data" / "MNIST" / "raw"
     if not raw.is_dir():
