@@ -60,7 +60,7 @@ class Hparam:
             if isinstance(bound, str):
                 parts.append(f"{sign} {bound}" + ("" if value is None else f" ({value})"))
             elif bound is not None:
-                parts.append(f"{sign} {bound}")
+                parts.append(f"{sign} {bound:g}")
         return " ".join([KINDS[self.kind], " and ".join(parts)]).strip()
 
 

@@ -44,13 +44,14 @@ MNIST_SMOKE_SIZES = {"train": 2000, "test": 500}
 DIGITS_TEST_FRACTION = 0.2
 MAX_CSV_MB = 100
 FLOAT32_MAX = float(np.finfo(np.float32).max)
-#: raw IDX file -> (magic number, shape after the header): 2051 = uint8 images, 2049 = uint8 labels
+#: raw IDX file -> (magic number, shape of one item): 2051 = uint8 28x28 images, 2049 = uint8 labels
 MNIST_FILES = {
-    "train-images-idx3-ubyte": (2051, (60000, 28, 28)),
-    "train-labels-idx1-ubyte": (2049, (60000,)),
-    "t10k-images-idx3-ubyte": (2051, (10000, 28, 28)),
-    "t10k-labels-idx1-ubyte": (2049, (10000,)),
+    "train-images-idx3-ubyte": (2051, (28, 28)),
+    "train-labels-idx1-ubyte": (2049, ()),
+    "t10k-images-idx3-ubyte": (2051, (28, 28)),
+    "t10k-labels-idx1-ubyte": (2049, ()),
 }
+IDX_KINDS = {2051: "images", 2049: "labels"}
 
 
 def default_data_dir() -> Path:
@@ -112,37 +113,44 @@ def _remove_empty(folders: list[Path]) -> None:
 
 
 def check_mnist_files(raw: Path) -> None:
-    """Raise :class:`DataError` naming the first of the four IDX files under ``raw`` that is
-    present but damaged: wrong magic number or counts in its header, or a size that differs
-    from 4 * (number of header fields) + product(shape) bytes. Absent files are left to download."""
-    for name, (magic, shape) in MNIST_FILES.items():
+    """Raise :class:`DataError` naming the first IDX file under ``raw`` that is present but
+    damaged: a wrong magic number or item shape in its header, a size other than
+    4 * (number of header fields) + count * product(item shape) bytes, or a count that differs
+    from its split's other file. Absent files are left to download."""
+    counts = {}
+    for name, (magic, item) in MNIST_FILES.items():
         path = raw / name
-        if path.is_file():
-            problem = _idx_problem(path, magic, shape)
-            if problem:
-                raise DataError(f"MNIST file {path} is damaged ({problem}); delete it and run again to "
-                                "download it, or copy an intact file from another machine")
+        if not path.is_file():
+            continue
+        problem, counts[name] = _idx_problem(path, magic, item)
+        split = name.split("-")[0]
+        other = {n: c for n, c in counts.items() if n.startswith(split) and n != name}
+        if not problem and other and set(other.values()) != {counts[name]}:
+            problem = f"{counts[name]} items, but {next(iter(other))} has {next(iter(other.values()))}"
+        if problem:
+            raise DataError(f"MNIST file {path} is damaged ({problem}); delete it and run again to "
+                            "download it, or copy an intact file from another machine")
 
 
-def _idx_problem(path: Path, magic: int, shape: tuple) -> str:
-    """Why ``path`` is not an IDX file of uint8 ``shape`` with ``magic``, or "" when it is one."""
-    header_size = 4 * (1 + len(shape))
+def _idx_problem(path: Path, magic: int, item: tuple) -> tuple[str, int]:
+    """(why ``path`` is not an IDX file of uint8 items of shape ``item`` with ``magic``, or "";
+    the item count its header gives)."""
+    header_size = 4 * (2 + len(item))
     with path.open("rb") as handle:
         header = handle.read(header_size)
-    expected = header_size + int(np.prod(shape))
     size = path.stat().st_size
     if len(header) < header_size:
-        return f"{size} bytes, expected {expected}"
+        return f"{size} bytes, shorter than its {header_size}-byte header", 0
     fields = [int.from_bytes(header[i:i + 4], "big") for i in range(0, header_size, 4)]
     if fields[0] != magic:
-        kind = {2051: "images", 2049: "labels"}
-        return (f"magic number {fields[0]}, expected {magic} for {kind[magic]}"
-                + (f": it holds {kind[fields[0]]}" if fields[0] in kind else ""))
-    if tuple(fields[1:]) != shape:
-        return f"header says shape {tuple(fields[1:])}, expected {shape}"
+        holds = f": it holds {IDX_KINDS[fields[0]]}" if fields[0] in IDX_KINDS else ""
+        return f"magic number {fields[0]}, expected {magic} for {IDX_KINDS[magic]}{holds}", 0
+    if tuple(fields[2:]) != item:
+        return f"items of shape {tuple(fields[2:])}, expected {item}", 0
+    expected = header_size + fields[1] * int(np.prod(item))
     if size != expected:
-        return f"{size} bytes, expected {expected}: truncated or padded"
-    return ""
+        return f"{size} bytes, expected {expected}: truncated or padded", fields[1]
+    return "", fields[1]
 
 
 def load_digits(split: str) -> DataSplit:

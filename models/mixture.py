@@ -294,7 +294,7 @@ class MixtureModel(ZooModel):
         n, d = units.shape
         if self.covariance == "full" and n <= d:
             raise DataError(
-                f"the mixture is initialised from {n} training rows of {d} columns, too few for a full "
+                f"the mixture is initialised from {n} training row(s) of {d} column(s), too few for a full "
                 f"{d}x{d} covariance; give more rows than columns (or a larger --batch-size), drop "
                 "columns, or use --set covariance=diag"
             )
