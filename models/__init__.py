@@ -3,11 +3,17 @@
 ``REGISTRY`` is the only list of models: a name maps to the module that defines ``SPEC``.
 Adding a model is one new file under ``models/`` plus one line here; the contract test in
 ``tests/test_contract.py`` then checks it with no further edits.
+
+Hyperparameters are declared, not discovered: ``ModelSpec.rules`` maps each name to an
+:class:`Hparam` (type, inclusive bounds, choices) and :func:`check_hparams` is the one
+function that checks them, for each model's ``build`` and for the CLI before anything runs.
 """
 
 from __future__ import annotations
 
 import importlib
+import inspect
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -20,6 +26,42 @@ REGISTRY: dict[str, str] = {
     "student": "models.student",
     "vae": "models.vae",
 }
+
+
+#: caps that keep one weight matrix under about 400 MB: layer widths and latent sizes (10**4 x 10**4
+#: float32) and data dimensions (10**5 columns against up to 10**3 hidden units)
+MAX_UNITS = 10_000
+MAX_DIM = 100_000
+#: the bound that stands for the number of training points (resolved only where data are known)
+NUM_DATA = "the number of training points"
+KINDS = {int: "a whole number", float: "a finite number", str: "a name",
+         tuple: "a whole number or a tuple of them"}
+
+
+@dataclass(frozen=True)
+class Hparam:
+    """The rule of one hyperparameter: ``kind`` is int, float, str, or tuple (an int or a tuple of
+    ints, e.g. hidden sizes, each checked against the bounds). ``low`` and ``high`` are inclusive
+    bounds: a number, the name of another hyperparameter (e.g. ``latent_dim <= data_dim``), or
+    :data:`NUM_DATA`; ``choices`` lists the allowed values of a str."""
+
+    kind: type = int
+    low: float | str | None = None
+    high: float | str | None = None
+    choices: tuple = ()
+
+    def describe(self, context: dict | None = None) -> str:
+        """E.g. "a whole number >= 1 and <= the number of training points (200)"."""
+        if self.choices:
+            return "one of " + ", ".join(map(str, self.choices))
+        parts = []
+        for sign, bound in ((">=", self.low), ("<=", self.high)):
+            value = _limit(bound, context or {})
+            if isinstance(bound, str):
+                parts.append(f"{sign} {bound}" + ("" if value is None else f" ({value})"))
+            elif bound is not None:
+                parts.append(f"{sign} {bound:g}")
+        return " ".join([KINDS[self.kind], " and ".join(parts)]).strip()
 
 
 @dataclass(frozen=True)
@@ -37,6 +79,7 @@ class ModelSpec:
     ``{"name": "TraceMeanField_ELBO"}`` where the KL is analytic, ``TraceEnum_ELBO`` where
     discrete latents are summed out, ``RenyiELBO`` with ``alpha=0`` for the IWAE bound.
     ``source`` says where the spec comes from (the zoo, a user's file, a package).
+    ``rules`` declares each hyperparameter's :class:`Hparam` (see :func:`check_hparams`).
     """
 
     name: str
@@ -52,6 +95,17 @@ class ModelSpec:
     #: hyperparameters a data set implies (e.g. its dimension): ``hparams_for(DataSplit) -> dict``
     hparams_for: Callable[[DataSplit], dict] | None = None
     source: str = "zoo"
+    rules: dict[str, Hparam] = field(default_factory=dict)
+
+    def hparam_names(self) -> list[str]:
+        """Every valid hyperparameter name: the rules, the defaults and ``build``'s named arguments."""
+        named = [p.name for p in inspect.signature(self.build).parameters.values()
+                 if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+        return sorted({*self.rules, *self.hparams, *named})
+
+    def needs_data(self, hparams: dict) -> bool:
+        """Whether a rule of a hyperparameter in ``hparams`` is bounded by the number of training points."""
+        return any(NUM_DATA in (rule.low, rule.high) for name, rule in self.rules.items() if name in hparams)
 
     def make(self, smoke: bool = False, **overrides) -> ZooModel:
         hparams = {**self.hparams, **(self.smoke_hparams if smoke else {}), **overrides}
@@ -69,6 +123,66 @@ class ModelSpec:
         return {**self.train, **(self.smoke_train if smoke else {}), **given}
 
 
+def check_hparams(spec: ModelSpec, hparams: dict, num_data: int | None = None) -> dict:
+    """``hparams`` checked against ``spec``'s names and rules; raises :class:`DataError` naming the fix.
+
+    Bounds naming another hyperparameter are checked when it is in ``hparams``; :data:`NUM_DATA`
+    bounds when ``num_data`` is given. Returns ``hparams`` with integral floats given for ints
+    made ints, ints given for floats made floats and lists given for tuples made tuples.
+    """
+    names = spec.hparam_names()
+    unknown = [name for name in hparams if name not in names]
+    if unknown:
+        raise DataError(f"unknown hyperparameter {_echo(unknown[0])} for {spec.name}; "
+                        f"valid names are {', '.join(names)}")
+    context = {**hparams, NUM_DATA: num_data}
+    checked = {}
+    for name, value in hparams.items():
+        rule = spec.rules.get(name)
+        checked[name] = value if rule is None else _checked(rule, value, context)
+        if rule is not None and checked[name] is None:
+            raise DataError(f"{spec.name} hyperparameter {name} must be {rule.describe(context)}, got "
+                            f"{_echo(value)}; pass e.g. --set {name}={spec.hparams.get(name, '...')}")
+    return checked
+
+
+def _checked(rule: Hparam, value, context: dict):
+    """``value`` as ``rule.kind`` when it obeys the rule, else None."""
+    value = _of_kind(rule.kind, value)
+    if value is None or (rule.choices and value not in rule.choices):
+        return None
+    for number in value if isinstance(value, tuple) else (value,):
+        low, high = (_limit(bound, context) for bound in (rule.low, rule.high))
+        if (low is not None and number < low) or (high is not None and number > high):
+            return None
+    return value
+
+
+def _limit(bound, context: dict):
+    value = context.get(bound) if isinstance(bound, str) else bound
+    return value if isinstance(value, int | float) and not isinstance(value, bool) else None
+
+
+def _of_kind(kind: type, value):
+    """``value`` as ``kind``, or None where it is not one."""
+    if isinstance(value, bool):
+        return None
+    if kind is tuple:
+        items = list(value) if isinstance(value, list | tuple) else [value]
+        ints = [_of_kind(int, item) for item in items]
+        return None if None in ints else tuple(ints)
+    if kind is int and isinstance(value, float) and value.is_integer():
+        return int(value)
+    if kind is float and isinstance(value, int | float):
+        return float(value) if math.isfinite(value) else None
+    return value if isinstance(value, kind) else None
+
+
+def _echo(value, chars: int = 40) -> str:
+    text = repr(value)
+    return text if len(text) <= chars else f"{text[:chars]}..."
+
+
 class UnknownModelError(KeyError):
     def __str__(self):
         return self.args[0]
@@ -78,7 +192,7 @@ def get_spec(name: str) -> ModelSpec:
     """The :class:`ModelSpec` registered under ``name``."""
     if name not in REGISTRY:
         raise UnknownModelError(
-            f"unknown model {name!r}; choose one of {', '.join(sorted(REGISTRY))} (see `zoo list`)"
+            f"unknown model {_echo(name)}; choose one of {', '.join(sorted(REGISTRY))} (see `zoo list`)"
         )
     return importlib.import_module(REGISTRY[name]).SPEC
 
@@ -93,9 +207,14 @@ __all__ = [
     "Capabilities",
     "DataError",
     "DataSplit",
+    "Hparam",
+    "MAX_DIM",
+    "MAX_UNITS",
     "ModelSpec",
+    "NUM_DATA",
     "UnknownModelError",
     "ZooModel",
     "all_specs",
+    "check_hparams",
     "get_spec",
 ]

@@ -46,7 +46,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from models import ModelSpec
+from models import MAX_DIM, MAX_UNITS, Hparam, ModelSpec, check_hparams
 from models.base import Capabilities, DataError, DataSplit, ZooModel
 from models.data import csv_split
 
@@ -80,7 +80,7 @@ class DLGM(ZooModel):
     ):
         super().__init__()
         if decoder not in ("seed", "mlp"):
-            raise ValueError(f"unknown decoder {decoder!r}; choose 'seed' or 'mlp'")
+            raise DataError(f"unknown decoder {decoder!r}; choose 'seed' or 'mlp'")
         self.data_dim = data_dim
         self.latent_dim = latent_dim
         self.decoder = decoder
@@ -285,7 +285,8 @@ def true_model() -> DLGM:
 
 
 def build(**hparams) -> DLGM:
-    return DLGM(**hparams)
+    """A :class:`DLGM` from ``hparams`` checked against ``SPEC.rules`` (:class:`DataError` if bad)."""
+    return DLGM(**check_hparams(SPEC, hparams))
 
 
 def hparams_for(data: DataSplit) -> dict:
@@ -328,4 +329,11 @@ SPEC = ModelSpec(
     smoke_train={"steps": 50},
     objective={"name": "TraceMeanField_ELBO"},
     hparams_for=hparams_for,
+    rules={
+        "data_dim": Hparam(int, 1, MAX_DIM),
+        "latent_dim": Hparam(int, choices=tuple(GRID_SIZE)),
+        "decoder": Hparam(str, choices=("seed", "mlp")),
+        "guide_hidden": Hparam(int, 1, MAX_UNITS),
+        "decoder_hidden": Hparam(int, 1, MAX_UNITS),
+    },
 )

@@ -66,7 +66,7 @@ from pyro.ops.indexing import Vindex
 from torch import nn
 from torch.distributions import constraints
 
-from models import ModelSpec
+from models import MAX_DIM, NUM_DATA, Hparam, ModelSpec, check_hparams
 from models.base import Capabilities, DataError, DataSplit, ZooModel
 from models.data import csv_split
 
@@ -174,9 +174,9 @@ class MixtureModel(ZooModel):
     def __init__(self, num_components: int = 2, dim: int = 1, covariance: str = "full", init: str = "em"):
         super().__init__()
         if covariance not in ("full", "diag"):
-            raise ValueError(f"covariance must be 'full' or 'diag', got {covariance!r}")
+            raise DataError(f"covariance must be 'full' or 'diag', got {covariance!r}")
         if init not in ("em", "kmeans"):
-            raise ValueError(f"init must be 'em' or 'kmeans', got {init!r}")
+            raise DataError(f"init must be 'em' or 'kmeans', got {init!r}")
         self.init = init
         self.num_components = int(num_components)
         self.dim = int(dim)
@@ -270,10 +270,13 @@ class MixtureModel(ZooModel):
 
     @torch.no_grad()
     def posterior(self, x: torch.Tensor) -> torch.Tensor:
-        """Responsibilities p(z_n = k | x_n), shape (N, K), by Pyro's exact enumeration."""
-        elbo = pyro.infer.TraceEnum_ELBO(max_plate_nesting=1)
-        marginals = elbo.compute_marginals(self._mixture, self.guide, x)
-        return marginals["assignment"].probs
+        """Responsibilities p(z_n = k | x_n) = softmax_k(log w_k + log N(x_n; mu_k, Sigma_k)), shape (N, K).
+
+        Bayes' rule on :meth:`joint_log_prob`, the quantity Pyro's ``TraceEnum_ELBO.compute_marginals``
+        returns for ``model``, written out because pyro 1.9's version fails with a KeyError on a
+        single data point (a one-row test split of a two-row CSV).
+        """
+        return self.joint_log_prob(x).softmax(-1)
 
     @torch.no_grad()
     def sample(self, n: int) -> torch.Tensor:
@@ -290,12 +293,25 @@ class MixtureModel(ZooModel):
         std = x.std(0) if x.shape[0] > 1 else torch.ones_like(self.scale)
         self.scale.copy_(torch.where(std > 0, std, torch.ones_like(std)))
         units = (x - self.shift) / self.scale
-        if self.init == "em" and units.shape[0] > self.num_components:
-            weights, locs, covs = _em_parameters(units, self.num_components, self.covariance)
-        else:
-            labels = _kmeans_labels(units, self.num_components)
-            weights, locs, covs = _hard_assignment_moments(units, labels, self.num_components)
-        self._set_unit_parameters(weights, locs, covs)
+        n, d = units.shape
+        if self.covariance == "full" and n <= d:
+            raise DataError(
+                f"the mixture is initialised from {n} training row(s) of {d} column(s), too few for a full "
+                f"{d}x{d} covariance; give more rows than columns (or a larger --batch-size), drop "
+                "columns, or use --set covariance=diag"
+            )
+        try:
+            if self.init == "em" and n > self.num_components:
+                weights, locs, covs = _em_parameters(units, self.num_components, self.covariance)
+            else:
+                labels = _kmeans_labels(units, self.num_components)
+                weights, locs, covs = _hard_assignment_moments(units, labels, self.num_components)
+            self._set_unit_parameters(weights, locs, covs)
+        except (torch.linalg.LinAlgError, np.linalg.LinAlgError) as err:
+            raise DataError(
+                f"the mixture's initial covariances are not positive definite ({str(err)[:80]}); "
+                "drop constant or duplicated columns, standardise them, or use --set covariance=diag"
+            ) from None
 
     @torch.no_grad()
     def set_parameters(self, weights, locs, covariances) -> None:
@@ -534,8 +550,9 @@ def load_data(split: str = "train", data_dir=None, data: str | None = None, smok
     return _csv(path, split, smoke)
 
 
-def build(num_components: int = 2, dim: int = 1, covariance: str = "full", init: str = "em") -> MixtureModel:
-    return MixtureModel(num_components, dim, covariance, init)
+def build(**hparams) -> MixtureModel:
+    """A :class:`MixtureModel` from ``hparams`` checked against ``SPEC.rules`` (:class:`DataError` if bad)."""
+    return MixtureModel(**check_hparams(SPEC, hparams))
 
 
 SPEC = ModelSpec(
@@ -548,4 +565,10 @@ SPEC = ModelSpec(
     smoke_train={"steps": 50},
     objective={"name": "TraceEnum_ELBO"},
     hparams_for=lambda data: {key: data.info[key] for key in ("num_components", "dim") if key in data.info},
+    rules={
+        "num_components": Hparam(int, 1, NUM_DATA),
+        "dim": Hparam(int, 1, MAX_DIM),
+        "covariance": Hparam(str, choices=("full", "diag")),
+        "init": Hparam(str, choices=("em", "kmeans")),
+    },
 )

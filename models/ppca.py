@@ -40,7 +40,7 @@ import torch
 from torch import nn
 from torch.distributions import constraints, transform_to
 
-from models import ModelSpec
+from models import MAX_DIM, MAX_UNITS, Hparam, ModelSpec, check_hparams
 from models.base import Capabilities, DataError, DataSplit, ZooModel
 from models.data import csv_split, load_digits
 
@@ -62,7 +62,7 @@ class PPCA(ZooModel):
     ):
         super().__init__()
         if guide not in ("amortized", "exact"):
-            raise ValueError(f"unknown guide {guide!r}; choose 'amortized' or 'exact'")
+            raise DataError(f"unknown guide {guide!r}; choose 'amortized' or 'exact'")
         self.data_dim = data_dim
         self.latent_dim = latent_dim
         self.guide_kind = guide
@@ -257,7 +257,8 @@ def synthetic_parameters(data_dim: int = 64, latent_dim: int = 10) -> dict[str, 
 
 
 def build(**hparams) -> PPCA:
-    return PPCA(**hparams)
+    """A :class:`PPCA` from ``hparams`` checked against ``SPEC.rules`` (:class:`DataError` if bad)."""
+    return PPCA(**check_hparams(SPEC, hparams))
 
 
 def hparams_for(data: DataSplit) -> dict:
@@ -315,4 +316,10 @@ SPEC = ModelSpec(
     smoke_train={"steps": 50},
     objective={"name": "Trace_ELBO"},
     hparams_for=hparams_for,
+    rules={
+        "data_dim": Hparam(int, 1, MAX_DIM),
+        "latent_dim": Hparam(int, 1, "data_dim"),
+        "guide": Hparam(str, choices=("amortized", "exact")),
+        "guide_hidden": Hparam(int, 0, MAX_UNITS),
+    },
 )

@@ -47,12 +47,12 @@ Reference: D. Koller, N. Friedman, Probabilistic Graphical Models, MIT Press 200
 
 from __future__ import annotations
 
-import csv
 import itertools
 import math
 import re
 from pathlib import Path
 
+import numpy as np
 import pyro
 import pyro.distributions as dist
 import torch
@@ -60,8 +60,9 @@ from pyro import poutine
 from pyro.ops.indexing import Vindex
 from torch import nn
 
-from models import ModelSpec
+from models import Hparam, ModelSpec, check_hparams
 from models.base import Capabilities, DataError, DataSplit, ZooModel
+from models.data import read_csv
 
 VARIABLES = ("D", "I", "G", "S", "L")
 CARDINALITY = {"D": 2, "I": 2, "G": 3, "S": 2, "L": 2}
@@ -321,12 +322,18 @@ def evidence_log_prob(joint: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
 
 # ---------------------------------------------------------------------------- queries
 
+def _echo(text, chars: int = 80) -> str:
+    """``repr(text)``, cut to ``chars`` characters so that an error message stays one short line."""
+    text = str(text)
+    return repr(text) if len(text) <= chars else f"{text[:chars]!r}... ({len(text)} characters)"
+
+
 def _variable(token: str) -> str:
     key = token.strip()
     name = key.upper() if key.upper() in VARIABLES else LONG_NAMES.get(key.lower())
     if name is None:
         raise QueryError(
-            f"unknown variable {token.strip()!r}; use D, I, G, S or L "
+            f"unknown variable {_echo(token.strip())}; use D, I, G, S or L "
             "(difficulty, intelligence, grade, sat, letter)"
         )
     return name
@@ -339,7 +346,9 @@ def _value(name: str, value) -> int:
             return GRADES.index(text.upper())
         if not re.fullmatch(r"-?\d+", text):
             kind = "a grade" if name == "G" else "an integer"
-            raise QueryError(f"value {text!r} of {name} is not {kind}{_values_hint(name)}")
+            raise QueryError(f"value {_echo(text)} of {name} is not {kind}{_values_hint(name)}")
+        if len(text) > 3:
+            raise QueryError(f"{name}={_echo(text, 20)} is out of range{_values_hint(name)}")
         value = int(text)
     if isinstance(value, torch.Tensor):
         value = value.item()
@@ -382,6 +391,9 @@ def query(target, evidence: dict | None = None, cpds: dict[str, torch.Tensor] | 
     observed values, e.g. {"G": "C", "S": 1} (G takes "A"/"B"/"C" or 0/1/2). float64.
     """
     joint = joint_table(cpds if cpds is not None else true_cpds())
+    if not torch.isfinite(joint).all():
+        raise QueryError("the network's CPDs are not finite (NaN or infinite parameters); retrain it "
+                         "or query another checkpoint")
     # p(v | e) ∝ p(v) Π_{(u, k) in e} 1[v_u = k]
     for name, value in _assignments(dict(evidence or {}), "evidence").items():
         axis = VARIABLES.index(name)
@@ -400,7 +412,8 @@ def query(target, evidence: dict | None = None, cpds: dict[str, torch.Tensor] | 
     if not names:
         raise QueryError("the query has no target; write e.g. 'I | G=C, S=1'")
     kept = sorted(names, key=VARIABLES.index)
-    marginal = joint.sum([a for a, n in enumerate(VARIABLES) if n not in kept]) / norm
+    summed = [a for a, n in enumerate(VARIABLES) if n not in kept]
+    marginal = (joint.sum(summed) if summed else joint) / norm
     marginal = marginal.permute([kept.index(n) for n in names])
     return marginal if event is None else marginal[tuple(event.values())]
 
@@ -418,22 +431,22 @@ def parse_query(text: str) -> tuple[list[str] | dict[str, int], dict[str, int]]:
     wrapped = re.fullmatch(r"[Pp]\s*\((.*)\)", body)
     body = wrapped.group(1) if wrapped else body
     if body.count("|") > 1:
-        raise QueryError(f"query {text!r} has more than one '|'; write 'targets | evidence'")
+        raise QueryError(f"query {_echo(text)} has more than one '|'; write 'targets | evidence'")
     left, _, right = body.partition("|")
     target_items = [t.strip() for t in left.split(",")]
     if any(not t for t in target_items):
-        raise QueryError(f"query {text!r} has an empty target; write e.g. 'I | G=C'")
+        raise QueryError(f"query {_echo(text)} has an empty target; write e.g. 'I | G=C'")
     assigned = ["=" in t for t in target_items]
     if any(assigned) and not all(assigned):
         raise QueryError(
-            f"query {text!r} mixes names and name=value targets; write e.g. 'I, L | S=1' or 'L=1, S=1'"
+            f"query {_echo(text)} mixes names and name=value targets; write e.g. 'I, L | S=1' or 'L=1, S=1'"
         )
     target = _pairs(target_items, text) if all(assigned) else [_variable(t) for t in target_items]
     evidence = {}
     if right.strip():
         evidence = _pairs([t.strip() for t in right.split(",")], text)
     elif "|" in body:
-        raise QueryError(f"query {text!r} has nothing after '|'; give evidence like 'G=C' or drop '|'")
+        raise QueryError(f"query {_echo(text)} has nothing after '|'; give evidence like 'G=C' or drop '|'")
     return target, evidence
 
 
@@ -442,10 +455,10 @@ def _pairs(items: list[str], text: str) -> dict[str, int]:
     for item in items:
         key, sep, value = item.partition("=")
         if not sep or not key.strip() or not value.strip():
-            raise QueryError(f"{item!r} in query {text!r} is not name=value; write e.g. 'G=C'")
+            raise QueryError(f"{_echo(item)} in query {_echo(text)} is not name=value; write e.g. 'G=C'")
         name = _variable(key)
         if name in out:
-            raise QueryError(f"{name} appears twice in query {text!r}; give each variable once")
+            raise QueryError(f"{name} appears twice in query {_echo(text)}; give each variable once")
         out[name] = _value(name, value)
     return out
 
@@ -505,26 +518,33 @@ def load_data(split: str, data_dir=None, data: str | None = None, smoke: bool = 
 def _load_csv(path: Path, split: str, smoke: bool) -> DataSplit:
     if not path.is_file():
         raise DataError(f"CSV file {path} not found; pass an existing path with --data")
-    with path.open(newline="") as handle:
-        rows = [row for row in csv.reader(handle) if any(cell.strip() for cell in row)]
-    if rows and not all(re.fullmatch(r"\s*-?\d+\s*", cell) for cell in rows[0]):
-        rows = rows[1:]
-    if len(rows) < 2:
+    values = read_csv(path, hint="every row must be 5 integers D,I,G,S,L (-1 for missing)")
+    if values.shape[1] != len(VARIABLES):
+        raise DataError(f"{path} has {values.shape[1]} columns; every row must be 5 integers D,I,G,S,L "
+                        "(-1 for missing)")
+    if len(values) < 2:
         raise DataError(f"{path} has fewer than 2 data rows; give at least 2 rows of D,I,G,S,L")
-    for number, row in enumerate(rows, 1):
-        if len(row) != len(VARIABLES) or not all(re.fullmatch(r"\s*-?\d+\s*", cell) for cell in row):
-            raise DataError(
-                f"row {number} of {path} is {','.join(row)!r}; every row must be 5 integers D,I,G,S,L "
-                "(-1 for missing)"
-            )
-    x = torch.tensor([[int(cell) for cell in row] for row in rows], dtype=torch.long)
-    check_values(x)
+    x = torch.as_tensor(_codes(values, path), dtype=torch.long)
     cut = max(1, math.floor(0.8 * len(x)))
     x = x[:cut] if split == "train" else x[cut:]
     if smoke:
         x = x[:SMOKE_SIZE]
     return DataSplit(x=x, source=f"{path} ({split}: {len(x)} rows)",
                      info={"columns": list(VARIABLES), "data": str(path)})
+
+
+def _codes(values: np.ndarray, path: Path) -> np.ndarray:
+    """``values`` (N, 5) as int64 after checking each entry is -1 or a value of its column."""
+    high = np.array([CARDINALITY[name] - 1 for name in VARIABLES])
+    bad = (values != np.round(values)) | (values < -1) | (values > high)
+    if bad.any():
+        row, col = np.argwhere(bad)[0]
+        name = VARIABLES[col]
+        raise DataError(
+            f"column {name} holds {values[row, col]:.6g} in row {row + 1} of {path}, but {name} takes "
+            f"values 0..{CARDINALITY[name] - 1} (or -1 for missing); recode the data"
+        )
+    return values.astype(np.int64)
 
 
 # ---------------------------------------------------------------------------- figures
@@ -602,7 +622,8 @@ def _draw_cpd_bars(learned: dict[str, torch.Tensor], truth: dict[str, torch.Tens
 
 
 def build(**hparams) -> StudentNetwork:
-    return StudentNetwork(**hparams)
+    """A :class:`StudentNetwork` from ``hparams`` checked against ``SPEC.rules`` (else :class:`DataError`)."""
+    return StudentNetwork(**check_hparams(SPEC, hparams))
 
 
 SPEC = ModelSpec(
@@ -616,4 +637,9 @@ SPEC = ModelSpec(
     smoke_hparams={},
     smoke_train={"steps": 20},
     objective={"name": "TraceEnum_ELBO"},
+    rules={
+        "prior_concentration": Hparam(float, 1e-3, 1e9),
+        "init": Hparam(str, choices=("truth", "uniform", "random")),
+        "init_concentration": Hparam(float, 1e-3, 1e9),
+    },
 )

@@ -52,7 +52,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.distributions import Normal, constraints, kl_divergence
 
-from models import ModelSpec
+from models import MAX_DIM, MAX_UNITS, Hparam, ModelSpec, check_hparams
 from models import data as image_data
 from models.base import Capabilities, DataError, DataSplit, ZooModel
 
@@ -132,9 +132,9 @@ class VAE(ZooModel):
                  train_samples: int = 1):
         super().__init__()
         if activation not in ACTIVATIONS:
-            raise ValueError(f"unknown activation {activation!r}; choose one of {', '.join(ACTIVATIONS)}")
+            raise DataError(f"unknown activation {activation!r}; choose one of {', '.join(ACTIVATIONS)}")
         if int(train_samples) < 1:
-            raise ValueError(f"train_samples must be at least 1, got {train_samples}")
+            raise DataError(f"train_samples must be at least 1, got {train_samples}")
         self.train_samples = int(train_samples)
         hidden = [int(hidden)] if isinstance(hidden, int) else [int(h) for h in hidden]
         self.data_dim, self.z_dim, self.hidden, self.activation = data_dim, z_dim, tuple(hidden), activation
@@ -342,10 +342,9 @@ def _latent_scatter(means: torch.Tensor, labels: torch.Tensor | None, path: Path
     return path
 
 
-def build(data_dim: int = 784, hidden=(400,), z_dim: int = 50, activation: str = "softplus",
-          train_samples: int = 1) -> VAE:
-    return VAE(data_dim=data_dim, hidden=hidden, z_dim=z_dim, activation=activation,
-               train_samples=train_samples)
+def build(**hparams) -> VAE:
+    """A :class:`VAE` from ``hparams`` checked against ``SPEC.rules`` (:class:`DataError` if bad)."""
+    return VAE(**check_hparams(SPEC, hparams))
 
 
 def objective(hparams: dict) -> dict:
@@ -379,6 +378,13 @@ SPEC = ModelSpec(
     smoke_train={"epochs": 30, "batch_size": 128, "lr": 3e-3},
     objective=objective,
     hparams_for=hparams_for,
+    rules={
+        "data_dim": Hparam(int, 1, MAX_DIM),
+        "hidden": Hparam(tuple, 1, MAX_UNITS),
+        "z_dim": Hparam(int, 1, MAX_UNITS),
+        "activation": Hparam(str, choices=tuple(ACTIVATIONS)),
+        "train_samples": Hparam(int, 1, 10_000),
+    },
 )
 
 __all__ = sorted(["SPEC", "VAE", "build", "hparams_for", "load_data", "objective"])

@@ -84,7 +84,7 @@ def test_resume_refuses_other_settings_and_hyperparameters(capsys, trained):
     before = (trained / "checkpoint.pt").read_bytes()
     assert "lr" in one_line_error(capsys, "train", "vae", "--smoke", "--out", str(trained), "--resume",
                                   "--steps", "40", "--lr", "0.5")
-    assert "hparams" in one_line_error(capsys, "train", "vae", "--smoke", "--out", str(trained), "--resume",
+    assert "z_dim" in one_line_error(capsys, "train", "vae", "--smoke", "--out", str(trained), "--resume",
                                        "--steps", "40", "--set", "z_dim=3")
     assert "batch_size" in one_line_error(capsys, "train", "vae", "--smoke", "--out", str(trained),
                                           "--resume", "--steps", "40", "--batch-size", "7")

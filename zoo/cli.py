@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import ast
 import json
+import math
 import sys
 from pathlib import Path
 
@@ -20,6 +21,56 @@ from models import DataError, UnknownModelError
 
 USER_ERRORS = (CheckpointError, DataError, DeviceError, EstimateTooLarge, TrainingDiverged, UnknownModelError,
                FileExistsError)
+MAX_SEED = 2**32 - 1
+ECHO_CHARS = 80
+
+
+class UsageError(Exception):
+    """A flag argparse rejects; reported like every other user error, on one line."""
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse with one-line errors: ``zoo: error: <message>; see `zoo train --help```."""
+
+    def error(self, message):
+        raise UsageError(f"{message}; see `{self.prog} --help`")
+
+
+def echo(text: str) -> str:
+    """``text`` as repr, cut to about ECHO_CHARS characters so an error message stays one line."""
+    text = str(text)
+    return repr(text) if len(text) <= ECHO_CHARS else f"{text[:ECHO_CHARS]!r}... ({len(text)} characters)"
+
+
+def _number(kind, text: str, what: str):
+    try:
+        value = kind(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be {what}, got {echo(text)}") from None
+    if not math.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(f"must be {what}, got {echo(text)}")
+    return value
+
+
+def positive_int(text: str) -> int:
+    """argparse type: an integer >= 1."""
+    return _number(int, text, "a whole number of at least 1")
+
+
+def positive_float(text: str) -> float:
+    """argparse type: a finite number > 0."""
+    return _number(float, text, "a finite number greater than 0")
+
+
+def seed_int(text: str) -> int:
+    """argparse type: a seed in 0 .. 2**32 - 1 (numpy's range)."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if not 0 <= value <= MAX_SEED:
+        raise argparse.ArgumentTypeError(f"must be a whole number from 0 to {MAX_SEED}, got {echo(text)}")
+    return value
 
 
 def parse_hparams(pairs: list[str]) -> dict:
@@ -28,37 +79,37 @@ def parse_hparams(pairs: list[str]) -> dict:
     for pair in pairs or []:
         key, sep, value = pair.partition("=")
         if not sep:
-            raise DataError(f"--set takes key=value, got {pair!r}; write e.g. --set z_dim=2")
+            raise DataError(f"--set takes key=value, got {echo(pair)}; write e.g. --set z_dim=2")
         try:
             out[key] = ast.literal_eval(value)
-        except (ValueError, SyntaxError):
+        except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
             out[key] = value
     return out
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="zoo", description=__doc__.splitlines()[0])
+    parser = Parser(prog="zoo", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("list", help="list the registered models")
     p.add_argument("--json", action="store_true")
 
-    common = argparse.ArgumentParser(add_help=False)
+    common = Parser(add_help=False)
     common.add_argument("--device", default="cpu", help="cpu, cuda or auto (default: cpu)")
     common.add_argument("--data-dir", default=None, help="folder holding data sets (e.g. ../shared/data)")
     common.add_argument("--data", default=None, help="model-specific data set name or a CSV file")
-    common.add_argument("--seed", type=int, default=0)
+    common.add_argument("--seed", type=seed_int, default=0, help=f"0 .. {MAX_SEED}")
     common.add_argument("--json", action="store_true", help="print one JSON object on the last line")
     common.add_argument("--no-progress", action="store_true", help="hide progress bars")
 
     p = sub.add_parser("train", parents=[common], help="train a model by SVI")
     p.add_argument("name")
     length = p.add_mutually_exclusive_group()
-    length.add_argument("--epochs", type=float)
-    length.add_argument("--steps", type=int)
-    p.add_argument("--batch-size", type=int)
-    p.add_argument("--lr", type=float)
-    p.add_argument("--clip-norm", type=float)
+    length.add_argument("--epochs", type=positive_float, help="> 0, may be fractional")
+    length.add_argument("--steps", type=positive_int, help=">= 1")
+    p.add_argument("--batch-size", type=positive_int, help=">= 1")
+    p.add_argument("--lr", type=positive_float, help="learning rate, > 0")
+    p.add_argument("--clip-norm", type=positive_float, help="gradient-norm clip, > 0")
     p.add_argument("--out", default=None, help="run folder (default: runs/NAME)")
     p.add_argument("--smoke", action="store_true", help="tiny model, data and run")
     p.add_argument("--resume", action="store_true", help="continue from the run folder's checkpoint")
@@ -72,9 +123,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("eval", parents=[common], help="evaluate a trained model")
     p.add_argument("name")
     p.add_argument("--checkpoint", required=True)
-    p.add_argument("--k", type=int, default=1000, help="importance samples per data point")
+    p.add_argument("--k", type=positive_int, default=1000, help="importance samples per data point")
     p.add_argument("--split", default="test", choices=["train", "test"])
-    p.add_argument("--limit", type=int, default=None, help="evaluate the first N data points only")
+    p.add_argument("--limit", type=positive_int, default=None, help="evaluate the first N data points only")
     p.add_argument("--out", default=None, help="report folder (default: next to the checkpoint)")
 
     p = sub.add_parser("query", help="exact posterior query, e.g. zoo query student 'I | G=C,S=1'")
@@ -87,26 +138,31 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="cpu")
     p.add_argument("--out", default="report")
     p.add_argument("--overwrite", action="store_true", help="replace the runs of an earlier demo in --out")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=seed_int, default=0)
     p.add_argument("--no-progress", action="store_true")
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
     from inference.distributed import quiet_unless_main
-    from zoo import commands
 
     quiet_unless_main()  # under torchrun, rank 0 alone prints the result
-
     try:
+        args = build_parser().parse_args(argv)
+        from zoo import commands
+
         result = getattr(commands, f"cmd_{args.command}")(args)
-    except USER_ERRORS as err:
-        print(f"zoo: error: {err}", file=sys.stderr)
+    except (UsageError, *USER_ERRORS) as err:
+        print(f"zoo: error: {one_line(err)}", file=sys.stderr)
         return 2
     if getattr(args, "json", False):
         print(json.dumps(result, default=_jsonable))
     return 0
+
+
+def one_line(err: BaseException) -> str:
+    """The error's message with newlines folded, so stderr holds exactly one line."""
+    return " ".join(str(err).split())
 
 
 def _jsonable(value):

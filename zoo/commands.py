@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import json
 import sys
+from pathlib import Path
 
-from models import REGISTRY, DataError, all_specs, get_spec
+from inference.devices import resolve_device
+from models import REGISTRY, DataError, all_specs, check_hparams, get_spec
 from zoo import runs
-from zoo.cli import parse_hparams
+from zoo.cli import echo, parse_hparams
+from zoo.validate import writable_folder
 
 
 def cmd_list(args) -> list[dict]:
@@ -21,9 +24,13 @@ def cmd_list(args) -> list[dict]:
 
 
 def cmd_train(args) -> dict:
+    spec = get_spec(args.name)
+    resolve_device(args.device)
+    writable_folder(args.out or Path("runs") / args.name)
+    hparams = check_hparams(spec, parse_hparams(args.set))
     metrics = runs.train(
         args.name, out=args.out, smoke=args.smoke, device=args.device, seed=args.seed,
-        data_dir=args.data_dir, data=args.data, hparams=parse_hparams(args.set),
+        data_dir=args.data_dir, data=args.data, hparams=hparams,
         epochs=args.epochs, steps=args.steps, batch_size=args.batch_size, lr=args.lr,
         clip_norm=args.clip_norm, resume=args.resume, overwrite=args.overwrite, fast=args.fast,
         progress=not args.no_progress, checkpoint_seconds=args.checkpoint_every,
@@ -35,6 +42,9 @@ def cmd_train(args) -> dict:
 
 
 def cmd_eval(args) -> dict:
+    get_spec(args.name)
+    resolve_device(args.device)
+    writable_folder(args.out or Path(args.checkpoint).parent / "eval")
     report = runs.evaluate(
         args.checkpoint, name=args.name, k=args.k, split=args.split, limit=args.limit,
         data_dir=args.data_dir, data=args.data, device=args.device, out=args.out,
@@ -46,12 +56,16 @@ def cmd_eval(args) -> dict:
 
 
 def cmd_query(args) -> dict:
+    spec = get_spec(args.name)
     if args.checkpoint:
-        _, model, _ = runs.load(args.checkpoint)
+        saved, model, _ = runs.load(args.checkpoint)
+        if saved.name != spec.name:
+            raise DataError(f"{args.checkpoint} holds a {saved.name!r} model, not {spec.name!r}; "
+                            f"point --checkpoint at a {spec.name} run")
     else:
-        model = get_spec(args.name).make()
+        model = spec.make()
     if not model.capabilities.queries:
-        raise DataError(f"model {args.name!r} has no exact queries; try `zoo query student ...`")
+        raise DataError(f"model {echo(args.name)} has no exact queries; try `zoo query student ...`")
     try:
         answer = model.answer(args.text)
     except ValueError as err:
@@ -65,6 +79,8 @@ def cmd_query(args) -> dict:
 def cmd_demo(args) -> dict:
     from zoo.demo import run_demo
 
+    resolve_device(args.device)
+    writable_folder(args.out)
     return run_demo(args.out, device=args.device, seed=args.seed, progress=not args.no_progress,
                     overwrite=args.overwrite)
 

@@ -30,7 +30,7 @@ from inference.checkpoint import CheckpointError, load_checkpoint, remove_stale_
 from inference.devices import resolve_device
 from inference.plots import plot_loss
 from inference.train import CHECKPOINT_SECONDS, as_objective, evaluate_objective, fit_model
-from models import DataError, DataSplit, ModelSpec, get_spec
+from models import DataError, DataSplit, ModelSpec, check_hparams, get_spec
 
 UNITS = "nats per data point"
 CHECKPOINT = "checkpoint.pt"
@@ -60,8 +60,25 @@ def _settings(spec: ModelSpec, smoke: bool, **given) -> dict:
 
 @contextmanager
 def locked(folder: Path):
-    """Hold ``folder``'s run lock (an OS file lock, released even when the process is killed)."""
+    """Hold ``folder``'s run lock (an OS file lock, released even when the process is killed).
+
+    A folder this call made is removed again when the run fails before writing anything in it.
+    """
+    made = [parent for parent in (folder, *folder.parents) if not parent.exists()]
     folder.mkdir(parents=True, exist_ok=True)
+    try:
+        with _lock(folder):
+            yield
+    except BaseException:
+        if made and [p.name for p in folder.iterdir()] == [LOCK]:
+            (folder / LOCK).unlink()
+            for parent in made:
+                parent.rmdir()
+        raise
+
+
+@contextmanager
+def _lock(folder: Path):
     with open(folder / LOCK, "a+") as handle:
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -99,11 +116,16 @@ def _check_folder(out: Path, resume: bool, overwrite: bool) -> None:
 
 def _resumed_settings(state: dict, given: dict, hparams: dict, smoke: bool, data, data_dir) -> dict:
     """The checkpoint's settings, with the run length given now; a differing setting is an error."""
+    for name, value in (hparams or {}).items():
+        trained = state["hparams"].get(name)
+        if _plain(trained) != _plain(value):
+            raise CheckpointError(f"the checkpoint was trained with {name}={trained!r}; drop --set {name} "
+                                  "to resume it, or start a new run with --overwrite")
     saved = state.get("settings", {})
-    asked = {**{k: given.get(k) for k in RESUME_FIXED}, "hparams": hparams or None, "smoke": smoke or None,
-             "data": data, "data_dir": data_dir}
-    have = {**{k: saved.get(k) for k in RESUME_FIXED}, "hparams": state.get("explicit_hparams") or None,
-            "smoke": state.get("smoke") or None, "data": state.get("data"), "data_dir": state.get("data_dir")}
+    asked = {**{k: given.get(k) for k in RESUME_FIXED}, "smoke": smoke or None, "data": data,
+             "data_dir": data_dir}
+    have = {**{k: saved.get(k) for k in RESUME_FIXED}, "smoke": state.get("smoke") or None,
+            "data": state.get("data"), "data_dir": state.get("data_dir")}
     for key, value in asked.items():
         if value is not None and _plain(value) != _plain(have[key]):
             raise CheckpointError(f"the checkpoint was trained with {key} = {have[key]!r}, not {value!r}; "
@@ -143,7 +165,8 @@ def train(name: str, *, out=None, smoke=False, device="cpu", seed=0, data_dir=No
     train_set = load_split(spec, "train", data_dir=data_dir, data=data, smoke=smoke, device=device)
     test_set = load_split(spec, "test", data_dir=data_dir, data=data, smoke=smoke, device=device)
     implied = spec.hparams_for(train_set) if spec.hparams_for else {}
-    full_hparams = {**spec.hparams, **(spec.smoke_hparams if smoke else {}), **implied, **(hparams or {})}
+    hparams = check_hparams(spec, {**implied, **(hparams or {})}, num_data=len(train_set.x))
+    full_hparams = {**spec.hparams, **(spec.smoke_hparams if smoke else {}), **hparams}
     pyro.set_rng_seed(seed)
     model = spec.build(**full_hparams).to(device)
     model.check_data(train_set.x)
