@@ -46,6 +46,8 @@ class ModelSpec:
     max_plate_nesting: int = 1
     #: hyperparameters a data set implies (e.g. its dimension): ``hparams_for(DataSplit) -> dict``
     hparams_for: Callable[[DataSplit], dict] | None = None
+    #: hyperparameters of the reference model that ``zoo query NAME`` answers for without a checkpoint
+    query_hparams: dict = field(default_factory=dict)
 
     def make(self, smoke: bool = False, **overrides) -> ZooModel:
         hparams = {**self.hparams, **(self.smoke_hparams if smoke else {}), **overrides}

@@ -53,7 +53,7 @@ def enumerate_student(row: list[int]) -> float:
 
 
 def test_student_exact_evidence_probability():
-    model = StudentNetwork()
+    model = StudentNetwork(init="truth")
     expected = torch.tensor([enumerate_student(row) for row in EVIDENCE.tolist()])
     assert expected[0].item() == pytest.approx(-1.794924, abs=1e-6)
     assert model.exact_log_prob(EVIDENCE[:1]).item() == pytest.approx(-1.794924, abs=1e-6)
@@ -61,7 +61,7 @@ def test_student_exact_evidence_probability():
 
 
 def test_student_prior_proposal_matches_enumeration():
-    model = StudentNetwork()
+    model = StudentNetwork(init="truth")
     exact = torch.tensor([enumerate_student(row) for row in EVIDENCE.tolist()])
     result = estimate_log_likelihood(*model.local_pair(), EVIDENCE, 20_000)
     gap = (result.log_px.double() - exact).abs()
@@ -166,7 +166,7 @@ def test_evaluate_report_and_index(dlgm, tmp_path):
 def test_eval_report_summarises_the_guide_posterior_of_global_latents(tmp_path):
     from models.student import StudentNetwork, load_data
 
-    model = StudentNetwork()
+    model = StudentNetwork(init="truth")
     data = load_data("test", smoke=True)
     report = evaluate(model, data, num_particles=30, out_dir=tmp_path, progress=False)
     assert (tmp_path / "posterior.png").is_file()

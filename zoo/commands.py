@@ -48,7 +48,8 @@ def cmd_query(args) -> dict:
     if args.checkpoint:
         _, model, _ = runs.load(args.checkpoint)
     else:
-        model = get_spec(args.name).make()
+        spec = get_spec(args.name)
+        model = spec.make(**spec.query_hparams)
     if not hasattr(model, "answer"):
         raise DataError(f"model {args.name!r} has no exact queries; try `zoo query student ...`")
     try:
