@@ -397,22 +397,27 @@ def simulate(model, x_template: torch.Tensor) -> tuple[torch.Tensor, dict[str, t
     """
     with torch.no_grad():
         trace = poutine.trace(poutine.uncondition(model)).get_trace(x_template)
-    observed, latents = [], {}
-    for name, site in trace.nodes.items():
-        if site["type"] != "sample" or site_is_subsample(site):
-            continue
-        if site["infer"].get("was_observed"):
-            observed.append(site["value"])
-        else:
-            latents[name] = site["value"]
+    latents = {
+        name: site["value"] for name, site in trace.nodes.items()
+        if site["type"] == "sample" and not site_is_subsample(site) and not site["infer"].get("was_observed")
+    }
+    return simulated_data(trace, x_template), latents
+
+
+def simulated_data(trace, x_template: torch.Tensor) -> torch.Tensor:
+    """The data of a trace of ``poutine.uncondition(model)``, shaped and typed like ``x_template``."""
+    observed = [
+        site["value"] for site in trace.nodes.values()
+        if site["type"] == "sample" and not site_is_subsample(site) and site["infer"].get("was_observed")
+    ]
     if len(observed) == 1:
         x = observed[0]
-    elif observed and all(v.shape == observed[0].shape == x_template.shape[:1] for v in observed):
+    elif observed and all(v.shape == x_template.shape[:1] for v in observed):
         x = torch.stack(observed, -1)
     else:
         raise ValueError("cannot assemble simulated data from the observed sites; the model should "
                          "observe one site of the data's shape or one (N,) site per column")
-    return x.to(x_template.dtype).reshape(x_template.shape), latents
+    return x.to(x_template.dtype).reshape(x_template.shape)
 
 
 @dataclass
@@ -461,4 +466,4 @@ def bdmc(model, guide, x_template: torch.Tensor, num_chains: int = 16, num_steps
 
 
 __all__ = sorted(["AISResult", "BDMCResult", "PROPOSALS", "SCHEDULES", "ais", "bdmc", "beta_schedule",
-                  "simulate"])
+                  "simulate", "simulated_data"])
