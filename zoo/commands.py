@@ -37,7 +37,7 @@ def cmd_eval(args) -> dict:
     report = runs.evaluate(
         args.checkpoint, name=args.name, k=args.k, split=args.split, limit=args.limit,
         data_dir=args.data_dir, data=args.data, device=args.device, out=args.out,
-        progress=not args.no_progress, seed=args.seed,
+        progress=not args.no_progress, seed=args.seed, methods=args.method,
     )
     if not args.json:
         print(json.dumps(report, indent=2, default=str))

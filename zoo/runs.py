@@ -101,10 +101,12 @@ def load(checkpoint, device="cpu"):
 
 
 def evaluate(checkpoint, *, name=None, k=1000, split="test", limit=None, data_dir=None, data=None,
-             device="cpu", out=None, progress=True, seed=0) -> dict:
-    """Importance-sampled evaluation report of a trained model (see inference.evaluate)."""
+             device="cpu", out=None, progress=True, seed=0, methods=("is",)) -> dict:
+    """Evaluation report of a trained model with the estimators ``methods`` (see inference.evaluate)."""
+    from inference.evaluate import check_methods
     from inference.evaluate import evaluate as evaluate_model
 
+    check_methods(methods)
     spec, model, state = load(checkpoint, device)
     if name is not None and name != spec.name:
         raise DataError(f"{checkpoint} holds a {spec.name!r} model, not {name!r}; use `zoo eval {spec.name}`")
@@ -120,7 +122,7 @@ def evaluate(checkpoint, *, name=None, k=1000, split="test", limit=None, data_di
     pyro.set_rng_seed(seed)
     start = time.perf_counter()
     report = evaluate_model(model, data_split, num_particles=k, max_plate_nesting=spec.max_plate_nesting,
-                            out_dir=out, progress=progress)
+                            out_dir=out, progress=progress, methods=methods)
     report.update(model=spec.name, checkpoint=str(checkpoint), split=split,
                   wall_seconds=time.perf_counter() - start)
     (out / "report.json").write_text(json.dumps(report, indent=2, default=str))
