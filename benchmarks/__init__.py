@@ -5,6 +5,6 @@ Each module runs as ``python -m benchmarks.<name> [--smoke] [--device cpu|cuda]`
 RESULTS.md.
 """
 
-BENCHMARKS = ("student", "mixture", "importance", "vae_step", "vae_epoch")
+BENCHMARKS = ("student", "mixture", "importance", "vae_step", "vae_epoch", "ais")
 
 __all__ = ["BENCHMARKS"]
