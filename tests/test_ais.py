@@ -60,11 +60,11 @@ def test_ais_on_dlgm_matches_quadrature(proposal):
 
 def test_ais_from_prior_where_importance_sampling_from_prior_fails():
     model = sharp_dlgm(1000)
-    x = model.sample(40, generator=torch.Generator().manual_seed(2))
+    x = model.sample(30, generator=torch.Generator().manual_seed(2))
     exact = model.exact_log_prob(x)
     naive = estimate_log_likelihood(model.model, None, x, 10, iwae_ks=(), psis=False)
     naive_gap = gap_in_se(naive, exact)
-    result = ais(model.model, None, x, num_chains=8, num_steps=100, proposal="prior")
+    result = ais(model.model, None, x, num_chains=8, num_steps=200, proposal="prior")
     gap = gap_in_se(result, exact)
     print(f"IS from the prior (K = 10): {naive_gap:+.1f} SE; AIS from the prior: {gap:+.2f} SE "
           f"({result.seconds:.1f} s)")
@@ -149,14 +149,18 @@ def test_unsupported_programs_raise_value_errors():
         ais(discrete, None, x, 2, 2)
 
 
-def test_fixed_step_size_schedule_replays():
+def test_step_size_schedules_replay_and_adaptations():
     model = true_model()
     x = dlgm_data("test").x[:20]
-    first = ais(model.model, model.guide, x, num_chains=4, num_steps=20)
-    again = ais(model.model, model.guide, x, num_chains=4, num_steps=20, adapt_step_size=False,
-                step_size=first.step_size_per_step)
-    assert torch.allclose(again.step_size_per_step, first.step_size_per_step)
-    assert again.log_px.shape == (20,) and torch.isfinite(again.log_px).all()
+    first = ais(model.model, model.guide, x, num_chains=4, num_steps=20, data_chunk=8)
+    assert first.step_sizes.shape == (20, 20) and first.settings["adaptation"] == "pilot"
+    again = ais(model.model, model.guide, x, num_chains=4, num_steps=20, adaptation="none",
+                step_size=first.step_sizes)
+    assert torch.equal(again.step_sizes, first.step_sizes)
+    online = ais(model.model, model.guide, x, num_chains=4, num_steps=20, adaptation="online")
+    assert not torch.equal(online.step_sizes[1], online.step_sizes[-1])
+    with pytest.raises(ValueError, match="adaptation"):
+        ais(model.model, model.guide, x, 2, 2, adaptation="dual")
 
 
 @requires_cuda
