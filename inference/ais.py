@@ -306,6 +306,7 @@ def ais(
     adapt_rate: float = 2.0,
     max_plate_nesting: int = 1,
     data_chunk: int | None = None,
+    chunk_elements: int = 2**22,
     reverse_from: dict[str, torch.Tensor] | None = None,
     validate: bool = False,
 ) -> AISResult:
@@ -317,7 +318,8 @@ def ais(
     steps per HMC transition. ``step_size``: the initial step size, or a schedule (num_steps,) or
     (num_steps, N) used as is with ``adaptation="none"``; ``adaptation`` "pilot", "online" or
     "none" (module docstring). ``data_chunk`` data points per vectorised pass
-    (default all). ``reverse_from``: exact posterior draws {site: value of shape (N, ...)}; runs
+    (default: as many as keep a (num_chains, points, data dimension) tensor under
+    ``chunk_elements`` floats). ``reverse_from``: exact posterior draws {site: value of shape (N, ...)}; runs
     reverse AIS from them and returns the upper bound (see :func:`bdmc`).
     """
     start = time.perf_counter()
@@ -325,7 +327,8 @@ def ais(
         raise ValueError("proposal='guide' needs a guide; pass one or use proposal='prior'")
     if adaptation not in ADAPTATIONS:
         raise ValueError(f"unknown adaptation {adaptation!r}; choose one of {', '.join(ADAPTATIONS)}")
-    chunk = data_chunk or x.shape[0]
+    width = max(1, x[0].numel())
+    chunk = data_chunk or max(1, min(x.shape[0], chunk_elements // (num_chains * width)))
     parts = []
     common = (num_steps, proposal, schedule, num_leapfrog)
     tuning = (target_accept, adapt_rate, max_plate_nesting)

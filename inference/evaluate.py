@@ -142,8 +142,13 @@ def evaluate(
         report["seconds"]["bdmc"] = report["bdmc"]["seconds"]
     sbc_result = None
     if "sbc" in methods:
-        sbc_result = _sbc(model, x, max_plate_nesting, {**SBC_SETTINGS, **(sbc_settings or {})})
-        report["sbc"] = sbc_result.summary()
+        sbc_settings = {**SBC_SETTINGS, **(sbc_settings or {})}
+        sbc_result = _sbc(model, x, max_plate_nesting, sbc_settings)
+        fitted_by = "the given fit_guide" if "fit_guide" in sbc_settings else (
+            f"SVI (inference.train.fit, {_fit_text()})")
+        report["sbc"] = {**sbc_result.summary(),
+                         "data_per_replication": min(sbc_settings["num_data"], len(x)),
+                         "fit": f"each replication refits a copy of the evaluated model by {fitted_by}"}
         report["seconds"]["sbc"] = sbc_result.seconds
     report["ladder"] = ladder(report)
     report["figures"] = {}
@@ -201,6 +206,12 @@ def _bdmc(model, local_model, local_guide, x: torch.Tensor, settings: dict) -> d
         with torch.no_grad():
             out["exact"] = model.exact_log_prob(result.x).double().mean().item()
     return out
+
+
+def _fit_text() -> str:
+    from inference.sbc import DEFAULT_FIT
+
+    return ", ".join(f"{k}={v}" for k, v in DEFAULT_FIT.items())
 
 
 def _sbc(model, x: torch.Tensor, max_plate_nesting: int, settings: dict):

@@ -333,7 +333,9 @@ class StudentNetwork(ZooModel):
         check_values(x)
 
     def metrics(self, data: DataSplit) -> dict:
-        """CPD errors against the true table, query answers, exact mean log p(x) in nats."""
+        """CPD errors against the true table, query answers, exact mean log p(x) in nats; on complete
+        training data (``data.info["split"] == "train"``, e.g. ``zoo eval student --split train``) also
+        the guide against the exact posterior given those data (:meth:`posterior_comparison`)."""
         learned = self.learned_cpds(torch.float64)
         truth = true_cpds(device=self.device)
         x = data.x.to(self.device)
@@ -349,7 +351,8 @@ class StudentNetwork(ZooModel):
             },
             "exact_log_lik_nats": self.exact_log_prob(x).mean().item(),
             "true_network_log_lik_nats": evidence_log_prob(joint_table(truth), x).mean().item(),
-            **({} if (x < 0).any() else {"guide_vs_exact_posterior": self.posterior_comparison(x)}),
+            **({"guide_vs_exact_posterior": self.posterior_comparison(x)}
+               if data.info.get("split") == "train" and not (x < 0).any() else {}),
         }
 
     def posterior_comparison(self, x: torch.Tensor) -> dict:
@@ -601,7 +604,7 @@ def load_data(split: str, data_dir=None, data: str | None = None, smoke: bool = 
     return DataSplit(
         x=x,
         source=f"{n} ancestral samples of the Koller-Friedman student network (seed {SEEDS[split]})",
-        info={"columns": list(VARIABLES), "hidden": hidden, "data": data or "complete"},
+        info={"columns": list(VARIABLES), "hidden": hidden, "data": data or "complete", "split": split},
     )
 
 
@@ -627,7 +630,7 @@ def _load_csv(path: Path, split: str, smoke: bool) -> DataSplit:
     if smoke:
         x = x[:SMOKE_SIZE]
     return DataSplit(x=x, source=f"{path} ({split}: {len(x)} rows)",
-                     info={"columns": list(VARIABLES), "data": str(path)})
+                     info={"columns": list(VARIABLES), "data": str(path), "split": split})
 
 
 # ---------------------------------------------------------------------------- figures

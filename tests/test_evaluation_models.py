@@ -207,3 +207,17 @@ def test_unknown_or_inapplicable_methods_are_data_errors():
     with pytest.raises(DataError, match="SBC does not apply"):
         evaluate(PPCA(data_dim=3, latent_dim=1), torch.randn(4, 3), num_particles=10, methods=("sbc",),
                  progress=False)
+
+
+def test_sbc_in_the_report(tmp_path):
+    from models.student import load_data
+
+    model = StudentNetwork(init="truth")
+    settings = {"num_replications": 20, "num_draws": 19, "bins": 5,
+                "fit_guide": lambda m, x: m.conjugate_update(x)}
+    report = evaluate(model, load_data("test", smoke=True), num_particles=10, methods=("sbc",),
+                      out_dir=tmp_path, progress=False, sbc_settings=settings)
+    sbc = report["sbc"]
+    assert sbc["num_replications"] == 20 and sbc["num_parameters"] == 26 and "fit_guide" in sbc["fit"]
+    assert 0 <= sbc["min_p_value"] <= 1 and (tmp_path / "sbc.png").stat().st_size > 1000
+    assert report["figures"]["SBC rank histograms"] == "sbc.png"
