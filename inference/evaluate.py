@@ -103,6 +103,7 @@ def evaluate(
     model.check_data(x)
     model.eval()
     local_model, local_guide = model.local_pair()
+    _check_applicable(methods, model, local_model, local_guide, x, max_plate_nesting)
     result = estimate_log_likelihood(
         local_model, local_guide, x, num_particles,
         max_plate_nesting=max_plate_nesting, iwae_ks=iwae_ks, progress=progress,
@@ -167,6 +168,28 @@ def evaluate(
     if out_dir is not None:
         (out_dir / "report.json").write_text(json.dumps(report, indent=2, allow_nan=False) + "\n")
     return report
+
+
+def _check_applicable(methods, model, local_model, local_guide, x: torch.Tensor, max_plate_nesting: int):
+    """Raise :class:`DataError` before any estimation when a requested method cannot run on ``model``."""
+    import pyro.poutine as poutine
+
+    from inference.ais import _Path
+    from inference.sbc import global_sites
+
+    if "ais" in methods or "bdmc" in methods:
+        proposal = "guide" if local_guide is not None else "prior"
+        try:
+            _Path(local_model, local_guide, x[:1], 1, proposal, max_plate_nesting).initial()
+        except ValueError as err:
+            name = "AIS" if "ais" in methods else "BDMC"
+            raise DataError(f"{name} does not apply to this model: {err}") from None
+    if "sbc" in methods:
+        with torch.no_grad():
+            trace = poutine.trace(poutine.uncondition(model.model)).get_trace(x[:1])
+        if not global_sites(trace):
+            raise DataError(f"SBC does not apply to this model: {type(model).__name__} has no global latent "
+                            "variables (sample sites outside the 'data' plate); use --method is, ais or bdmc")
 
 
 def _ais(local_model, local_guide, x: torch.Tensor, settings: dict) -> dict:
