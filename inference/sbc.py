@@ -182,7 +182,7 @@ def sbc(
             below = (draws < truth).sum(0)
             ties = (draws == truth).sum(0)
             # ties (discrete parameters) are broken at random
-            rank = below + (torch.rand(ties.shape) * (ties + 1)).floor().long()
+            rank = below + (torch.rand(ties.shape, device=ties.device) * (ties + 1)).floor().long()
             shape = prior_trace.nodes[name]["value"].shape
             for flat, index in enumerate(itertools.product(*map(range, shape))):
                 label = f"{name}[{', '.join(map(str, index))}]" if index else name
