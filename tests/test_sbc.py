@@ -25,8 +25,8 @@ def conjugate(model, x):
 def overconfident(model, x):
     model.conjugate_update(x)
     with torch.no_grad():
-        for log_alpha in model.log_concentration.values():
-            log_alpha.add_(math.log(3.0))
+        for log_strength in model.log_strength.values():
+            log_strength.add_(math.log(3.0))
 
 
 def test_sbc_passes_for_the_conjugate_guide_and_fails_when_it_is_overconfident(tmp_path):
