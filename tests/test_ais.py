@@ -66,7 +66,8 @@ def test_ais_from_prior_where_importance_sampling_from_prior_fails():
     exact = model.exact_log_prob(x)
     naive = estimate_log_likelihood(model.model, None, x, 10, iwae_ks=(), psis=False)
     naive_gap = gap_in_se(naive, exact)
-    result = ais(model.model, None, x, num_chains=8, num_steps=200, proposal="prior")
+    result = ais(model.model, None, x, num_chains=8, num_steps=200, num_leapfrog=3, proposal="prior",
+                 pilot_chains=2)
     gap = gap_in_se(result, exact)
     print(f"IS from the prior (K = 10): {naive_gap:+.1f} SE; AIS from the prior: {gap:+.2f} SE "
           f"({result.seconds:.1f} s)")
@@ -85,7 +86,7 @@ def test_ais_on_ppca_matches_closed_form():
     exact = model.exact_log_prob(x).detach()
     naive = estimate_log_likelihood(model.model, model.guide, x, 16, iwae_ks=(), psis=False)
     naive_gap = gap_in_se(naive, exact)
-    result = ais(model.model, model.guide, x, num_chains=8, num_steps=200)
+    result = ais(model.model, model.guide, x, num_chains=8, num_steps=200, num_leapfrog=3, pilot_chains=2)
     gap = gap_in_se(result, exact)
     print(f"PPCA: IS from the widened guide {naive_gap:+.1f} SE, AIS {gap:+.2f} SE ({result.seconds:.1f} s)")
     assert naive_gap < -10
