@@ -153,6 +153,7 @@ class _Path:
         self.model, self.x, self.num_chains = model, x, num_chains
         self.guide = guide if proposal == "guide" else None
         self.nesting = max_plate_nesting
+        self.guide_fn = None
 
     def _plate(self):
         return pyro.plate("particles", self.num_chains, dim=-(self.nesting + 1))
@@ -167,6 +168,14 @@ class _Path:
                 guide_trace = poutine.trace(self.guide).get_trace(self.x)
                 model_trace = poutine.trace(poutine.replay(self.model, trace=guide_trace)).get_trace(self.x)
         self._read_sites(model_trace, guide_trace)
+        # q(z | x) of a guide with one latent site cannot depend on another sample: keep its
+        # distribution and score new z with it instead of rerunning the guide (its network) per step
+        self.guide_fn = None
+        if guide_trace is not None and len(self.guide_names) == 1:
+            sites = [site for site in guide_trace.nodes.values()
+                     if site["type"] == "sample" and not site_is_subsample(site)]
+            if len(sites) == 1 and sites[0]["mask"] is None:
+                self.guide_fn = (sites[0]["fn"], sites[0]["scale"])
         return {name: model_trace.nodes[name]["value"] for name in self.names}
 
     def _read_sites(self, model_trace, guide_trace) -> None:
@@ -228,7 +237,10 @@ class _Path:
                 if name in self.names and name not in self.guide_names:
                     log_prior_rest = log_prior_rest + term
             log_proposal = log_prior_rest
-            if self.guide_names:
+            if self.guide_fn is not None:
+                fn, scale = self.guide_fn
+                log_proposal = log_proposal + self.reduce(scale * fn.log_prob(z[self.guide_names[0]]))
+            elif self.guide_names:
                 guide_data = {name: z[name] for name in self.guide_names}
                 guide_trace = poutine.trace(poutine.condition(self.guide, data=guide_data)).get_trace(self.x)
                 guide_trace.compute_log_prob()
