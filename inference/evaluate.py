@@ -13,13 +13,27 @@ active units (generic, for real-valued local latents, and the model's own ``kl_p
 ``active_units`` where it has them), ``model.metrics(data)`` and wall time. Every
 log-likelihood is in nats per data point.
 
+The estimator ladder (``report["ladder"]``): every estimate of the mean log p(x) side by side,
+with its SE and wall time, in the order the theory guarantees on average,
+
+    ELBO = IWAE_1 <= IWAE_k <= IS (K particles) <= AIS   (<= exact log p(x) where known),
+
+and, with ``methods`` containing "bdmc", bidirectional Monte Carlo on data simulated from the
+model (forward AIS <= log p(x) <= reverse AIS; :mod:`inference.ais`). ``methods`` picks the rungs
+beyond importance sampling, which always runs (it is the report's base): "ais", "bdmc", "sbc"
+(simulation-based calibration of the guide over global latents, :mod:`inference.sbc`). A method
+that does not apply to the model (AIS on discrete latents, SBC without global latents) raises
+:class:`models.DataError` naming why.
+
 With ``out_dir`` it writes ``report.json``, ``bound_vs_k.png`` (ELBO, IWAE_k, IS log p(x) and
-the exact value against k), ``khat.png`` (histogram of k̂ with the 0.5 / 0.7 lines) and the
-model's own figures; :func:`write_index` writes an ``index.md`` over several such reports.
+the exact value against k), ``ladder.png`` (the ladder), ``khat.png`` (histogram of k̂ with the
+0.5 / 0.7 lines), ``sbc.png`` (rank histograms, with "sbc") and the model's own figures;
+:func:`write_index` writes an ``index.md`` over several such reports.
 """
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 import time
@@ -40,9 +54,26 @@ from inference.diagnostics import (
     model_latent_usage,
 )
 from inference.importance import estimate_log_likelihood
-from models.base import DataSplit
+from models.base import DataError, DataSplit
 
 UNITS = "nats per data point"
+#: the estimators ``evaluate(..., methods=...)`` and ``zoo eval --method`` take
+METHODS = ("is", "ais", "bdmc", "sbc")
+#: defaults of the AIS/BDMC rungs (``num_chains`` chains, ``num_steps`` intermediate distributions)
+AIS_SETTINGS = {"num_chains": 16, "num_steps": 100, "proposal": "guide"}
+#: BDMC simulates at most this many data points
+BDMC_POINTS = 100
+#: defaults of the SBC check: replications, guide draws, simulated data points per replication
+SBC_SETTINGS = {"num_replications": 100, "num_draws": 99, "num_data": 50}
+
+
+def check_methods(methods) -> tuple[str, ...]:
+    """``methods`` as a tuple with "is" first; an unknown name is a :class:`DataError`."""
+    methods = tuple(dict.fromkeys(["is", *(methods or ())]))
+    unknown = [m for m in methods if m not in METHODS]
+    if unknown:
+        raise DataError(f"unknown method {unknown[0]!r}; choose from {', '.join(METHODS)} (several allowed)")
+    return methods
 
 
 def evaluate(
@@ -55,15 +86,21 @@ def evaluate(
     out_dir=None,
     progress: bool = True,
     seed: int | None = None,
+    methods=("is",),
+    ais_settings: dict | None = None,
+    sbc_settings: dict | None = None,
 ) -> dict:
     """Evaluate ``model`` (a ``ZooModel``) on ``data`` (a ``DataSplit`` or a tensor (N, ...)).
 
-    Returns a JSON-serialisable dict (non-finite numbers become ``None``); writes
-    ``report.json`` and PNG figures under ``out_dir`` when given. ``seed`` seeds the
-    importance sampler per chunk of data points (see :func:`estimate_log_likelihood`). Under
-    ``torchrun`` the data points are sampled by all ranks and rank 0 alone builds the report;
-    the other ranks return ``{"rank": r}``.
+    ``methods``: any of :data:`METHODS` ("is" always runs); ``ais_settings`` override
+    :data:`AIS_SETTINGS` (keyword arguments of :func:`inference.ais.ais`), ``sbc_settings``
+    :data:`SBC_SETTINGS` (plus ``fit_guide``, see :func:`inference.sbc.sbc`). Returns a
+    JSON-serialisable dict (non-finite numbers become ``None``); writes ``report.json`` and PNG
+    figures under ``out_dir`` when given. ``seed`` seeds the importance sampler per chunk of data
+    points (see :func:`estimate_log_likelihood`). Under ``torchrun`` the data points are sampled
+    by all ranks and rank 0 alone builds the report; the other ranks return ``{"rank": r}``.
     """
+    methods = check_methods(methods)
     start = time.perf_counter()
     data = data if isinstance(data, DataSplit) else DataSplit(x=data)
     data = data.to(model.device)
@@ -71,6 +108,7 @@ def evaluate(
     model.check_data(x)
     model.eval()
     local_model, local_guide = model.local_pair()
+    _check_applicable(methods, model, local_model, local_guide, x, max_plate_nesting)
     result = estimate_log_likelihood(
         local_model, local_guide, x, num_particles,
         max_plate_nesting=max_plate_nesting, iwae_ks=iwae_ks, progress=progress, seed=seed,
@@ -107,16 +145,182 @@ def evaluate(
         report["posterior_summary"] = arviz_summary(idata).to_dict(orient="index")
     report["metrics"] = model.metrics(data)
     report["seconds"] = {"importance_sampling": result.seconds}
+    ais_settings = {**AIS_SETTINGS, "max_plate_nesting": max_plate_nesting, **(ais_settings or {})}
+    if "ais" in methods:
+        report["ais"] = _ais(local_model, local_guide, x, ais_settings)
+        report["seconds"]["ais"] = report["ais"]["seconds"]
+    if "bdmc" in methods:
+        report["bdmc"] = _bdmc(model, local_model, local_guide, x, ais_settings)
+        report["seconds"]["bdmc"] = report["bdmc"]["seconds"]
+    sbc_result = None
+    if "sbc" in methods:
+        sbc_settings = {**SBC_SETTINGS, **(sbc_settings or {})}
+        sbc_result = _sbc(model, x, max_plate_nesting, sbc_settings)
+        fitted_by = "the given fit_guide" if "fit_guide" in sbc_settings else (
+            f"SVI (inference.train.fit, {_fit_text()})")
+        report["sbc"] = {**sbc_result.summary(),
+                         "data_per_replication": min(sbc_settings["num_data"], len(x)),
+                         "fit": f"each replication refits a copy of the evaluated model by {fitted_by}"}
+        report["seconds"]["sbc"] = sbc_result.seconds
+    report["ladder"] = ladder(report)
     report["figures"] = {}
     if out_dir is not None:
         out_dir = Path(out_dir)
         out_dir.mkdir(parents=True, exist_ok=True)
         report["figures"] = _figures(model, data, result, report, out_dir, idata)
+        ladder_path = _ladder_figure(report, out_dir / "ladder.png")
+        report["figures"]["estimator ladder"] = _relative(ladder_path, out_dir)
+        if sbc_result is not None:
+            fig = sbc_result.figure()
+            fig.savefig(out_dir / "sbc.png", dpi=100)
+            report["figures"]["SBC rank histograms"] = "sbc.png"
     report["seconds"]["total"] = time.perf_counter() - start
     report = to_json(report)
     if out_dir is not None:
         write_atomic(out_dir / "report.json", json.dumps(report, indent=2, allow_nan=False) + "\n")
     return report
+
+
+def _check_applicable(methods, model, local_model, local_guide, x: torch.Tensor, max_plate_nesting: int):
+    """Raise :class:`DataError` before any estimation when a requested method cannot run on ``model``."""
+    import pyro.poutine as poutine
+
+    from inference.ais import _Path
+    from inference.sbc import global_sites
+
+    if "ais" in methods or "bdmc" in methods:
+        proposal = "guide" if local_guide is not None else "prior"
+        try:
+            _Path(local_model, local_guide, x[:1], 1, proposal, max_plate_nesting).initial()
+        except ValueError as err:
+            name = "AIS" if "ais" in methods else "BDMC"
+            raise DataError(f"{name} does not apply to this model: {err}") from None
+    if "sbc" in methods:
+        with torch.no_grad():
+            trace = poutine.trace(poutine.uncondition(model.model)).get_trace(x[:1])
+        if not global_sites(trace):
+            raise DataError(f"SBC does not apply to this model: {type(model).__name__} has no global latent "
+                            "variables (sample sites outside the 'data' plate); use --method is, ais or bdmc")
+
+
+def _ais(local_model, local_guide, x: torch.Tensor, settings: dict) -> dict:
+    from inference.ais import ais
+
+    settings = dict(settings)
+    if local_guide is None:
+        settings["proposal"] = "prior"
+    try:
+        result = ais(local_model, local_guide, x, **settings)
+    except ValueError as err:
+        raise DataError(f"AIS does not apply to this model: {err}") from None
+    summary = result.summary()
+    return {
+        "value": summary["log_px"], "se": summary["log_px_se"], "seconds": summary["seconds"],
+        "estimator": f"AIS, {summary['num_chains']} chains x {summary['num_steps']} intermediate "
+                     f"distributions, proposal: the {summary['proposal']}, {summary['schedule']} schedule, "
+                     f"HMC with {summary['num_leapfrog']} leapfrog steps",
+        "acceptance": summary["acceptance"],
+        "acceptance_min": summary["acceptance_min"],
+        "step_size_final": summary["step_size_final"],
+    }
+
+
+def _bdmc(model, local_model, local_guide, x: torch.Tensor, settings: dict) -> dict:
+    from inference.ais import bdmc
+
+    settings = dict(settings)
+    if local_guide is None:
+        settings["proposal"] = "prior"
+    try:
+        result = bdmc(local_model, local_guide, x[:BDMC_POINTS], **settings)
+    except ValueError as err:
+        raise DataError(f"BDMC does not apply to this model: {err}") from None
+    out = {"data": f"{result.x.shape[0]} points simulated from the model", **result.summary()}
+    if model.has_exact:
+        with torch.no_grad():
+            out["exact"] = model.exact_log_prob(result.x).double().mean().item()
+    return out
+
+
+def _fit_text() -> str:
+    from inference.sbc import DEFAULT_FIT
+
+    return ", ".join(f"{k}={v}" for k, v in DEFAULT_FIT.items())
+
+
+def _sbc(model, x: torch.Tensor, max_plate_nesting: int, settings: dict):
+    from inference.sbc import sbc
+
+    settings = dict(settings)
+    template = x[: settings.pop("num_data")]
+    # every replication refits a copy of the evaluated model (its start is the trained guide)
+    try:
+        return sbc(lambda: copy.deepcopy(model), template, max_plate_nesting=max_plate_nesting, **settings)
+    except ValueError as err:
+        raise DataError(f"SBC does not apply to this model: {err}") from None
+
+
+def ladder(report: dict) -> list[dict]:
+    """The rungs of ``report`` in ladder order: name, value, se, seconds, what it is, and on which data."""
+    is_seconds = report["seconds"]["importance_sampling"]
+    shared = "one importance-sampling run gives ELBO, IWAE_k and IS"
+    rungs = [{"name": "ELBO", "value": report["elbo"]["value"], "se": report["elbo"]["se"],
+              "seconds": is_seconds, "kind": "lower bound", "data": "evaluated", "note": shared}]
+    for k, entry in report["iwae"].items():
+        if k not in ("1", str(report["num_particles"])):
+            rungs.append({"name": f"IWAE_{k}", "value": entry["value"], "se": entry["se"],
+                          "seconds": is_seconds, "kind": "lower bound", "data": "evaluated", "note": shared})
+    rungs.append({"name": f"IS (K = {report['num_particles']})", "value": report["log_px"]["value"],
+                  "se": report["log_px"]["se"], "seconds": is_seconds, "kind": "stochastic lower bound",
+                  "data": "evaluated", "note": shared})
+    if "ais" in report:
+        rungs.append({"name": "AIS", "value": report["ais"]["value"], "se": report["ais"]["se"],
+                      "seconds": report["ais"]["seconds"], "kind": "stochastic lower bound",
+                      "data": "evaluated", "note": report["ais"]["estimator"]})
+    if "exact" in report:
+        rungs.append({"name": "exact", "value": report["exact"]["log_px"], "se": 0.0, "seconds": None,
+                      "kind": "exact", "data": "evaluated", "note": "the model's exact_log_prob"})
+    if "bdmc" in report:
+        b = report["bdmc"]
+        note = f"BDMC, {b['num_chains']} chains x {b['num_steps']} steps; {b['data']}"
+        rungs.append({"name": "BDMC lower (forward AIS)", "value": b["lower"], "se": b["lower_se"],
+                      "seconds": b["seconds"] / 2, "kind": "stochastic lower bound", "data": "simulated",
+                      "note": note})
+        if "exact" in b:
+            rungs.append({"name": "exact (simulated data)", "value": b["exact"], "se": 0.0, "seconds": None,
+                          "kind": "exact", "data": "simulated", "note": "the model's exact_log_prob"})
+        rungs.append({"name": "BDMC upper (reverse AIS)", "value": b["upper"], "se": b["upper_se"],
+                      "seconds": b["seconds"] / 2, "kind": "stochastic upper bound", "data": "simulated",
+                      "note": note})
+    return rungs
+
+
+def _ladder_figure(report: dict, path: Path) -> Path:
+    from matplotlib.figure import Figure
+
+    groups = [("evaluated", f"{report['num_data']} evaluated data points")]
+    if "bdmc" in report:
+        groups.append(("simulated", report["bdmc"]["data"]))
+    fig = Figure(figsize=(7, 1.2 + 0.45 * len(report["ladder"]) + 0.6 * len(groups)), dpi=100)
+    axes = fig.subplots(len(groups), 1, squeeze=False)[:, 0]
+    colours = {"lower bound": "C0", "stochastic lower bound": "C1", "stochastic upper bound": "C3",
+               "exact": "k"}
+    for ax, (data, title) in zip(axes, groups, strict=True):
+        rungs = [r for r in report["ladder"] if r["data"] == data]
+        for y, rung in enumerate(rungs):
+            if rung["value"] is None:
+                continue
+            marker = "D" if rung["kind"] == "exact" else "o"
+            ax.errorbar(rung["value"], y, xerr=2 * _finite(rung["se"]), fmt=marker,
+                        color=colours[rung["kind"]], capsize=3)
+        ax.set_yticks(range(len(rungs)), [r["name"] for r in rungs])
+        ax.invert_yaxis()
+        ax.set_xlabel(f"mean log p(x), {UNITS} (±2 SE)")
+        ax.set_title(f"estimator ladder: {title}", fontsize=10)
+        ax.grid(axis="x", alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    return path
 
 
 def _exact(model, x: torch.Tensor, summary: dict) -> dict:
@@ -303,4 +507,5 @@ def _relative(path, out_dir: Path) -> str:
         return path.resolve().as_posix()
 
 
-__all__ = sorted(["UNITS", "evaluate", "to_json", "write_index"])
+__all__ = sorted(["AIS_SETTINGS", "METHODS", "SBC_SETTINGS", "UNITS", "check_methods", "evaluate", "ladder",
+                  "to_json", "write_index"])

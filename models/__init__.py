@@ -106,6 +106,8 @@ class ModelSpec:
     def needs_data(self, hparams: dict) -> bool:
         """Whether a rule of a hyperparameter in ``hparams`` is bounded by the number of training points."""
         return any(NUM_DATA in (rule.low, rule.high) for name, rule in self.rules.items() if name in hparams)
+    #: hyperparameters of the reference model that ``zoo query NAME`` answers for without a checkpoint
+    query_hparams: dict = field(default_factory=dict)
 
     def make(self, smoke: bool = False, **overrides) -> ZooModel:
         hparams = {**self.hparams, **(self.smoke_hparams if smoke else {}), **overrides}

@@ -38,7 +38,7 @@ import pyro
 import pyro.distributions as dist
 import torch
 from torch import nn
-from torch.distributions import constraints, transform_to
+from torch.distributions import constraints, kl_divergence, transform_to
 
 from models import MAX_DIM, MAX_UNITS, Hparam, ModelSpec, check_hparams
 from models.base import Capabilities, DataError, DataSplit, ZooModel
@@ -157,7 +157,10 @@ class PPCA(ZooModel):
     def metrics(self, data: DataSplit) -> dict:
         x = data.x.to(self.device)
         with torch.no_grad():
-            return {"exact_log_prob_nats": float(self.exact_log_prob(x).mean()), "sigma": float(self.sigma)}
+            # the guide against the exact posterior: KL(q(z | x) || p(z | x)) = log p(x) - ELBO(x)
+            kl = kl_divergence(self.posterior(x), self.exact_posterior(x))
+            return {"exact_log_prob_nats": float(self.exact_log_prob(x).mean()), "sigma": float(self.sigma),
+                    "posterior_kl_nats": float(kl.mean())}
 
     def figures(self, data: DataSplit, out_dir: Path) -> dict[str, Path]:
         from matplotlib.figure import Figure

@@ -115,7 +115,7 @@ def test_errors_name_the_problem():
 
 def test_student_log_likelihood_is_the_joint_table():
     # fully observed rows: the obs_mask latents are all masked out and must contribute nothing
-    model = StudentNetwork()
+    model = StudentNetwork(init="truth")
     x = load_data("test", smoke=True).x[:50]
     idata = from_guide(model.model, model.guide, x, 20)
     assert idata.posterior["p_G"].shape == (1, 20, 2, 2, 3)

@@ -119,3 +119,20 @@ def test_missing_mnist_offline(capsys, tmp_path, monkeypatch):
     one_line_error(capsys, "train", "vae", "--data", "mnist", "--data-dir", str(tmp_path / "empty"),
                    "--out", str(tmp_path / "r"))
     assert not (tmp_path / "r").exists()
+
+
+def test_eval_methods_add_rungs_to_the_ladder(capsys, tmp_path):
+    out = tmp_path / "dlgm"
+    assert main(["train", "dlgm", "--smoke", "--steps", "20", "--out", str(out), "--no-progress"]) == 0
+    code, stdout, _ = run(capsys, "eval", "dlgm", "--checkpoint", str(out / "checkpoint.pt"), "--k", "50",
+                          "--limit", "20", "--method", "is", "ais", "bdmc", "--json", "--no-progress")
+    report = last_json(stdout)
+    names = [rung["name"] for rung in report["ladder"]]
+    assert code == 0 and "AIS" in names and "BDMC upper (reverse AIS)" in names
+    assert (out / "eval" / "ladder.png").is_file()
+
+
+def test_eval_unknown_method(capsys, trained):
+    message = one_line_error(capsys, "eval", "mixture", "--checkpoint", str(trained / "checkpoint.pt"),
+                             "--method", "is", "mcmc")
+    assert "unknown method 'mcmc'" in message and "ais" in message

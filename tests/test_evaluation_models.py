@@ -53,7 +53,7 @@ def enumerate_student(row: list[int]) -> float:
 
 
 def test_student_exact_evidence_probability():
-    model = StudentNetwork()
+    model = StudentNetwork(init="truth")
     expected = torch.tensor([enumerate_student(row) for row in EVIDENCE.tolist()])
     assert expected[0].item() == pytest.approx(-1.794924, abs=1e-6)
     assert model.exact_log_prob(EVIDENCE[:1]).item() == pytest.approx(-1.794924, abs=1e-6)
@@ -61,7 +61,7 @@ def test_student_exact_evidence_probability():
 
 
 def test_student_prior_proposal_matches_enumeration():
-    model = StudentNetwork()
+    model = StudentNetwork(init="truth")
     exact = torch.tensor([enumerate_student(row) for row in EVIDENCE.tolist()])
     result = estimate_log_likelihood(*model.local_pair(), EVIDENCE, 20_000)
     gap = (result.log_px.double() - exact).abs()
@@ -166,7 +166,7 @@ def test_evaluate_report_and_index(dlgm, tmp_path):
 def test_eval_report_summarises_the_guide_posterior_of_global_latents(tmp_path):
     from models.student import StudentNetwork, load_data
 
-    model = StudentNetwork()
+    model = StudentNetwork(init="truth")
     data = load_data("test", smoke=True)
     report = evaluate(model, data, num_particles=30, out_dir=tmp_path, progress=False)
     assert (tmp_path / "posterior.png").is_file()
@@ -176,3 +176,48 @@ def test_eval_report_summarises_the_guide_posterior_of_global_latents(tmp_path):
             row = table[f"p_{name}[{', '.join(map(str, index))}]"]
             # 500 guide draws: the Monte Carlo SE of the mean is sd / sqrt(ESS)
             assert abs(row["mean"] - cpd[index].item()) < 4 * row["sd"] / math.sqrt(row["ess_bulk"]) + 1e-3
+
+
+def test_ladder_orders_the_estimators_and_brackets_the_exact_value(dlgm, tmp_path):
+    model, data = dlgm
+    report = evaluate(model, data, num_particles=100, iwae_ks=(1, 10), out_dir=tmp_path, progress=False,
+                      methods=("is", "ais", "bdmc"), ais_settings={"num_chains": 8, "num_steps": 50})
+    rungs = {rung["name"]: rung for rung in report["ladder"]}
+    order = ["ELBO", "IWAE_10", "IS (K = 100)", "AIS", "exact"]
+    assert [r["name"] for r in report["ladder"][:5]] == order
+    for low, high in zip(order, order[1:], strict=False):
+        se = math.hypot(rungs[low]["se"], rungs[high]["se"])
+        assert rungs[low]["value"] <= rungs[high]["value"] + 4 * se
+    assert abs(rungs["AIS"]["value"] - rungs["exact"]["value"]) < 4 * rungs["AIS"]["se"]
+    bdmc = report["bdmc"]
+    assert bdmc["lower"] - 4 * bdmc["lower_se"] <= bdmc["exact"] <= bdmc["upper"] + 4 * bdmc["upper_se"]
+    assert all(rung["seconds"] is None or rung["seconds"] > 0 for rung in report["ladder"])
+    assert (tmp_path / "ladder.png").stat().st_size > 1000 and "estimator ladder" in report["figures"]
+
+
+def test_unknown_or_inapplicable_methods_are_data_errors():
+    from models import DataError
+
+    model = StudentNetwork(init="truth")
+    x = EVIDENCE[:5]
+    with pytest.raises(DataError, match="unknown method 'hmc'"):
+        evaluate(model, x, num_particles=10, methods=("hmc",), progress=False)
+    with pytest.raises(DataError, match="AIS does not apply"):
+        evaluate(model, x, num_particles=10, methods=("ais",), progress=False)
+    with pytest.raises(DataError, match="SBC does not apply"):
+        evaluate(PPCA(data_dim=3, latent_dim=1), torch.randn(4, 3), num_particles=10, methods=("sbc",),
+                 progress=False)
+
+
+def test_sbc_in_the_report(tmp_path):
+    from models.student import load_data
+
+    model = StudentNetwork(init="truth")
+    settings = {"num_replications": 20, "num_draws": 19, "bins": 5,
+                "fit_guide": lambda m, x: m.conjugate_update(x)}
+    report = evaluate(model, load_data("test", smoke=True), num_particles=10, methods=("sbc",),
+                      out_dir=tmp_path, progress=False, sbc_settings=settings)
+    sbc = report["sbc"]
+    assert sbc["num_replications"] == 20 and sbc["num_parameters"] == 26 and "fit_guide" in sbc["fit"]
+    assert 0 <= sbc["min_p_value"] <= 1 and (tmp_path / "sbc.png").stat().st_size > 1000
+    assert report["figures"]["SBC rank histograms"] == "sbc.png"

@@ -12,7 +12,7 @@ from sklearn.decomposition import PCA
 
 from inference.train import fit_model
 from models import get_spec
-from models.base import DataError
+from models.base import DataError, DataSplit
 from models.ppca import PPCA, closed_form_ml, hparams_for, load_data, synthetic_parameters
 
 
@@ -194,3 +194,16 @@ def _csv(tmp_path):
     path = tmp_path / "three.csv"
     np.savetxt(path, np.random.default_rng(1).random((30, 3)), delimiter=",")
     return str(path)
+
+
+def test_metrics_report_the_guide_against_the_exact_posterior():
+    x = load_data("train", data="synthetic").x
+    model = PPCA(data_dim=64, latent_dim=10).fit_closed_form(x)
+    assert model.metrics(DataSplit(x[:100]))["posterior_kl_nats"] < 1e-3
+    with torch.no_grad():
+        model.encoder.bias.add_(0.1)
+    # KL between Gaussians with equal covariance: (1/2) d^T Sigma^{-1} d for the mean shift d
+    shift = torch.full((10,), 0.1)
+    posterior = model.exact_posterior(x[:1])
+    expected = 0.5 * shift @ torch.cholesky_inverse(posterior.scale_tril[0]) @ shift
+    assert model.metrics(DataSplit(x[:100]))["posterior_kl_nats"] == pytest.approx(expected.item(), rel=1e-3)

@@ -19,7 +19,7 @@ from pyro.infer import TraceEnum_ELBO
 
 from inference.importance import estimate_log_likelihood
 from inference.train import fit_model
-from models import DataError, get_spec
+from models import DataError, DataSplit, get_spec
 from models.student import (
     VARIABLES,
     QueryError,
@@ -28,6 +28,7 @@ from models.student import (
     evidence_log_prob,
     joint_table,
     load_data,
+    max_abs_cpd_error,
     parse_query,
     query,
     swap_intelligence,
@@ -69,7 +70,7 @@ def train(model, x, phases):
 
 @pytest.mark.parametrize("source", ["table", "model"])
 def test_quoted_values(source):
-    cpds = true_cpds() if source == "table" else StudentNetwork().learned_cpds(torch.float64)
+    cpds = true_cpds() if source == "table" else StudentNetwork(init="truth").learned_cpds(torch.float64)
     assert abs(query({"L": 1}, cpds=cpds).item() - 0.502336) < 1e-6
     assert abs(query("I", {"G": "C"}, cpds)[1].item() - 0.078947) < 1e-6
     assert abs(query("I", {"G": 2, "S": 1}, cpds)[1].item() - 0.578313) < 1e-6
@@ -77,8 +78,8 @@ def test_quoted_values(source):
     x = torch.tensor([[-1, -1, 0, 1, 1]])
     assert abs(evidence_log_prob(joint_table(cpds), x).item() - (-1.794924)) < 1e-6
     if source == "model":
-        assert abs(StudentNetwork().exact_log_prob(x).item() - (-1.794924)) < 1e-6
-        assert abs(StudentNetwork().answer("I | G=C")["I=1"] - 0.078947) < 1e-6
+        assert abs(StudentNetwork(init="truth").exact_log_prob(x).item() - (-1.794924)) < 1e-6
+        assert abs(StudentNetwork(init="truth").answer("I | G=C")["I=1"] - 0.078947) < 1e-6
 
 
 def test_queries_match_hand_enumeration():
@@ -111,11 +112,12 @@ def test_exact_log_prob_with_missing_entries():
     x = torch.stack([torch.randint(k, (60,), generator=generator) for k in CARD], -1)
     x[torch.rand(x.shape, generator=generator) < 0.4] = -1
     expected = [math.log(hand_prob({k: v for k, v in enumerate(row) if v >= 0})) for row in x.tolist()]
-    got = StudentNetwork().exact_log_prob(x)
+    got = StudentNetwork(init="truth").exact_log_prob(x)
     assert got.shape == (60,)
     assert got.dtype == torch.float32
     assert got.tolist() == pytest.approx(expected, abs=1e-5)
-    assert StudentNetwork().exact_log_prob(torch.full((2, 5), -1)).tolist() == pytest.approx([0, 0], abs=1e-6)
+    everything_missing = StudentNetwork(init="truth").exact_log_prob(torch.full((2, 5), -1))
+    assert everything_missing.tolist() == pytest.approx([0, 0], abs=1e-6)
 
 
 @pytest.mark.parametrize("pattern", ["random", "hidden_I"])
@@ -131,7 +133,7 @@ def test_trace_enum_sums_out_missing_entries_exactly(pattern):
 
 
 def test_importance_sampling_with_prior_proposal_matches_exact():
-    model = StudentNetwork()
+    model = StudentNetwork(init="truth")
     x = load_data("test", data="hidden_I", smoke=True).x[:200].clone()
     x[::3, 2] = -1
     local_model, local_guide = model.local_pair()
@@ -146,7 +148,7 @@ def test_importance_sampling_with_prior_proposal_matches_exact():
 def test_ancestral_sample_frequencies():
     pyro.set_rng_seed(3)
     n = 100_000
-    x = StudentNetwork().sample(n)
+    x = StudentNetwork(init="truth").sample(n)
     assert x.shape == (n, 5) and x.dtype == torch.long
     cells = torch.zeros(CARD, dtype=torch.float64)
     cells.index_put_(tuple(x.T), torch.ones(n, dtype=torch.float64), accumulate=True)
@@ -172,7 +174,7 @@ def test_load_data_splits():
     hidden = load_data("train", data="hidden_I").x
     assert (hidden[:, 1] == -1).all()
     assert torch.equal(hidden[:, [0, 2, 3, 4]], train.x[:, [0, 2, 3, 4]])
-    StudentNetwork().check_data(hidden)
+    StudentNetwork(init="truth").check_data(hidden)
     with pytest.raises(DataError, match="unknown student data set"):
         load_data("train", data="nope")
     with pytest.raises(DataError, match="unknown split"):
@@ -197,7 +199,7 @@ def test_load_csv(tmp_path):
 
 
 def test_check_data_rejects_bad_values():
-    model = StudentNetwork()
+    model = StudentNetwork(init="truth")
     with pytest.raises(DataError, match="column L holds 2"):
         model.check_data(torch.tensor([[0, 1, 2, 1, 2]]))
     with pytest.raises(DataError, match="column D holds -2"):
@@ -256,10 +258,12 @@ def dirichlet_posterior(x: np.ndarray, prior: float) -> dict[str, tuple[np.ndarr
 @pytest.mark.filterwarnings(SMALL_OPS)
 def test_learning_cpds_from_complete_data():
     x = load_data("train").x
-    # Σα starts near the average row count (20,000 rows / 4 parent configurations of G)
-    model = StudentNetwork(init="uniform", init_concentration=5000.0)
+    spec = get_spec("student")
+    model = spec.make()  # uniform rows, strength 1000
     start = time.perf_counter()
-    train(model, x, [(0.05, 200), (0.01, 200), (0.002, 200)])
+    # `zoo train student --fast`: the opt-in closed form, the Pyro ELBO's exact expectation
+    fit_model(model, x, objective=spec.objective_for(spec.hparams), fast=True, progress=False,
+              **spec.train_settings())
     seconds = time.perf_counter() - start
     learned = model.learned_cpds(torch.float64)
     exact = dirichlet_posterior(x.numpy(), model.prior_concentration)
@@ -272,11 +276,90 @@ def test_learning_cpds_from_complete_data():
         z_svi.append((np.abs(svi - mean) / sd).max())
         # the exact posterior itself is within 4 posterior sd of the truth
         assert (np.abs(mean - truth[name].numpy()) < 4 * sd).all(), name
+    worst = worst_concentration_error(model, x)
     print(f"complete data: max |SVI - truth| = {max(errors):.4f}, max |SVI - exact|/sd = {max(z_svi):.2f}, "
-          f"{seconds:.1f} s")
+          f"worst concentration error {worst:.4f}, {seconds:.1f} s")
     assert max(errors) < 0.02
     # SVI's mean lies inside the exact posterior's central ~95% interval (mean ± 2 sd)
     assert max(z_svi) < 2.0
+    # and the guide is the exact posterior Dirichlet(α0 + counts), strengths included
+    assert worst < 0.05
+
+
+def test_pyro_sampled_elbo_leaves_the_strength_behind():
+    """Why the student has its closed-form fast path: the same steps on Pyro's one-sample
+    estimate (the default) get the means but not the strengths (the gradient's noise along log Σα)."""
+    x = load_data("train").x
+    spec = get_spec("student")
+    model = spec.make()
+    with pyro.validation_enabled(False):
+        fit_model(model, x, objective=spec.objective_for(spec.hparams), progress=False, steps=300, lr=0.1)
+    assert max_abs_cpd_error(model.learned_cpds(torch.float64), true_cpds()) < 0.05
+    assert worst_concentration_error(model, x) > 0.1
+
+
+def worst_concentration_error(model, x) -> float:
+    """max over CPD entries of |α_guide - α_exact| / α_exact, α_exact = α0 + counts by hand (numpy)."""
+    exact = dirichlet_posterior(x.numpy(), model.prior_concentration)
+    worst = 0.0
+    for name in VARIABLES:
+        mean, sd = exact[name]
+        # mean = α / Σα and sd^2 = mean (1 - mean) / (Σα + 1) give Σα, hence α
+        strength = mean * (1 - mean) / sd**2 - 1
+        alpha = mean * strength
+        guide = model.concentration(name).detach().double().numpy()
+        worst = max(worst, float((np.abs(guide - alpha) / alpha).max()))
+    return worst
+
+
+def test_natural_gradient_svi_reaches_the_exact_posterior():
+    x = load_data("train").x
+    model = StudentNetwork()  # uniform rows, strength 1000: far from Dirichlet(α0 + counts)
+    start = worst_concentration_error(model, x)
+    model.natural_gradient_svi(x, steps=50)
+    full = worst_concentration_error(model, x)
+    # minibatches of 4000 rows: noisy counts, averaged by ρ_t = 1 / (t + 1)
+    minibatch = StudentNetwork()
+    minibatch.natural_gradient_svi(x, steps=300, forgetting=1.0, batch_size=4000)
+    noisy = worst_concentration_error(minibatch, x)
+    print(f"worst relative concentration error: start {start:.2f}, full batch {full:.2e}, "
+          f"minibatch {noisy:.4f}")
+    assert start > 1
+    assert full < 0.05 and noisy < 0.05
+    assert minibatch.posterior_comparison(x)["max_rel_error_concentration"] == pytest.approx(noisy, rel=1e-3)
+
+
+def test_conjugate_update_and_exact_posterior():
+    x = load_data("test", smoke=True).x
+    model = StudentNetwork().conjugate_update(x)
+    assert worst_concentration_error(model, x) < 1e-5
+    train = {"split": "train"}
+    comparison = model.metrics(DataSplit(x, info=train))["guide_vs_exact_posterior"]
+    assert comparison["max_rel_error_concentration"] < 1e-5
+    # only on the data the guide was fit to: test data have other counts
+    assert "guide_vs_exact_posterior" not in model.metrics(DataSplit(x))
+    hidden = load_data("test", data="hidden_I", smoke=True).x
+    with pytest.raises(DataError, match="complete data"):
+        model.exact_posterior(hidden)
+    assert "guide_vs_exact_posterior" not in model.metrics(DataSplit(hidden, info=train))
+
+
+@pytest.mark.filterwarnings(SMALL_OPS)
+def test_natural_gradient_svi_with_intelligence_hidden():
+    x = load_data("train", data="hidden_I", smoke=True).x
+    held_out = load_data("test", data="hidden_I", smoke=True).x
+    model = StudentNetwork(init="random")
+    completed = model._completed(x)
+    assert (completed >= 0).all() and torch.equal(completed[:, 2:], x[:, 2:])
+    before = model.exact_log_prob(held_out).mean().item()
+    model.natural_gradient_svi(x, steps=40)
+    after = model.exact_log_prob(held_out).double()
+    truth = evidence_log_prob(joint_table(true_cpds()), held_out)
+    se = (after - truth).std().item() / math.sqrt(len(after))
+    print(f"I hidden, natural-gradient SVI: held-out log p {before:.4f} -> {after.mean().item():.4f} "
+          f"(true network {truth.mean().item():.4f} ± {se:.4f})")
+    # an EM-like climb: most of the way from the random start towards the true network
+    assert truth.mean().item() - after.mean().item() < 0.25 * (truth.mean().item() - before)
 
 
 def test_learning_with_intelligence_hidden():
@@ -313,6 +396,7 @@ def test_spec_smoke_training_step():
 def test_init_options():
     with pytest.raises(DataError, match="unknown init"):
         StudentNetwork(init="ones")
+    assert get_spec("student").make().learned_cpds()["D"].tolist() == [0.5, 0.5]
     model = StudentNetwork(init="uniform")
     assert all(torch.allclose(t, torch.full_like(t, 1 / t.shape[-1])) for t in model.learned_cpds().values())
 
@@ -320,7 +404,7 @@ def test_init_options():
 # ---------------------------------------------------------------------------- report
 
 def test_metrics_and_figures(tmp_path):
-    model = StudentNetwork()
+    model = StudentNetwork(init="truth")
     data = load_data("test", smoke=True)
     metrics = model.metrics(data)
     assert metrics["max_abs_cpd_error"] < 1e-6

@@ -126,6 +126,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--k", type=positive_int, default=1000, help="importance samples per data point")
     p.add_argument("--split", default="test", choices=["train", "test"])
     p.add_argument("--limit", type=positive_int, default=None, help="evaluate the first N data points only")
+    p.add_argument("--method", nargs="+", default=["is"], metavar="METHOD",
+                   help="estimators beyond the report's base (is): ais, bdmc, sbc; several allowed")
     p.add_argument("--out", default=None, help="report folder (default: next to the checkpoint)")
 
     p = sub.add_parser("query", help="exact posterior query, e.g. zoo query student 'I | G=C,S=1'")

@@ -48,7 +48,7 @@ def cmd_eval(args) -> dict:
     report = runs.evaluate(
         args.checkpoint, name=args.name, k=args.k, split=args.split, limit=args.limit,
         data_dir=args.data_dir, data=args.data, device=args.device, out=args.out,
-        progress=not args.no_progress, seed=args.seed,
+        progress=not args.no_progress, seed=args.seed, methods=args.method,
     )
     if not args.json:
         print(json.dumps(report, indent=2, default=str))
@@ -63,7 +63,7 @@ def cmd_query(args) -> dict:
             raise DataError(f"{args.checkpoint} holds a {saved.name!r} model, not {spec.name!r}; "
                             f"point --checkpoint at a {spec.name} run")
     else:
-        model = spec.make()
+        model = spec.make(**spec.query_hparams)
     if not model.capabilities.queries:
         raise DataError(f"model {echo(args.name)} has no exact queries; try `zoo query student ...`")
     try:

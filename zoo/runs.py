@@ -239,10 +239,12 @@ def load(checkpoint, device="cpu"):
 
 
 def evaluate(checkpoint, *, name=None, k=1000, split="test", limit=None, data_dir=None, data=None,
-             device="cpu", out=None, progress=True, seed=0) -> dict:
-    """Importance-sampled evaluation report of a trained model (see inference.evaluate)."""
+             device="cpu", out=None, progress=True, seed=0, methods=("is",)) -> dict:
+    """Evaluation report of a trained model with the estimators ``methods`` (see inference.evaluate)."""
+    from inference.evaluate import check_methods
     from inference.evaluate import evaluate as evaluate_model
 
+    check_methods(methods)
     device = distributed.local_device(resolve_device(device))
     main = distributed.world(device).main
     spec, model, state = load(checkpoint, device)
@@ -260,7 +262,8 @@ def evaluate(checkpoint, *, name=None, k=1000, split="test", limit=None, data_di
     start = time.perf_counter()
     with locked(out) if main else nullcontext():
         report = evaluate_model(model, data_split, num_particles=k, max_plate_nesting=spec.max_plate_nesting,
-                                out_dir=out if main else None, progress=progress, seed=seed)
+                                out_dir=out if main else None, progress=progress, seed=seed,
+                                methods=methods)
         if not main:  # the other ranks sampled their share of the data points; rank 0 reports
             return report
         report.update(model=spec.name, checkpoint=str(checkpoint), split=split,

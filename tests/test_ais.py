@@ -1,0 +1,178 @@
+"""AIS and BDMC against independent exact answers: DLGM quadrature, PPCA's closed form, a
+Gamma-Poisson marginal; tolerances are multiples of the estimators' own standard errors."""
+
+from __future__ import annotations
+
+import math
+
+import pyro
+import pyro.distributions as dist
+import pytest
+import torch
+from torch.distributions import constraints, transform_to
+
+from inference.ais import ais, bdmc, beta_schedule, simulate
+from inference.importance import estimate_log_likelihood
+from models.dlgm import DLGM, true_model
+from models.dlgm import load_data as dlgm_data
+from models.ppca import PPCA
+from models.ppca import load_data as ppca_data
+from tests.conftest import requires_cuda
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+def sharp_dlgm(data_dim: int) -> DLGM:
+    """A seed-decoder DLGM whose many steep sigmoids make p(z | x) far narrower than the prior."""
+    model = DLGM(data_dim=data_dim, latent_dim=1, decoder="seed").eval()
+    generator = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        model.A.copy_(8 * torch.randn(data_dim, 1, generator=generator))
+        model.B.copy_(2 * torch.randn(data_dim, 1, generator=generator))
+        model.c.copy_(torch.randn(data_dim, generator=generator))
+        model.d.copy_(torch.full((data_dim,), -2.0))
+    return model
+
+
+def gap_in_se(result, exact: torch.Tensor) -> float:
+    summary = result.summary()
+    return (summary["log_px"] - exact.double().mean().item()) / summary["log_px_se"]
+
+
+def test_beta_schedules():
+    for schedule in ("sigmoid", "linear"):
+        beta = beta_schedule(10, schedule)
+        assert beta[0] == 0 and beta[-1] == 1 and (beta.diff() > 0).all()
+    with pytest.raises(ValueError, match="schedule"):
+        beta_schedule(10, "cosine")
+
+
+@pytest.mark.parametrize("proposal", ["guide", "prior"])
+def test_ais_on_dlgm_matches_quadrature(proposal):
+    # the guide is untrained, a poor proposal that AIS has to correct
+    model = true_model()
+    x = dlgm_data("test").x[:200]
+    result = ais(model.model, model.guide, x, num_chains=8, num_steps=50, proposal=proposal)
+    gap = gap_in_se(result, model.exact_log_prob(x))
+    print(f"AIS ({proposal}) - quadrature: {gap:+.2f} SE, acceptance {result.acceptance.mean():.2f}, "
+          f"{result.seconds:.1f} s")
+    assert abs(gap) < 4
+    assert 0.5 < result.acceptance.mean() < 0.8
+
+
+def test_ais_from_prior_where_importance_sampling_from_prior_fails():
+    model = sharp_dlgm(1000)
+    x = model.sample(20, generator=torch.Generator().manual_seed(2))
+    exact = model.exact_log_prob(x)
+    naive = estimate_log_likelihood(model.model, None, x, 10, iwae_ks=(), psis=False)
+    naive_gap = gap_in_se(naive, exact)
+    result = ais(model.model, None, x, num_chains=8, num_steps=200, num_leapfrog=3, proposal="prior",
+                 pilot_chains=2)
+    gap = gap_in_se(result, exact)
+    print(f"IS from the prior (K = 10): {naive_gap:+.1f} SE; AIS from the prior: {gap:+.2f} SE "
+          f"({result.seconds:.1f} s)")
+    assert naive_gap < -10
+    assert abs(gap) < 4
+
+
+def test_ais_on_ppca_matches_closed_form():
+    model = PPCA(data_dim=64, latent_dim=10).eval()
+    model.fit_closed_form(ppca_data("train", data="synthetic").x)
+    with torch.no_grad():
+        # a guide three times too wide and shifted: importance sampling from it is far off
+        model.raw_scale_tril.copy_(transform_to(constraints.lower_cholesky).inv(3 * model.scale_tril))
+        model.encoder.bias.add_(0.05)
+    x = ppca_data("test", data="synthetic").x[:50]
+    exact = model.exact_log_prob(x).detach()
+    naive = estimate_log_likelihood(model.model, model.guide, x, 16, iwae_ks=(), psis=False)
+    naive_gap = gap_in_se(naive, exact)
+    result = ais(model.model, model.guide, x, num_chains=8, num_steps=200, num_leapfrog=3, pilot_chains=2)
+    gap = gap_in_se(result, exact)
+    print(f"PPCA: IS from the widened guide {naive_gap:+.1f} SE, AIS {gap:+.2f} SE ({result.seconds:.1f} s)")
+    assert naive_gap < -10
+    assert abs(gap) < 4
+
+
+def gamma_poisson(x):
+    with pyro.plate("data", x.shape[0], dim=-1):
+        rate = pyro.sample("rate", dist.Gamma(3.0, 0.5))
+        pyro.sample("x", dist.Poisson(rate), obs=x)
+
+
+def test_constrained_latent_through_its_support_transform():
+    x = torch.tensor([0.0, 3.0, 7.0, 15.0])
+    # rate ~ Gamma(a, b), x | rate ~ Poisson(rate)  =>  x ~ NegativeBinomial(a, p = 1 / (1 + b))
+    exact = dist.NegativeBinomial(3.0, probs=torch.tensor(1 / 1.5)).log_prob(x)
+    result = ais(gamma_poisson, None, x, num_chains=16, num_steps=100, proposal="prior")
+    gap = gap_in_se(result, exact)
+    print(f"Gamma-Poisson: AIS - exact {gap:+.2f} SE")
+    assert abs(gap) < 4
+
+
+def test_bdmc_sandwiches_the_exact_value_and_tightens():
+    model = sharp_dlgm(100)
+    template = torch.zeros(50, 100)
+    gaps = []
+    for num_steps in (3, 30, 200):
+        result = bdmc(model.model, None, template, num_chains=4, num_steps=num_steps, proposal="prior",
+                      pilot_chains=2)
+        summary = result.summary()
+        exact = model.exact_log_prob(result.x).double().mean().item()
+        lower = (summary["lower"] - exact) / summary["lower_se"]
+        upper = (summary["upper"] - exact) / summary["upper_se"]
+        print(f"BDMC T = {num_steps}: lower {lower:+.1f} SE, upper {upper:+.1f} SE, "
+              f"gap {summary['gap']:.3f} nats")
+        assert lower < 4 and upper > -4
+        gaps.append((summary["gap"], math.hypot(summary["lower_se"], summary["upper_se"])))
+    (short, short_se), (middle, middle_se), (long, long_se) = gaps
+    # the gap shrinks with the path length, until it is closed up to its own noise
+    assert short - middle > 4 * math.hypot(short_se, middle_se)
+    assert long < middle and abs(long) < 4 * long_se
+
+
+def test_simulate_returns_data_and_latents():
+    model = true_model()
+    x, z = simulate(model.model, torch.zeros(7, 2))
+    assert x.shape == (7, 2) and set(z) == {"z"} and z["z"].shape == (7, 1)
+
+
+def test_unsupported_programs_raise_value_errors():
+    def discrete(x):
+        with pyro.plate("data", x.shape[0], dim=-1):
+            k = pyro.sample("k", dist.Bernoulli(0.5))
+            pyro.sample("x", dist.Normal(k, 1.0), obs=x)
+
+    def global_latent(x):
+        mu = pyro.sample("mu", dist.Normal(0.0, 1.0))
+        with pyro.plate("data", x.shape[0], dim=-1):
+            pyro.sample("x", dist.Normal(mu, 1.0), obs=x)
+
+    x = torch.zeros(3)
+    with pytest.raises(ValueError, match="discrete"):
+        ais(discrete, None, x, 2, 2, proposal="prior")
+    with pytest.raises(ValueError, match="outside the 'data' plate"):
+        ais(global_latent, None, x, 2, 2, proposal="prior")
+    with pytest.raises(ValueError, match="needs a guide"):
+        ais(discrete, None, x, 2, 2)
+
+
+def test_step_size_schedules_replay_and_adaptations():
+    model = true_model()
+    x = dlgm_data("test").x[:20]
+    first = ais(model.model, model.guide, x, num_chains=4, num_steps=20, data_chunk=8)
+    assert first.step_sizes.shape == (20, 20) and first.settings["adaptation"] == "pilot"
+    again = ais(model.model, model.guide, x, num_chains=4, num_steps=20, adaptation="none",
+                step_size=first.step_sizes)
+    assert torch.equal(again.step_sizes, first.step_sizes)
+    online = ais(model.model, model.guide, x, num_chains=4, num_steps=20, adaptation="online")
+    assert not torch.equal(online.step_sizes[1], online.step_sizes[-1])
+    with pytest.raises(ValueError, match="adaptation"):
+        ais(model.model, model.guide, x, 2, 2, adaptation="dual")
+
+
+@requires_cuda
+def test_ais_on_cuda():
+    model = true_model().cuda()
+    x = dlgm_data("test").x[:500].cuda()
+    result = ais(model.model, model.guide, x, num_chains=16, num_steps=50)
+    assert abs(gap_in_se(result, model.exact_log_prob(x).cpu())) < 4
