@@ -236,7 +236,7 @@ def _bdmc(model, local_model, local_guide, x: torch.Tensor, settings: dict) -> d
     except ValueError as err:
         raise DataError(f"BDMC does not apply to this model: {err}") from None
     out = {"data": f"{result.x.shape[0]} points simulated from the model", **result.summary()}
-    if model.has_exact:
+    if model.capabilities.exact_log_prob:
         with torch.no_grad():
             out["exact"] = model.exact_log_prob(result.x).double().mean().item()
     return out
