@@ -89,7 +89,7 @@ def from_guide(
 
 def from_nuts(
     model,
-    x: torch.Tensor,
+    data,
     num_samples: int = 500,
     warmup: int = 200,
     *,
@@ -100,7 +100,8 @@ def from_nuts(
     log_likelihood: bool = True,
     **nuts_kwargs,
 ):
-    """Run ``MCMC(NUTS(model))`` on ``x`` and convert it with ``az.from_pyro``.
+    """Run ``MCMC(NUTS(model))`` on ``data`` (a tensor ``x`` or a tuple such as ``(x, y)``, passed
+    as ``model(*data)``) and convert it with ``az.from_pyro``.
 
     The chain runs with one torch thread (NUTS on small models is dominated by per-step
     overhead, and thread contention slows it ~10x on busy machines). The posterior and
@@ -112,19 +113,20 @@ def from_nuts(
 
     if seed is not None:
         pyro.set_rng_seed(seed)
-    target = _without_masked_latents(model, x)
+    data = as_tensors(data)
+    target = _without_masked_latents(model, data)
     kernel = NUTS(target, max_plate_nesting=max_plate_nesting, **nuts_kwargs)
     mcmc = MCMC(kernel, num_samples=num_samples, warmup_steps=warmup, num_chains=num_chains,
                 disable_progbar=not progress)
     with _one_thread():
-        mcmc.run(x)
+        mcmc.run(*data)
     idata = az.from_pyro(mcmc, log_likelihood=False)
     if "observed_data" in idata.groups():
         del idata.observed_data
-    groups = {"observed_data": {DATA_VAR: _numpy(x)}}
+    groups = {"observed_data": _observed(data)}
     if log_likelihood:
         samples = mcmc.get_samples()
-        log_lik = pointwise_log_likelihood(model, x, samples, max_plate_nesting=max_plate_nesting)
+        log_lik = pointwise_log_likelihood(model, data, samples, max_plate_nesting=max_plate_nesting)
         groups["log_likelihood"] = {DATA_VAR: _numpy(log_lik).reshape(num_chains, num_samples, -1)}
     idata.extend(az.from_dict(**groups, dims=DIMS))
     return idata
@@ -234,10 +236,10 @@ def _per_row(site, max_plate_nesting: int) -> torch.Tensor:
     return log_prob.sum(inner) if inner else log_prob
 
 
-def _without_masked_latents(model, x: torch.Tensor):
+def _without_masked_latents(model, data: tuple):
     """``model`` with latent sites whose mask is all False conditioned on a dummy value."""
     with torch.no_grad():
-        trace = poutine.trace(model).get_trace(x)
+        trace = poutine.trace(model).get_trace(*data)
     dummies = {
         name: site["value"] for name, site in trace.nodes.items()
         if site["type"] == "sample" and not site["is_observed"] and _fully_masked(site)

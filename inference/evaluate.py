@@ -13,6 +13,11 @@ active units (generic, for real-valued local latents, and the model's own ``kl_p
 ``active_units`` where it has them), ``model.metrics(data)`` and wall time. Every
 log-likelihood is in nats per data point.
 
+A model whose latents are global (``capabilities.importance_sampling`` False) has no
+per-data-point proposal: its report says so in ``log_px.estimator`` and compares posterior means
+and sds of the global latents instead -- guide draws, NUTS and the exact posterior where the
+model declares one (:func:`compare_posteriors`; ``posterior_table.md`` and ``vi_vs_nuts.png``).
+
 With ``out_dir`` it writes ``report.json``, ``bound_vs_k.png`` (ELBO, IWAE_k, IS log p(x) and
 the exact value against k), ``khat.png`` (histogram of k̂ with the 0.5 / 0.7 lines) and the
 model's own figures; :func:`write_index` writes an ``index.md`` over several such reports.
@@ -20,6 +25,7 @@ model's own figures; :func:`write_index` writes an ``index.md`` over several suc
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import time
@@ -27,7 +33,7 @@ from pathlib import Path
 
 import torch
 
-from inference.arviz_io import from_guide
+from inference.arviz_io import from_guide, from_nuts, plot_vi_vs_nuts
 from inference.arviz_io import summary as arviz_summary
 from inference.checkpoint import write_atomic
 from inference.diagnostics import (
@@ -44,6 +50,14 @@ from models.base import DataSplit
 UNITS = "nats per data point"
 
 
+#: what the report says in place of log p(x) for a model whose latents are global
+NO_IMPORTANCE_SAMPLING = (
+    "per-data-point importance sampling does not apply: this model's latents are global (shared by all "
+    "data points), so there is no per-data-point proposal; its posterior is compared instead (guide vs "
+    "NUTS vs exact, posterior_comparison)"
+)
+
+
 def evaluate(
     model,
     data,
@@ -53,30 +67,57 @@ def evaluate(
     max_plate_nesting: int = 1,
     out_dir=None,
     progress: bool = True,
+    nuts_samples: int = 500,
 ) -> dict:
     """Evaluate ``model`` (a ``ZooModel``) on ``data`` (a ``DataSplit`` or a tensor (N, ...)).
 
-    Returns a JSON-serialisable dict (non-finite numbers become ``None``); writes
-    ``report.json`` and PNG figures under ``out_dir`` when given.
+    The model's declared ``inputs`` are taken from ``data`` (e.g. ``(x, y)`` for log p(x | y)).
+    A model that declares no importance sampling (global latents) gets instead the posterior
+    comparison of :func:`compare_posteriors` (``num_particles`` guide draws, ``nuts_samples``
+    NUTS draws after as many warm-up steps; 0 skips NUTS). Returns a JSON-serialisable dict
+    (non-finite numbers become ``None``); writes ``report.json`` and PNG figures under
+    ``out_dir`` when given.
     """
     start = time.perf_counter()
     data = data if isinstance(data, DataSplit) else DataSplit(x=data)
     data = data.to(model.device)
-    x = data.x
-    model.check_data(x)
+    inputs = data.inputs(model.inputs)
+    model.check_inputs(inputs)
     model.eval()
+    report = {"model": type(model).__name__, "units": UNITS, "num_data": inputs[0].shape[0],
+              "num_particles": num_particles, "source": data.source}
+    if model.capabilities.importance_sampling:
+        result, idata = _importance_sampling(model, inputs, num_particles, iwae_ks, max_plate_nesting,
+                                             progress, report)
+        extra = {}
+    else:
+        result, idata = None, None
+        report["log_px"] = {"value": None, "se": None, "estimator": NO_IMPORTANCE_SAMPLING}
+        extra = compare_posteriors(model, inputs, num_particles, nuts_samples, max_plate_nesting)
+        report["posterior_comparison"] = extra["table"]
+        report["seconds"] = {"posterior_comparison": extra["seconds"]}
+    report["metrics"] = model.metrics(data)
+    report["figures"] = {}
+    if out_dir is not None:
+        out_dir = Path(out_dir)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        report["figures"] = _figures(model, data, result, report, out_dir, idata, extra)
+    report["seconds"]["total"] = time.perf_counter() - start
+    report = to_json(report)
+    if out_dir is not None:
+        write_atomic(out_dir / "report.json", json.dumps(report, indent=2, allow_nan=False) + "\n")
+    return report
+
+
+def _importance_sampling(model, inputs, num_particles, iwae_ks, max_plate_nesting, progress, report):
+    """Fill ``report`` with the importance-sampling estimates; returns (result, idata or None)."""
     local_model, local_guide = model.local_pair()
     result = estimate_log_likelihood(
-        local_model, local_guide, x, num_particles,
+        local_model, local_guide, inputs, num_particles,
         max_plate_nesting=max_plate_nesting, iwae_ks=iwae_ks, progress=progress,
     )
     summary = result.summary()
-    report = {
-        "model": type(model).__name__,
-        "units": UNITS,
-        "num_data": summary["num_data"],
-        "num_particles": num_particles,
-        "source": data.source,
+    report.update({
         "log_px": {"value": summary["log_px"], "se": summary["log_px_se"],
                    "estimator": f"importance sampling, K = {num_particles}, proposal: the guide of "
                                 "local_pair() (the prior for latents it leaves out)"},
@@ -84,29 +125,77 @@ def evaluate(
         "iwae": {str(k): {"value": v, "se": summary["iwae_se"][k]} for k, v in summary["iwae"].items()},
         "ess": ess_summary(result.ess, num_particles),
         "khat": khat_summary(result.khat),
-    }
+    })
+    x = inputs[0]
     if model.capabilities.exact_log_prob:
         report["exact"] = _exact(model, x, summary)
-    usage = _latent_usage(local_model, local_guide, x, max_plate_nesting)
+    usage = _latent_usage(local_model, local_guide, inputs, max_plate_nesting)
     if usage:
         report["latent_usage"] = usage
     if model.capabilities.latent_usage:
         report.update(model_latent_usage(model, x))
-    idata = _global_posterior(model, x)
+    idata = _global_posterior(model, inputs)
     if idata is not None:
         report["posterior_summary"] = arviz_summary(idata).to_dict(orient="index")
-    report["metrics"] = model.metrics(data)
     report["seconds"] = {"importance_sampling": result.seconds}
-    report["figures"] = {}
-    if out_dir is not None:
-        out_dir = Path(out_dir)
-        out_dir.mkdir(parents=True, exist_ok=True)
-        report["figures"] = _figures(model, data, result, report, out_dir, idata)
-    report["seconds"]["total"] = time.perf_counter() - start
-    report = to_json(report)
-    if out_dir is not None:
-        write_atomic(out_dir / "report.json", json.dumps(report, indent=2, allow_nan=False) + "\n")
-    return report
+    return result, idata
+
+
+def compare_posteriors(model, inputs: tuple, num_draws: int = 1000, nuts_samples: int = 500,
+                       max_plate_nesting: int = 1) -> dict:
+    """Posterior means and sds of the global latents: the guide (``num_draws`` draws), NUTS
+    (``nuts_samples`` draws after as many warm-up steps; skipped at 0) and, where the model
+    declares it, the exact posterior. Returns ``{"table": {element: {"guide_mean", "guide_sd",
+    "guide_mcse", "nuts_mean", "nuts_sd", "nuts_mcse", "nuts_ess", "exact_mean", "exact_sd"}},
+    "guide": InferenceData, "nuts": InferenceData or None, "seconds": float}``; an element is
+    named as ArviZ names it (``w[3]``); MCSE is the Monte Carlo standard error of the mean
+    (sd / sqrt(S) for independent guide draws, ArviZ's ``mcse_mean`` for the chain).
+    """
+    start = time.perf_counter()
+    guide = from_guide(model.model, model.guide, inputs, num_draws, max_plate_nesting=max_plate_nesting,
+                       log_likelihood=False)
+    nuts = None
+    if nuts_samples:
+        nuts = from_nuts(model.model, inputs, num_samples=nuts_samples, warmup=nuts_samples,
+                         max_plate_nesting=max_plate_nesting, log_likelihood=False, full_mass=True)
+    table = {}
+    for name, row in arviz_summary(guide, kind="stats").iterrows():
+        table[name] = {"guide_mean": row["mean"], "guide_sd": row["sd"],
+                       "guide_mcse": row["sd"] / math.sqrt(num_draws)}
+    if nuts is not None:
+        for name, row in arviz_summary(nuts).iterrows():
+            if name in table:
+                table[name].update(nuts_mean=row["mean"], nuts_sd=row["sd"], nuts_mcse=row["mcse_mean"],
+                                   nuts_ess=row["ess_bulk"])
+    if model.capabilities.exact_global_posterior:
+        with torch.no_grad():
+            for site, posterior in model.exact_global_posterior(*inputs).items():
+                for name, mean, sd in _elements(site, posterior.mean, posterior.variance.sqrt()):
+                    if name in table:
+                        table[name].update(exact_mean=mean, exact_sd=sd)
+    return {"table": table, "guide": guide, "nuts": nuts, "seconds": time.perf_counter() - start}
+
+
+def _elements(site: str, mean: torch.Tensor, sd: torch.Tensor):
+    """(ArviZ element name, mean, sd) for each element of a site's value."""
+    if mean.dim() == 0:
+        yield site, mean.item(), sd.item()
+        return
+    for index in itertools.product(*(range(n) for n in mean.shape)):
+        yield f"{site}[{', '.join(map(str, index))}]", mean[index].item(), sd[index].item()
+
+
+def posterior_table_markdown(table: dict) -> str:
+    """The posterior comparison as a Markdown table (means ± sds; blank where a source is absent)."""
+    columns = [("guide", "guide (VI)"), ("nuts", "NUTS"), ("exact", "exact")]
+    present = [(key, title) for key, title in columns if any(f"{key}_mean" in row for row in table.values())]
+    lines = ["| latent | " + " | ".join(f"{title} mean ± sd" for _, title in present) + " |",
+             "| --- |" + " --- |" * len(present)]
+    for name, row in table.items():
+        cells = [f"{row[f'{key}_mean']:.4g} ± {row[f'{key}_sd']:.3g}" if f"{key}_mean" in row else ""
+                 for key, _ in present]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
 
 
 def _exact(model, x: torch.Tensor, summary: dict) -> dict:
@@ -122,17 +211,24 @@ def _exact(model, x: torch.Tensor, summary: dict) -> dict:
     }
 
 
-def _latent_usage(model, guide, x: torch.Tensor, max_plate_nesting: int) -> dict:
-    if guide is None or x.shape[0] < 2:
+def _latent_usage(model, guide, inputs: tuple, max_plate_nesting: int) -> dict:
+    if guide is None or inputs[0].shape[0] < 2:
         return {}
-    return latent_usage(model, guide, x[:2000], max_plate_nesting=max_plate_nesting)
+    return latent_usage(model, guide, tuple(t[:2000] for t in inputs), max_plate_nesting=max_plate_nesting)
 
 
-def _figures(model, data: DataSplit, result, report: dict, out_dir: Path, idata) -> dict[str, str]:
-    paths = {
-        "bounds vs number of particles k": _bound_figure(report, out_dir / "bound_vs_k.png"),
-    }
-    if result.khat is not None:
+def _figures(model, data: DataSplit, result, report: dict, out_dir: Path, idata, extra) -> dict[str, str]:
+    paths = {}
+    if "posterior_comparison" in report:
+        table = posterior_table_markdown(report["posterior_comparison"])
+        paths["posterior means ± sds: guide vs NUTS vs exact (table)"] = write_atomic(
+            out_dir / "posterior_table.md", table)
+        if extra.get("nuts") is not None:
+            paths["posterior of the global latents: guide vs NUTS (ArviZ forest)"] = plot_vi_vs_nuts(
+                extra["guide"], extra["nuts"], out_dir / "vi_vs_nuts.png")
+    if result is not None:
+        paths["bounds vs number of particles k"] = _bound_figure(report, out_dir / "bound_vs_k.png")
+    if result is not None and result.khat is not None:
         paths["PSIS k-hat of the importance weights"] = _khat_figure(result.khat, out_dir / "khat.png")
     if idata is not None:
         caption = "guide posterior of the global latents (ArviZ)"
@@ -141,10 +237,10 @@ def _figures(model, data: DataSplit, result, report: dict, out_dir: Path, idata)
     return {caption: _relative(path, out_dir) for caption, path in paths.items()}
 
 
-def _global_posterior(model, x: torch.Tensor, num_samples: int = 500):
+def _global_posterior(model, inputs: tuple, num_samples: int = 500):
     """ArviZ InferenceData of guide draws of the global latents, or None when there are none."""
     try:
-        return from_guide(model.model, model.guide, x, num_samples, log_likelihood=False)
+        return from_guide(model.model, model.guide, inputs, num_samples, log_likelihood=False)
     except ValueError:
         return None
 
@@ -293,4 +389,5 @@ def _relative(path, out_dir: Path) -> str:
         return path.resolve().as_posix()
 
 
-__all__ = sorted(["UNITS", "evaluate", "to_json", "write_index"])
+__all__ = sorted(["NO_IMPORTANCE_SAMPLING", "UNITS", "compare_posteriors", "evaluate",
+                  "posterior_table_markdown", "to_json", "write_index"])

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import sys
 
-from models import REGISTRY, DataError, all_specs, get_spec
+from models import DataError, all_specs, get_spec
 from zoo import runs
 from zoo.cli import parse_hparams
 
@@ -14,7 +14,7 @@ def cmd_list(args) -> list[dict]:
     rows = [{"name": s.name, "description": s.description, "objective": s.objective_for(s.hparams)["name"],
              "source": s.source} for s in all_specs()]
     if not args.json:
-        width = max(map(len, REGISTRY))
+        width = max(len(row["name"]) for row in rows)
         for row in rows:
             print(f"{row['name']:<{width}}  {row['description']} [{row['source']}]")
     return rows
