@@ -68,13 +68,15 @@ def evaluate(
     out_dir=None,
     progress: bool = True,
     nuts_samples: int = 500,
+    posterior_data: DataSplit | None = None,
 ) -> dict:
     """Evaluate ``model`` (a ``ZooModel``) on ``data`` (a ``DataSplit`` or a tensor (N, ...)).
 
     The model's declared ``inputs`` are taken from ``data`` (e.g. ``(x, y)`` for log p(x | y)).
     A model that declares no importance sampling (global latents) gets instead the posterior
     comparison of :func:`compare_posteriors` (``num_particles`` guide draws, ``nuts_samples``
-    NUTS draws after as many warm-up steps; 0 skips NUTS). Returns a JSON-serialisable dict
+    NUTS draws after as many warm-up steps; 0 skips NUTS) on ``posterior_data`` (the data the
+    guide was trained on; ``data`` if not given). Returns a JSON-serialisable dict
     (non-finite numbers become ``None``); writes ``report.json`` and PNG figures under
     ``out_dir`` when given.
     """
@@ -93,8 +95,11 @@ def evaluate(
     else:
         result, idata = None, None
         report["log_px"] = {"value": None, "se": None, "estimator": NO_IMPORTANCE_SAMPLING}
-        extra = compare_posteriors(model, inputs, num_particles, nuts_samples, max_plate_nesting)
+        conditioned = data if posterior_data is None else posterior_data.to(model.device)
+        extra = compare_posteriors(model, conditioned.inputs(model.inputs), num_particles, nuts_samples,
+                                   max_plate_nesting)
         report["posterior_comparison"] = extra["table"]
+        report["posterior_data"] = conditioned.source
         report["seconds"] = {"posterior_comparison": extra["seconds"]}
     report["metrics"] = model.metrics(data)
     report["figures"] = {}

@@ -42,4 +42,4 @@ def load_data(split, data_dir=None, data=None, smoke=False):
 
 
 SPEC = program_spec("sepal_length", model, autoguide=AutoNormal, load_data=load_data,
-                    train={"steps": 2000, "lr": 0.05}, smoke_train={"steps": 300})
+                    train={"steps": 2000, "lr": 0.05}, smoke_train={"steps": 1000})

@@ -292,8 +292,13 @@ def evaluate(checkpoint, *, name=None, k=1000, split="test", limit=None, data_di
     pyro.set_rng_seed(seed)
     start = time.perf_counter()
     with locked(out):
+        posterior_data = None
+        if not model.capabilities.importance_sampling:  # the guide approximates p(globals | training data)
+            posterior_data = load_split(spec, "train", data_dir=data_dir or state.get("data_dir"),
+                                        data=data or state.get("data"), smoke=smoke, device=model.device)
         report = evaluate_model(model, data_split, num_particles=k, max_plate_nesting=spec.max_plate_nesting,
-                                out_dir=out, progress=progress, nuts_samples=NUTS_SMOKE if smoke else NUTS)
+                                out_dir=out, progress=progress, nuts_samples=NUTS_SMOKE if smoke else NUTS,
+                                posterior_data=posterior_data)
         report.update(model=spec.name, checkpoint=str(checkpoint), split=split,
                       objective=state.get("objective", {}).get("label"),
                       wall_seconds=time.perf_counter() - start)
