@@ -84,7 +84,8 @@ def from_guide(
     if log_likelihood:
         log_lik = pointwise_log_likelihood(model, data, samples, max_plate_nesting=max_plate_nesting)
         groups["log_likelihood"] = {DATA_VAR: _numpy(log_lik)[None]}
-    return az.from_dict(**groups, observed_data=_observed(data), dims=DIMS)
+    with _log_level("arviz", logging.ERROR):  # one chain of independent draws: no R-hat, by design
+        return az.from_dict(**groups, observed_data=_observed(data), dims=DIMS)
 
 
 def from_nuts(
@@ -120,7 +121,8 @@ def from_nuts(
                 disable_progbar=not progress)
     with _one_thread():
         mcmc.run(*data)
-    idata = az.from_pyro(mcmc, log_likelihood=False)
+    with _log_level("arviz", logging.ERROR if num_chains < 2 else None):  # one chain: no R-hat, said once
+        idata = az.from_pyro(mcmc, log_likelihood=False)
     if "observed_data" in idata.groups():
         del idata.observed_data
     groups = {"observed_data": _observed(data)}
@@ -180,7 +182,10 @@ def summary(idata, **kwargs):
 
 @contextmanager
 def _log_level(name: str, level: int | None):
-    logger = logging.getLogger(name)
+    # arviz 0.23 logs through its own ``logging.Logger("arviz")`` (``arviz._log``), which is not
+    # the one ``logging.getLogger("arviz")`` returns
+    logger = getattr(arviz(), "_log", None) if name == "arviz" else None
+    logger = logger or logging.getLogger(name)
     previous = logger.level
     if level is not None:
         logger.setLevel(level)
