@@ -164,11 +164,11 @@ def compare_posteriors(model, inputs: tuple, num_draws: int = 1000, nuts_samples
         nuts = from_nuts(model.model, inputs, num_samples=nuts_samples, warmup=nuts_samples,
                          max_plate_nesting=max_plate_nesting, log_likelihood=False, full_mass=True)
     table = {}
-    for name, row in arviz_summary(guide, kind="stats").iterrows():
+    for name, row in arviz_summary(guide, kind="stats", round_to="none").iterrows():
         table[name] = {"guide_mean": row["mean"], "guide_sd": row["sd"],
                        "guide_mcse": row["sd"] / math.sqrt(num_draws)}
     if nuts is not None:
-        for name, row in arviz_summary(nuts).iterrows():
+        for name, row in arviz_summary(nuts, round_to="none").iterrows():
             if name in table:
                 table[name].update(nuts_mean=row["mean"], nuts_sd=row["sd"], nuts_mcse=row["mcse_mean"],
                                    nuts_ess=row["ess_bulk"])

@@ -63,13 +63,14 @@ def test_nuts_matches_the_exact_posterior(fitted):
 
 
 def test_guide_and_nuts_means_agree(fitted):
-    """Guide and NUTS means within 4 combined MC standard errors, sqrt(MCSE_guide^2 + MCSE_nuts^2),
-    plus the optimiser's allowance of the VI-vs-exact test (a quarter posterior sd): the two are
-    independent draws of the same posterior only up to the guide's optimisation error."""
+    """Guide and NUTS means within 4 combined MC standard errors, sqrt(MCSE_guide^2 + MCSE_nuts^2).
+    Both estimate the same posterior mean (the family holds it exactly); what is not Monte Carlo
+    error is the guide's optimisation error, which the decaying rate keeps far below the NUTS
+    MCSE (a few hundredths of a posterior sd against a tenth or more), so it needs no allowance."""
     _, _, comparison = fitted
     for name, row in comparison["table"].items():
         se = math.hypot(row["guide_mcse"], row["nuts_mcse"])
-        assert abs(row["guide_mean"] - row["nuts_mean"]) < 4 * se + row["exact_sd"] / 4, (name, row)
+        assert abs(row["guide_mean"] - row["nuts_mean"]) < 4 * se, (name, row)
 
 
 def test_report_says_why_there_is_no_importance_sampling(fitted, tmp_path):
