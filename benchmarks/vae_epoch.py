@@ -28,6 +28,7 @@ from benchmarks.common import Report, Row, image_root, interleaved, median, pars
 from benchmarks.vae_step import BATCH, MIN_SCALE, PlainVAE
 from inference.train import evaluate_objective, fit_model
 from models import get_spec
+from models.base import DATA_PLATE
 
 NAME = "vae_epoch"
 TARGET = 1 / 3
@@ -41,7 +42,7 @@ class PyroExampleVAE(PlainVAE):
         pyro.module("decoder_hidden", self.decoder_hidden)
         pyro.module("decoder_out", self.decoder_out)
         z_dim = self.loc_head.out_features
-        with pyro.plate("data", x.shape[0]):
+        with pyro.plate(DATA_PLATE, x.shape[0]):
             z = pyro.sample("z", dist.Normal(x.new_zeros(z_dim), x.new_ones(z_dim)).to_event(1))
             pyro.sample("x", dist.Bernoulli(logits=self.decode(z)).to_event(1), obs=x)
 
@@ -50,7 +51,7 @@ class PyroExampleVAE(PlainVAE):
             pyro.module(name, getattr(self, name))
         h = torch.nn.functional.softplus(self.encoder(x))
         scale = torch.nn.functional.softplus(self.scale_head(h)) + MIN_SCALE
-        with pyro.plate("data", x.shape[0]):
+        with pyro.plate(DATA_PLATE, x.shape[0]):
             pyro.sample("z", dist.Normal(self.loc_head(h), scale).to_event(1))
 
 

@@ -84,12 +84,13 @@ def from_guide(
     if log_likelihood:
         log_lik = pointwise_log_likelihood(model, data, samples, max_plate_nesting=max_plate_nesting)
         groups["log_likelihood"] = {DATA_VAR: _numpy(log_lik)[None]}
-    return az.from_dict(**groups, observed_data=_observed(data), dims=DIMS)
+    with _log_level("arviz", logging.ERROR):  # one chain of independent draws: no R-hat, by design
+        return az.from_dict(**groups, observed_data=_observed(data), dims=DIMS)
 
 
 def from_nuts(
     model,
-    x: torch.Tensor,
+    data,
     num_samples: int = 500,
     warmup: int = 200,
     *,
@@ -100,7 +101,8 @@ def from_nuts(
     log_likelihood: bool = True,
     **nuts_kwargs,
 ):
-    """Run ``MCMC(NUTS(model))`` on ``x`` and convert it with ``az.from_pyro``.
+    """Run ``MCMC(NUTS(model))`` on ``data`` (a tensor ``x`` or a tuple such as ``(x, y)``, passed
+    as ``model(*data)``) and convert it with ``az.from_pyro``.
 
     The chain runs with one torch thread (NUTS on small models is dominated by per-step
     overhead, and thread contention slows it ~10x on busy machines). The posterior and
@@ -112,19 +114,21 @@ def from_nuts(
 
     if seed is not None:
         pyro.set_rng_seed(seed)
-    target = _without_masked_latents(model, x)
+    data = as_tensors(data)
+    target = _without_masked_latents(model, data)
     kernel = NUTS(target, max_plate_nesting=max_plate_nesting, **nuts_kwargs)
     mcmc = MCMC(kernel, num_samples=num_samples, warmup_steps=warmup, num_chains=num_chains,
                 disable_progbar=not progress)
     with _one_thread():
-        mcmc.run(x)
-    idata = az.from_pyro(mcmc, log_likelihood=False)
+        mcmc.run(*data)
+    with _log_level("arviz", logging.ERROR if num_chains < 2 else None):  # one chain: no R-hat, said once
+        idata = az.from_pyro(mcmc, log_likelihood=False)
     if "observed_data" in idata.groups():
         del idata.observed_data
-    groups = {"observed_data": {DATA_VAR: _numpy(x)}}
+    groups = {"observed_data": _observed(data)}
     if log_likelihood:
         samples = mcmc.get_samples()
-        log_lik = pointwise_log_likelihood(model, x, samples, max_plate_nesting=max_plate_nesting)
+        log_lik = pointwise_log_likelihood(model, data, samples, max_plate_nesting=max_plate_nesting)
         groups["log_likelihood"] = {DATA_VAR: _numpy(log_lik).reshape(num_chains, num_samples, -1)}
     idata.extend(az.from_dict(**groups, dims=DIMS))
     return idata
@@ -178,7 +182,10 @@ def summary(idata, **kwargs):
 
 @contextmanager
 def _log_level(name: str, level: int | None):
-    logger = logging.getLogger(name)
+    # arviz 0.23 logs through its own ``logging.Logger("arviz")`` (``arviz._log``), which is not
+    # the one ``logging.getLogger("arviz")`` returns
+    logger = getattr(arviz(), "_log", None) if name == "arviz" else None
+    logger = logger or logging.getLogger(name)
     previous = logger.level
     if level is not None:
         logger.setLevel(level)
@@ -234,10 +241,10 @@ def _per_row(site, max_plate_nesting: int) -> torch.Tensor:
     return log_prob.sum(inner) if inner else log_prob
 
 
-def _without_masked_latents(model, x: torch.Tensor):
+def _without_masked_latents(model, data: tuple):
     """``model`` with latent sites whose mask is all False conditioned on a dummy value."""
     with torch.no_grad():
-        trace = poutine.trace(model).get_trace(x)
+        trace = poutine.trace(model).get_trace(*data)
     dummies = {
         name: site["value"] for name, site in trace.nodes.items()
         if site["type"] == "sample" and not site["is_observed"] and _fully_masked(site)

@@ -37,6 +37,7 @@ from pyro.poutine.util import site_is_subsample
 from torch.distributions import Independent, kl_divergence
 
 from inference.importance import MIN_PSIS_PARTICLES, pareto_khat
+from inference.programs import as_tensors
 from models.base import DATA_PLATE
 
 KHAT_GOOD = 0.5
@@ -104,13 +105,15 @@ def psis_diagnostics(log_w: torch.Tensor) -> dict:
 def latent_usage(
     model,
     guide,
-    x: torch.Tensor,
+    x,
     *,
     num_particles: int = 16,
     max_plate_nesting: int = 1,
     threshold: float = ACTIVE_THRESHOLD,
 ) -> dict[str, dict]:
     """KL per unit and active units of every real-valued local latent site of ``guide``.
+
+    ``x``: the data, a tensor or a tuple of tensors (``model(*x)``, e.g. ``(x, y)``).
 
     Returns ``{site: {"kl": float, "kl_per_dim": [U floats] or None, "activity": [U floats],
     "active_units": int, "num_units": U}}`` where the U units of a site are its event elements
@@ -120,11 +123,13 @@ def latent_usage(
     units (e.g. a full-covariance guide) only the site's total KL is given (``kl_per_dim`` None).
     Sites outside the data plate and discrete sites are left out.
     """
+    data = as_tensors(x)
+    x = data[0]
     if x.shape[0] < 2:
         raise ValueError("active units need at least two data points (a variance over x)")
     with torch.no_grad(), pyro.plate("particles", num_particles, dim=-(max_plate_nesting + 1)):
-        guide_trace = poutine.trace(guide).get_trace(x)
-        model_trace = poutine.trace(poutine.replay(model, trace=guide_trace)).get_trace(x)
+        guide_trace = poutine.trace(guide).get_trace(*data)
+        model_trace = poutine.trace(poutine.replay(model, trace=guide_trace)).get_trace(*data)
     shape = (num_particles, x.shape[0])
     usage = {}
     for name, site in guide_trace.nodes.items():

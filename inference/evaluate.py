@@ -29,11 +29,21 @@ With ``out_dir`` it writes ``report.json``, ``bound_vs_k.png`` (ELBO, IWAE_k, IS
 the exact value against k), ``ladder.png`` (the ladder), ``khat.png`` (histogram of k̂ with the
 0.5 / 0.7 lines), ``sbc.png`` (rank histograms, with "sbc") and the model's own figures;
 :func:`write_index` writes an ``index.md`` over several such reports.
+
+A model whose latents are global (``capabilities.importance_sampling`` False) has no
+per-data-point proposal: its report says so in ``log_px.estimator`` and compares posterior means
+and sds of the global latents instead -- guide draws, NUTS and the exact posterior where the
+model declares one (:func:`compare_posteriors`; ``posterior_table.md`` and ``vi_vs_nuts.png``).
+
+With ``out_dir`` it writes ``report.json``, ``bound_vs_k.png`` (ELBO, IWAE_k, IS log p(x) and
+the exact value against k), ``khat.png`` (histogram of k̂ with the 0.5 / 0.7 lines) and the
+model's own figures; :func:`write_index` writes an ``index.md`` over several such reports.
 """
 
 from __future__ import annotations
 
 import copy
+import itertools
 import json
 import math
 import time
@@ -42,7 +52,7 @@ from pathlib import Path
 import torch
 
 from inference import distributed
-from inference.arviz_io import from_guide
+from inference.arviz_io import from_guide, from_nuts, plot_vi_vs_nuts
 from inference.arviz_io import summary as arviz_summary
 from inference.checkpoint import write_atomic
 from inference.diagnostics import (
@@ -58,6 +68,13 @@ from models.base import DataError, DataSplit
 
 UNITS = "nats per data point"
 #: the estimators ``evaluate(..., methods=...)`` and ``zoo eval --method`` take
+#: what the report says in place of log p(x) for a model whose latents are global
+NO_IMPORTANCE_SAMPLING = (
+    "per-data-point importance sampling does not apply: this model's latents are global (shared by all "
+    "data points), so there is no per-data-point proposal; its posterior is compared instead (guide vs "
+    "NUTS vs exact, posterior_comparison)"
+)
+#: the estimators of a report
 METHODS = ("is", "ais", "bdmc", "sbc")
 #: defaults of the AIS/BDMC rungs (``num_chains`` chains, ``num_steps`` intermediate distributions)
 AIS_SETTINGS = {"num_chains": 16, "num_steps": 100, "proposal": "guide"}
@@ -89,90 +106,70 @@ def evaluate(
     methods=("is",),
     ais_settings: dict | None = None,
     sbc_settings: dict | None = None,
+    nuts_samples: int = 500,
+    posterior_data: DataSplit | None = None,
 ) -> dict:
     """Evaluate ``model`` (a ``ZooModel``) on ``data`` (a ``DataSplit`` or a tensor (N, ...)).
 
-    ``methods``: any of :data:`METHODS` ("is" always runs); ``ais_settings`` override
-    :data:`AIS_SETTINGS` (keyword arguments of :func:`inference.ais.ais`), ``sbc_settings``
-    :data:`SBC_SETTINGS` (plus ``fit_guide``, see :func:`inference.sbc.sbc`). Returns a
-    JSON-serialisable dict (non-finite numbers become ``None``); writes ``report.json`` and PNG
-    figures under ``out_dir`` when given. ``seed`` seeds the importance sampler per chunk of data
-    points (see :func:`estimate_log_likelihood`). Under ``torchrun`` the data points are sampled
-    by all ranks and rank 0 alone builds the report; the other ranks return ``{"rank": r}``.
+    The model's declared ``inputs`` are taken from ``data`` (e.g. ``(x, y)`` for log p(x | y)).
+    ``methods``: any of :data:`METHODS` ("is" always runs where it applies); ``ais_settings``
+    override :data:`AIS_SETTINGS` (keyword arguments of :func:`inference.ais.ais`),
+    ``sbc_settings`` :data:`SBC_SETTINGS` (plus ``fit_guide``, see :func:`inference.sbc.sbc`).
+    A model that declares no importance sampling (global latents) gets instead the posterior
+    comparison of :func:`compare_posteriors` (``num_particles`` guide draws, ``nuts_samples``
+    NUTS draws after as many warm-up steps; 0 skips NUTS) on ``posterior_data`` (the data the
+    guide was trained on; ``data`` if not given). ``seed`` seeds the importance sampler per chunk
+    of data points (see :func:`estimate_log_likelihood`). Under ``torchrun`` the data points are
+    sampled by all ranks and rank 0 alone builds the report; the other ranks return
+    ``{"rank": r}``. Returns a JSON-serialisable dict (non-finite numbers become ``None``); writes
+    ``report.json`` and PNG figures under ``out_dir`` when given.
     """
     methods = check_methods(methods)
     start = time.perf_counter()
     data = data if isinstance(data, DataSplit) else DataSplit(x=data)
     data = data.to(model.device)
-    x = data.x
-    model.check_data(x)
+    inputs = data.inputs(model.inputs)
+    model.check_inputs(inputs)
     model.eval()
+    x = inputs[0]
     local_model, local_guide = model.local_pair()
-    _check_applicable(methods, model, local_model, local_guide, x, max_plate_nesting)
-    result = estimate_log_likelihood(
-        local_model, local_guide, x, num_particles,
-        max_plate_nesting=max_plate_nesting, iwae_ks=iwae_ks, progress=progress, seed=seed,
-    )
-    # the hook for other per-data-point estimators (AIS...): run them through
-    # inference.distributed.map_chunks, as estimate_log_likelihood does, before this line
-    here = distributed.world()
-    if not here.main:
-        return {"rank": here.rank}
-    summary = result.summary()
-    report = {
-        "model": type(model).__name__,
-        "units": UNITS,
-        "num_data": summary["num_data"],
-        "num_particles": num_particles,
-        "source": data.source,
-        "log_px": {"value": summary["log_px"], "se": summary["log_px_se"],
-                   "estimator": f"importance sampling, K = {num_particles}, proposal: the guide of "
-                                "local_pair() (the prior for latents it leaves out)"},
-        "elbo": {"value": summary["iwae"][1], "se": summary["iwae_se"][1]},
-        "iwae": {str(k): {"value": v, "se": summary["iwae_se"][k]} for k, v in summary["iwae"].items()},
-        "ess": ess_summary(result.ess, num_particles),
-        "khat": khat_summary(result.khat),
-    }
-    if model.capabilities.exact_log_prob:
-        report["exact"] = _exact(model, x, summary)
-    usage = _latent_usage(local_model, local_guide, x, max_plate_nesting)
-    if usage:
-        report["latent_usage"] = usage
-    if model.capabilities.latent_usage:
-        report.update(model_latent_usage(model, x))
-    idata = _global_posterior(model, x)
-    if idata is not None:
-        report["posterior_summary"] = arviz_summary(idata).to_dict(orient="index")
+    _check_applicable(methods, model, local_model, local_guide, inputs, max_plate_nesting)
+    report = {"model": type(model).__name__, "units": UNITS, "num_data": x.shape[0],
+              "num_particles": num_particles, "source": data.source}
+    result, idata, extra = None, None, {}
+    if model.capabilities.importance_sampling:
+        result = estimate_log_likelihood(local_model, local_guide, inputs, num_particles,
+                                         max_plate_nesting=max_plate_nesting, iwae_ks=iwae_ks,
+                                         progress=progress, seed=seed)
+        # the hook for other per-data-point estimators (AIS...): run them through
+        # inference.distributed.map_chunks, as estimate_log_likelihood does, before this line
+        here = distributed.world()
+        if not here.main:
+            return {"rank": here.rank}
+        idata = _importance_report(model, local_model, local_guide, inputs, result, max_plate_nesting, report)
+    else:
+        report["log_px"] = {"value": None, "se": None, "estimator": NO_IMPORTANCE_SAMPLING}
+        conditioned = data if posterior_data is None else posterior_data.to(model.device)
+        extra = compare_posteriors(model, conditioned.inputs(model.inputs), num_particles, nuts_samples,
+                                   max_plate_nesting)
+        report["posterior_comparison"] = extra["table"]
+        report["posterior_data"] = conditioned.source
+        report["seconds"] = {"posterior_comparison": extra["seconds"]}
     report["metrics"] = model.metrics(data)
-    report["seconds"] = {"importance_sampling": result.seconds}
-    ais_settings = {**AIS_SETTINGS, "max_plate_nesting": max_plate_nesting, **(ais_settings or {})}
-    if "ais" in methods:
-        report["ais"] = _ais(local_model, local_guide, x, ais_settings)
-        report["seconds"]["ais"] = report["ais"]["seconds"]
-    if "bdmc" in methods:
-        report["bdmc"] = _bdmc(model, local_model, local_guide, x, ais_settings)
-        report["seconds"]["bdmc"] = report["bdmc"]["seconds"]
-    sbc_result = None
-    if "sbc" in methods:
-        sbc_settings = {**SBC_SETTINGS, **(sbc_settings or {})}
-        sbc_result = _sbc(model, x, max_plate_nesting, sbc_settings)
-        fitted_by = "the given fit_guide" if "fit_guide" in sbc_settings else (
-            f"SVI (inference.train.fit, {_fit_text()})")
-        report["sbc"] = {**sbc_result.summary(),
-                         "data_per_replication": min(sbc_settings["num_data"], len(x)),
-                         "fit": f"each replication refits a copy of the evaluated model by {fitted_by}"}
-        report["seconds"]["sbc"] = sbc_result.seconds
-    report["ladder"] = ladder(report)
+    sbc_result = _other_methods(methods, model, local_model, local_guide, x, max_plate_nesting, ais_settings,
+                                sbc_settings, report)
+    if result is not None:
+        report["ladder"] = ladder(report)
     report["figures"] = {}
     if out_dir is not None:
         out_dir = Path(out_dir)
         out_dir.mkdir(parents=True, exist_ok=True)
-        report["figures"] = _figures(model, data, result, report, out_dir, idata)
-        ladder_path = _ladder_figure(report, out_dir / "ladder.png")
-        report["figures"]["estimator ladder"] = _relative(ladder_path, out_dir)
+        report["figures"] = _figures(model, data, result, report, out_dir, idata, extra)
+        if result is not None:
+            report["figures"]["estimator ladder"] = _relative(_ladder_figure(report, out_dir / "ladder.png"),
+                                                              out_dir)
         if sbc_result is not None:
-            fig = sbc_result.figure()
-            fig.savefig(out_dir / "sbc.png", dpi=100)
+            sbc_result.figure().savefig(out_dir / "sbc.png", dpi=100)
             report["figures"]["SBC rank histograms"] = "sbc.png"
     report["seconds"]["total"] = time.perf_counter() - start
     report = to_json(report)
@@ -181,12 +178,69 @@ def evaluate(
     return report
 
 
-def _check_applicable(methods, model, local_model, local_guide, x: torch.Tensor, max_plate_nesting: int):
+def _importance_report(model, local_model, local_guide, inputs, result, max_plate_nesting, report):
+    """Fill ``report`` with the importance-sampling estimates; returns the guide's ArviZ data of
+    the global latents (or None)."""
+    summary = result.summary()
+    num_particles = result.num_particles
+    report.update({
+        "log_px": {"value": summary["log_px"], "se": summary["log_px_se"],
+                   "estimator": f"importance sampling, K = {num_particles}, proposal: the guide of "
+                                "local_pair() (the prior for latents it leaves out)"},
+        "elbo": {"value": summary["iwae"][1], "se": summary["iwae_se"][1]},
+        "iwae": {str(k): {"value": v, "se": summary["iwae_se"][k]} for k, v in summary["iwae"].items()},
+        "ess": ess_summary(result.ess, num_particles),
+        "khat": khat_summary(result.khat),
+    })
+    x = inputs[0]
+    if model.capabilities.exact_log_prob:
+        report["exact"] = _exact(model, x, summary)
+    usage = _latent_usage(local_model, local_guide, inputs, max_plate_nesting)
+    if usage:
+        report["latent_usage"] = usage
+    if model.capabilities.latent_usage:
+        report.update(model_latent_usage(model, x))
+    idata = _global_posterior(model, inputs)
+    if idata is not None:
+        report["posterior_summary"] = arviz_summary(idata).to_dict(orient="index")
+    report["seconds"] = {"importance_sampling": result.seconds}
+    return idata
+
+
+def _other_methods(methods, model, local_model, local_guide, x, max_plate_nesting, ais_settings, sbc_settings,
+                   report):
+    """AIS, BDMC and SBC into ``report`` as ``methods`` asks; returns the SBC result (or None)."""
+    ais_settings = {**AIS_SETTINGS, "max_plate_nesting": max_plate_nesting, **(ais_settings or {})}
+    if "ais" in methods:
+        report["ais"] = _ais(local_model, local_guide, x, ais_settings)
+        report["seconds"]["ais"] = report["ais"]["seconds"]
+    if "bdmc" in methods:
+        report["bdmc"] = _bdmc(model, local_model, local_guide, x, ais_settings)
+        report["seconds"]["bdmc"] = report["bdmc"]["seconds"]
+    if "sbc" not in methods:
+        return None
+    sbc_settings = {**SBC_SETTINGS, **(sbc_settings or {})}
+    sbc_result = _sbc(model, x, max_plate_nesting, sbc_settings)
+    fitted_by = "the given fit_guide" if "fit_guide" in sbc_settings else (
+        f"SVI (inference.train.fit_model, {_fit_text()})")
+    report["sbc"] = {**sbc_result.summary(),
+                     "data_per_replication": min(sbc_settings["num_data"], len(x)),
+                     "fit": f"each replication refits a copy of the evaluated model by {fitted_by}"}
+    report["seconds"]["sbc"] = sbc_result.seconds
+    return sbc_result
+
+
+def _check_applicable(methods, model, local_model, local_guide, inputs: tuple, max_plate_nesting: int):
     """Raise :class:`DataError` before any estimation when a requested method cannot run on ``model``."""
     import pyro.poutine as poutine
 
     from inference.ais import _Path
     from inference.sbc import global_sites
+
+    x = inputs[0]
+    if len(inputs) > 1 and {"ais", "bdmc", "sbc"} & set(methods):
+        raise DataError(f"AIS, BDMC and SBC take models of one input; {type(model).__name__} takes "
+                        f"{len(inputs)} ({', '.join(model.inputs)}): use --method is")
 
     if "ais" in methods or "bdmc" in methods:
         proposal = "guide" if local_guide is not None else "prior"
@@ -323,6 +377,63 @@ def _ladder_figure(report: dict, path: Path) -> Path:
     return path
 
 
+def compare_posteriors(model, inputs: tuple, num_draws: int = 1000, nuts_samples: int = 500,
+                       max_plate_nesting: int = 1) -> dict:
+    """Posterior means and sds of the global latents: the guide (``num_draws`` draws), NUTS
+    (``nuts_samples`` draws after as many warm-up steps; skipped at 0) and, where the model
+    declares it, the exact posterior. Returns ``{"table": {element: {"guide_mean", "guide_sd",
+    "guide_mcse", "nuts_mean", "nuts_sd", "nuts_mcse", "nuts_ess", "exact_mean", "exact_sd"}},
+    "guide": InferenceData, "nuts": InferenceData or None, "seconds": float}``; an element is
+    named as ArviZ names it (``w[3]``); MCSE is the Monte Carlo standard error of the mean
+    (sd / sqrt(S) for independent guide draws, ArviZ's ``mcse_mean`` for the chain).
+    """
+    start = time.perf_counter()
+    guide = from_guide(model.model, model.guide, inputs, num_draws, max_plate_nesting=max_plate_nesting,
+                       log_likelihood=False)
+    nuts = None
+    if nuts_samples:
+        nuts = from_nuts(model.model, inputs, num_samples=nuts_samples, warmup=nuts_samples,
+                         max_plate_nesting=max_plate_nesting, log_likelihood=False, full_mass=True)
+    table = {}
+    for name, row in arviz_summary(guide, kind="stats", round_to="none").iterrows():
+        table[name] = {"guide_mean": row["mean"], "guide_sd": row["sd"],
+                       "guide_mcse": row["sd"] / math.sqrt(num_draws)}
+    if nuts is not None:
+        for name, row in arviz_summary(nuts, round_to="none").iterrows():
+            if name in table:
+                table[name].update(nuts_mean=row["mean"], nuts_sd=row["sd"], nuts_mcse=row["mcse_mean"],
+                                   nuts_ess=row["ess_bulk"])
+    if model.capabilities.exact_global_posterior:
+        with torch.no_grad():
+            for site, posterior in model.exact_global_posterior(*inputs).items():
+                for name, mean, sd in _elements(site, posterior.mean, posterior.variance.sqrt()):
+                    if name in table:
+                        table[name].update(exact_mean=mean, exact_sd=sd)
+    return {"table": table, "guide": guide, "nuts": nuts, "seconds": time.perf_counter() - start}
+
+
+def _elements(site: str, mean: torch.Tensor, sd: torch.Tensor):
+    """(ArviZ element name, mean, sd) for each element of a site's value."""
+    if mean.dim() == 0:
+        yield site, mean.item(), sd.item()
+        return
+    for index in itertools.product(*(range(n) for n in mean.shape)):
+        yield f"{site}[{', '.join(map(str, index))}]", mean[index].item(), sd[index].item()
+
+
+def posterior_table_markdown(table: dict) -> str:
+    """The posterior comparison as a Markdown table (means ± sds; blank where a source is absent)."""
+    columns = [("guide", "guide (VI)"), ("nuts", "NUTS"), ("exact", "exact")]
+    present = [(key, title) for key, title in columns if any(f"{key}_mean" in row for row in table.values())]
+    lines = ["| latent | " + " | ".join(f"{title} mean ± sd" for _, title in present) + " |",
+             "| --- |" + " --- |" * len(present)]
+    for name, row in table.items():
+        cells = [f"{row[f'{key}_mean']:.4g} ± {row[f'{key}_sd']:.3g}" if f"{key}_mean" in row else ""
+                 for key, _ in present]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
 def _exact(model, x: torch.Tensor, summary: dict) -> dict:
     with torch.no_grad():
         exact = model.exact_log_prob(x).double().mean().item()
@@ -336,17 +447,24 @@ def _exact(model, x: torch.Tensor, summary: dict) -> dict:
     }
 
 
-def _latent_usage(model, guide, x: torch.Tensor, max_plate_nesting: int) -> dict:
-    if guide is None or x.shape[0] < 2:
+def _latent_usage(model, guide, inputs: tuple, max_plate_nesting: int) -> dict:
+    if guide is None or inputs[0].shape[0] < 2:
         return {}
-    return latent_usage(model, guide, x[:2000], max_plate_nesting=max_plate_nesting)
+    return latent_usage(model, guide, tuple(t[:2000] for t in inputs), max_plate_nesting=max_plate_nesting)
 
 
-def _figures(model, data: DataSplit, result, report: dict, out_dir: Path, idata) -> dict[str, str]:
-    paths = {
-        "bounds vs number of particles k": _bound_figure(report, out_dir / "bound_vs_k.png"),
-    }
-    if result.khat is not None:
+def _figures(model, data: DataSplit, result, report: dict, out_dir: Path, idata, extra) -> dict[str, str]:
+    paths = {}
+    if "posterior_comparison" in report:
+        table = posterior_table_markdown(report["posterior_comparison"])
+        paths["posterior means ± sds: guide vs NUTS vs exact (table)"] = write_atomic(
+            out_dir / "posterior_table.md", table)
+        if extra.get("nuts") is not None:
+            paths["posterior of the global latents: guide vs NUTS (ArviZ forest)"] = plot_vi_vs_nuts(
+                extra["guide"], extra["nuts"], out_dir / "vi_vs_nuts.png")
+    if result is not None:
+        paths["bounds vs number of particles k"] = _bound_figure(report, out_dir / "bound_vs_k.png")
+    if result is not None and result.khat is not None:
         paths["PSIS k-hat of the importance weights"] = _khat_figure(result.khat, out_dir / "khat.png")
     if idata is not None:
         caption = "guide posterior of the global latents (ArviZ)"
@@ -355,10 +473,10 @@ def _figures(model, data: DataSplit, result, report: dict, out_dir: Path, idata)
     return {caption: _relative(path, out_dir) for caption, path in paths.items()}
 
 
-def _global_posterior(model, x: torch.Tensor, num_samples: int = 500):
+def _global_posterior(model, inputs: tuple, num_samples: int = 500):
     """ArviZ InferenceData of guide draws of the global latents, or None when there are none."""
     try:
-        return from_guide(model.model, model.guide, x, num_samples, log_likelihood=False)
+        return from_guide(model.model, model.guide, inputs, num_samples, log_likelihood=False)
     except ValueError:
         return None
 
@@ -507,5 +625,6 @@ def _relative(path, out_dir: Path) -> str:
         return path.resolve().as_posix()
 
 
-__all__ = sorted(["AIS_SETTINGS", "METHODS", "SBC_SETTINGS", "UNITS", "check_methods", "evaluate", "ladder",
+__all__ = sorted(["AIS_SETTINGS", "METHODS", "NO_IMPORTANCE_SAMPLING", "SBC_SETTINGS", "UNITS",
+                  "check_methods", "compare_posteriors", "evaluate", "ladder", "posterior_table_markdown",
                   "to_json", "write_index"])

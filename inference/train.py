@@ -521,17 +521,18 @@ def _scheduler(optimizer, lr: float, lr_decay, start: int):
     return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_decay(start + step))
 
 
-def fit_model(zoo_model, x: torch.Tensor, config: TrainConfig | None = None, *, objective="Trace_ELBO",
+def fit_model(zoo_model, data, config: TrainConfig | None = None, *, objective="Trace_ELBO",
               fast: bool = False, **options) -> TrainResult:
-    """:func:`fit` for a zoo model (a module with ``model``/``guide``/``preprocess``): its Pyro
-    program by default; ``fast=True`` trains on its closed-form ``elbo_loss`` instead."""
-    zoo_model.check_data(x)
+    """:func:`fit` for a zoo model (a module with ``model``/``guide``/``preprocess``) on ``data``,
+    its declared inputs (a tensor, or a tuple such as ``(x, y)``): its Pyro program by default;
+    ``fast=True`` trains on its closed-form ``elbo_loss`` instead."""
+    zoo_model.check_inputs(as_tensors(data))
     if fast and not zoo_model.capabilities.closed_form_loss:
         raise ValueError(f"{type(zoo_model).__name__} has no closed-form loss; train without fast")
     loss = zoo_model.elbo_loss if fast else None
     zoo_model.train()
     try:
-        return fit(zoo_model.model, zoo_model.guide, x, config, objective=objective, loss=loss,
+        return fit(zoo_model.model, zoo_model.guide, data, config, objective=objective, loss=loss,
                    preprocess=zoo_model.preprocess, **options)
     finally:
         zoo_model.eval()

@@ -1,8 +1,17 @@
 """The zoo's models and their registry.
 
-``REGISTRY`` is the only list of models: a name maps to the module that defines ``SPEC``.
-Adding a model is one new file under ``models/`` plus one line here; the contract test in
-``tests/test_contract.py`` then checks it with no further edits.
+``REGISTRY`` is the only list of the zoo's own models: a name maps to the module that defines
+``SPEC``. Adding a model is one new file under ``models/`` plus one line here; the contract test
+in ``tests/test_contract.py`` then checks it with no further edits.
+
+:func:`get_spec` is the one place that resolves a model, from three sources (``ModelSpec.source``):
+
+* ``"zoo"`` -- a name in ``REGISTRY``;
+* a path -- a user's own file ending in ``.py`` that defines ``SPEC`` (imported from that path:
+  it is the user's code, run because the user named it);
+* ``"package <dist>"`` -- an installed package's entry point in the group ``pyro_zoo.models``
+  (``[project.entry-points."pyro_zoo.models"] my_model = "my_package.my_model"``), naming a
+  module that defines ``SPEC``.
 
 Hyperparameters are declared, not discovered: ``ModelSpec.rules`` maps each name to an
 :class:`Hparam` (type, inclusive bounds, choices) and :func:`check_hparams` is the one
@@ -11,15 +20,26 @@ function that checks them, for each model's ``build`` and for the CLI before any
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import importlib
+import importlib.metadata
+import importlib.util
 import inspect
 import math
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from models.base import DATA_PLATE, Capabilities, DataError, DataSplit, ZooModel
 
+#: the entry-point group through which installed packages add models
+ENTRY_POINT_GROUP = "pyro_zoo.models"
+
 REGISTRY: dict[str, str] = {
+    "bayes_regression": "models.bayes_regression",
+    "cvae": "models.cvae",
     "dlgm": "models.dlgm",
     "mixture": "models.mixture",
     "ppca": "models.ppca",
@@ -78,7 +98,8 @@ class ModelSpec:
     "num_particles": ..., "options": {...}}``, or a function of the hyperparameters returning that, e.g.
     ``{"name": "TraceMeanField_ELBO"}`` where the KL is analytic, ``TraceEnum_ELBO`` where
     discrete latents are summed out, ``RenyiELBO`` with ``alpha=0`` for the IWAE bound.
-    ``source`` says where the spec comes from (the zoo, a user's file, a package).
+    ``source`` says where the spec comes from: "zoo", a user file's path, or "package <dist name>"
+    (set by :func:`get_spec`).
     ``rules`` declares each hyperparameter's :class:`Hparam` (see :func:`check_hparams`).
     """
 
@@ -191,20 +212,83 @@ class UnknownModelError(KeyError):
 
 
 def get_spec(name: str) -> ModelSpec:
-    """The :class:`ModelSpec` registered under ``name``."""
-    if name not in REGISTRY:
-        raise UnknownModelError(
-            f"unknown model {_echo(name)}; choose one of {', '.join(sorted(REGISTRY))} (see `zoo list`)"
-        )
-    return importlib.import_module(REGISTRY[name]).SPEC
+    """The :class:`ModelSpec` of ``name``: a registered name, a path to a ``.py`` file defining
+    ``SPEC``, or an installed package's entry point (see the module docstring)."""
+    name = str(name)
+    if name in REGISTRY:
+        return importlib.import_module(REGISTRY[name]).SPEC
+    if name.endswith(".py") or _is_file(name):
+        return _file_spec(Path(name))
+    points = entry_points()
+    if name in points:
+        point = points[name]
+        source = f"package {point.dist.name}" if point.dist is not None else "package"
+        return dataclasses.replace(_checked_spec(point.load(), point.value), source=source)
+    raise UnknownModelError(
+        f"unknown model {_echo(name)}; choose one of {', '.join(sorted([*REGISTRY, *points]))} "
+        "(see `zoo list`) or give the path of a .py file that defines SPEC"
+    )
+
+
+def _is_file(name: str) -> bool:
+    try:
+        return Path(name).is_file()
+    except OSError:  # e.g. a name too long for a path
+        return False
+
+
+def is_file_spec(spec: ModelSpec) -> bool:
+    """Whether ``spec`` came from a user's file (its ``source`` is then the file's path)."""
+    return spec.source.endswith(".py")
+
+
+def entry_points() -> dict[str, importlib.metadata.EntryPoint]:
+    """The models installed packages add through the ``pyro_zoo.models`` entry-point group."""
+    return {point.name: point for point in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP)}
+
+
+_FILE_MODULES: dict[Path, object] = {}
+
+
+def _file_spec(path: Path) -> ModelSpec:
+    path = path.expanduser().resolve()
+    if not path.is_file():
+        raise UnknownModelError(f"there is no model file {path}; give the path of a .py file that "
+                                "defines SPEC")
+    module = _FILE_MODULES.get(path)
+    if module is None:
+        digest = hashlib.sha1(str(path).encode()).hexdigest()[:8]
+        module_name = f"zoo_user_{path.stem}_{digest}"
+        loader_spec = importlib.util.spec_from_file_location(module_name, path)
+        module = importlib.util.module_from_spec(loader_spec)
+        sys.modules[module_name] = module  # dataclasses and pickling look a module up by name
+        try:
+            loader_spec.loader.exec_module(module)
+        except BaseException:
+            del sys.modules[module_name]
+            raise
+        _FILE_MODULES[path] = module
+    return dataclasses.replace(_checked_spec(module, str(path)), source=str(path))
+
+
+def _checked_spec(module, where: str) -> ModelSpec:
+    spec = getattr(module, "SPEC", None)
+    if not isinstance(spec, ModelSpec):
+        raise UnknownModelError(f"{where} defines no SPEC = ModelSpec(...) (or "
+                                "models.program.program_spec(...)); add one")
+    return spec
 
 
 def all_specs() -> list[ModelSpec]:
-    return [get_spec(name) for name in sorted(REGISTRY)]
+    """The zoo's models, then those of installed packages."""
+    return [get_spec(name) for name in sorted(REGISTRY)] + [
+        get_spec(name) for name in sorted(entry_points()) if name not in REGISTRY
+    ]
 
 
 __all__ = [
     "DATA_PLATE",
+    "ENTRY_POINT_GROUP",
     "REGISTRY",
     "Capabilities",
     "DataError",
@@ -218,5 +302,7 @@ __all__ = [
     "ZooModel",
     "all_specs",
     "check_hparams",
+    "entry_points",
     "get_spec",
+    "is_file_spec",
 ]

@@ -3,23 +3,26 @@
 A zoo model is a ``torch.nn.Module`` that owns all of its parameters (generative and
 variational) as ``nn.Parameter``s, and exposes plain Pyro programs:
 
-* ``model(x, num_data=None)`` -- the generative model p(x, z). Every data point lives in one
+* ``model(*inputs)`` -- the generative model p(x, z), or p(x, z | y) for ``inputs`` ``("x", "y")``
+  (declared in :attr:`ZooModel.inputs`; ``("x",)`` by default). Every data point lives in one
   ``pyro.plate(DATA_PLATE, ...)`` at ``dim=-1`` (use :meth:`ZooModel.data_plate`); latent
   variables that are not per data point ("global" latents) sit outside it.
-* ``guide(x, num_data=None)`` -- the variational family q(z | x), with the same sample sites as
+* ``guide(*inputs)`` -- the variational family q(z | x), with the same sample sites as
   the model's latent sites (sites the model enumerates are absent from the guide).
-* ``sample(n)`` -- ``n`` ancestral draws of x, a tensor of shape ``(n, *event_shape)``.
 
 What else a model can do is declared in its :class:`Capabilities` (``model.capabilities``), never
-discovered with ``hasattr``: ``exact_log_prob(x)`` (shape ``(N,)``, log p(x) per data point),
-``exact_posterior(x)``, ``answer(query)`` (exact queries), ``elbo_loss(x, num_data)`` (the
-training objective in closed form, an opt-in fast path) and ``kl_per_dim(x)`` /
-``active_units(x)``. Always present: ``local_pair()`` (a model/guide pair with only
-per-data-point latents, used by the importance-sampling estimators), ``figures(data, out_dir)``
-and ``metrics(data)``.
+discovered with ``hasattr``: ``sample(n)`` (``n`` ancestral draws of x, shape
+``(n, *event_shape)``; on by default), ``exact_log_prob(x)`` (shape ``(N,)``, log p(x) per data
+point), ``exact_posterior(x)``, ``answer(query)`` (exact queries), ``elbo_loss(x, num_data)`` (the
+training objective in closed form, an opt-in fast path), ``kl_per_dim(x)`` /
+``active_units(x)``, ``exact_global_posterior(*inputs)``, and whether log p(x) per data point is
+estimated by importance sampling (on by default; off for models whose latents are global). Always
+present: ``local_pair()`` (a model/guide pair with only per-data-point latents, used by the
+importance-sampling estimators), ``figures(data, out_dir)`` and ``metrics(data)``.
 
-A zoo model owns its parameters as ``nn.Parameter`` s; ``inference.train.fit`` trains any Pyro
-program (``pyro.param``, ``PyroModule``, AutoGuides) as well.
+A zoo model owns its parameters as ``nn.Parameter`` s, except a plain Pyro program wrapped by
+:class:`models.program.PyroProgram`, whose ``pyro.param`` s and AutoGuide parameters live in the Pyro
+param store (a checkpoint holds both); ``inference.train.fit`` trains any Pyro program.
 """
 
 from __future__ import annotations
@@ -50,6 +53,13 @@ class Capabilities:
     closed_form_loss: bool = False
     #: ``kl_per_dim(x)`` and ``active_units(x)`` of its latent code
     latent_usage: bool = False
+    #: ``sample(n)``: ancestral draws of the data (a plain program may have no sampler)
+    samples: bool = True
+    #: log p(x) per data point by importance sampling over ``local_pair()``; False where the latents
+    #: are global (shared by all data points): the report then compares posteriors instead
+    importance_sampling: bool = True
+    #: ``exact_global_posterior(*inputs)``: {site: exact posterior distribution} of the global latents
+    exact_global_posterior: bool = False
 
 
 class DataError(ValueError):
@@ -69,6 +79,20 @@ class DataSplit:
         y = None if self.y is None else self.y.to(device)
         return DataSplit(self.x.to(device), y, self.source, self.info)
 
+    def inputs(self, names: tuple[str, ...] = ("x",)) -> tuple[torch.Tensor, ...]:
+        """The tensors a model takes, in order: ``names`` is the model's declared
+        :attr:`ZooModel.inputs`, e.g. ``("x", "y")`` for p(x | y) gives ``(x, y)``."""
+        missing = [name for name in names if getattr(self, name, None) is None]
+        if missing:
+            raise DataError(f"this model takes {', '.join(names)} but the data split has no "
+                            f"{', '.join(missing)}; load a data set that provides them")
+        return tuple(getattr(self, name) for name in names)
+
+    def head(self, n: int) -> DataSplit:
+        """The first ``n`` data points."""
+        y = None if self.y is None else self.y[:n]
+        return DataSplit(self.x[:n], y, self.source, self.info)
+
 
 class ZooModel(nn.Module):
     """Base class of the zoo's models; see the module docstring for the contract."""
@@ -79,6 +103,9 @@ class ZooModel(nn.Module):
     data_dtype: torch.dtype = torch.float32
     #: what this model offers; see :class:`Capabilities`
     capabilities: Capabilities = Capabilities()
+    #: the :class:`DataSplit` fields ``model``/``guide`` take, in order: ``("x",)``, or e.g.
+    #: ``("x", "y")`` for a model of p(x | y) (declared, so shared code passes ``data.inputs(names)``)
+    inputs: tuple[str, ...] = ("x",)
 
     @property
     def device(self) -> torch.device:
@@ -104,9 +131,10 @@ class ZooModel(nn.Module):
     def sample(self, n: int) -> torch.Tensor:
         raise NotImplementedError
 
-    def preprocess(self, x: torch.Tensor) -> torch.Tensor:
-        """Applied to every training minibatch (e.g. dynamic binarisation); identity by default."""
-        return x
+    def preprocess(self, *inputs: torch.Tensor):
+        """Applied to every training minibatch of :attr:`inputs` (e.g. dynamic binarisation);
+        identity by default. Returns a tensor for one input, a tuple for several."""
+        return inputs[0] if len(inputs) == 1 else inputs
 
     def local_pair(self):
         """(model, guide) whose latents are all per data point; used for log p(x) estimates."""
@@ -115,6 +143,11 @@ class ZooModel(nn.Module):
     def exact_log_prob(self, x: torch.Tensor) -> torch.Tensor:
         """Exact log p(x) per data point, shape ``(N,)``; where ``capabilities.exact_log_prob``."""
         raise NotImplementedError(f"{type(self).__name__} has no exact log p(x)")
+
+    def exact_global_posterior(self, *inputs: torch.Tensor) -> dict:
+        """{site name: exact posterior distribution of that global latent}; where
+        ``capabilities.exact_global_posterior``."""
+        raise NotImplementedError(f"{type(self).__name__} has no exact posterior of global latents")
 
     def elbo_loss(self, x: torch.Tensor, num_data: int | None = None) -> torch.Tensor:
         """-ELBO of ``model``/``guide`` on the batch ``x``, summed and scaled by ``num_data / len(x)``.
@@ -139,8 +172,25 @@ class ZooModel(nn.Module):
         """Model-specific metrics (JSON-serialisable) on ``data``."""
         return {}
 
-    def check_data(self, x: torch.Tensor) -> None:
-        """Raise :class:`DataError` with a one-sentence fix if ``x`` does not fit this model."""
+    def check_inputs(self, inputs: tuple) -> None:
+        """:meth:`check_data` on the declared :attr:`inputs`: the tensor itself for one input (so a
+        model's own ``check_data(x)`` sees a tensor), the tuple for several."""
+        self.check_data(inputs[0] if len(inputs) == 1 else tuple(inputs))
+
+    def check_data(self, x) -> None:
+        """Raise :class:`DataError` with a one-sentence fix if ``x`` does not fit this model.
+
+        ``x`` is the first input, or the tuple of all :attr:`inputs` (then the first is checked
+        as here and the others must have as many rows)."""
+        if isinstance(x, tuple):
+            if len(x) != len(self.inputs):
+                raise DataError(f"this model takes {len(self.inputs)} tensors ({', '.join(self.inputs)}), "
+                                f"got {len(x)}")
+            rows = {t.shape[0] for t in x if isinstance(t, torch.Tensor) and t.dim()}
+            if len(rows) > 1:
+                raise DataError(f"the inputs {', '.join(self.inputs)} have different numbers of rows "
+                                f"{sorted(rows)}; pass one row per data point in each")
+            x = x[0]
         if not isinstance(x, torch.Tensor):
             raise DataError(f"data must be a torch.Tensor, got {type(x).__name__}")
         if tuple(x.shape[1:]) != tuple(self.event_shape):

@@ -17,6 +17,7 @@ import torch
 from pyro.ops.indexing import Vindex
 
 from inference.arviz_io import from_guide, from_nuts, plot_vi_vs_nuts, pointwise_log_likelihood, summary
+from models.base import DATA_PLATE
 from models.student import VARIABLES, StudentNetwork, joint_table, load_data
 
 X = torch.tensor([[0, 0]] * 6 + [[0, 1]] * 3 + [[0, 2]] * 1 + [[1, 0]] * 2 + [[1, 2]] * 8)
@@ -26,7 +27,7 @@ PRIOR = 1.0
 def conjugate_model(x):
     pi = pyro.sample("pi", dist.Dirichlet(torch.full((2,), PRIOR)))
     theta = pyro.sample("theta", dist.Dirichlet(torch.full((2, 3), PRIOR)).to_event(1))
-    with pyro.plate("data", x.shape[0], dim=-1):
+    with pyro.plate(DATA_PLATE, x.shape[0], dim=-1):
         a = pyro.sample("a", dist.Categorical(pi), obs=x[:, 0])
         pyro.sample("b", dist.Categorical(Vindex(theta)[..., a, :]), obs=x[:, 1])
 
@@ -100,7 +101,7 @@ def test_nuts_matches_exact_posterior(tmp_path):
 
 
 def local_model(x):
-    with pyro.plate("data", x.shape[0], dim=-1):
+    with pyro.plate(DATA_PLATE, x.shape[0], dim=-1):
         z = pyro.sample("z", dist.Normal(0.0, 1.0))
         pyro.sample("y", dist.Normal(z, 1.0), obs=x)
 

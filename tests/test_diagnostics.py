@@ -30,6 +30,7 @@ from inference.diagnostics import (
     pareto_khat,
     psis_diagnostics,
 )
+from models.base import DATA_PLATE
 
 K, N = 10_000, 40
 M = math.ceil(min(K / 5, 3 * math.sqrt(K)))
@@ -105,13 +106,13 @@ SCALE = torch.tensor([0.7, 0.3, 1.0])
 
 def linear_model(x, prior=None):
     prior = prior or dist.Normal(x.new_zeros(3), 1.0)
-    with pyro.plate("data", x.shape[0], dim=-1):
+    with pyro.plate(DATA_PLATE, x.shape[0], dim=-1):
         z = pyro.sample("z", prior.to_event(1))
         pyro.sample("x", dist.Normal(z, 1.0).to_event(1), obs=x)
 
 
 def linear_guide(x):
-    with pyro.plate("data", x.shape[0], dim=-1):
+    with pyro.plate(DATA_PLATE, x.shape[0], dim=-1):
         pyro.sample("z", dist.Normal(SLOPE * x, SCALE).to_event(1))
 
 
@@ -172,7 +173,7 @@ COV = torch.tensor([[0.5, 0.2], [0.2, 0.3]])
 
 
 def mvn_guide(x):
-    with pyro.plate("data", x.shape[0], dim=-1):
+    with pyro.plate(DATA_PLATE, x.shape[0], dim=-1):
         pyro.sample("z", dist.MultivariateNormal(0.8 * x, COV))
 
 

@@ -16,6 +16,7 @@ import pytest
 import torch
 
 from inference.importance import estimate_log_likelihood, log_weights, weight_statistics
+from models.base import DATA_PLATE
 
 S = 0.7
 PI = torch.tensor([0.5, 0.3, 0.2])
@@ -23,7 +24,7 @@ MU = torch.tensor([-2.0, 0.0, 3.0])
 
 
 def normal_model(x):
-    with pyro.plate("data", x.shape[0], dim=-1):
+    with pyro.plate(DATA_PLATE, x.shape[0], dim=-1):
         z = pyro.sample("z", dist.Normal(x.new_zeros(()), 1.0))
         pyro.sample("x", dist.Normal(z, S), obs=x)
 
@@ -34,13 +35,13 @@ def normal_exact(x):
 
 def posterior_guide(x):
     # p(z | x) = N(x / (1 + s^2), s^2 / (1 + s^2))
-    with pyro.plate("data", x.shape[0], dim=-1):
+    with pyro.plate(DATA_PLATE, x.shape[0], dim=-1):
         pyro.sample("z", dist.Normal(x / (1 + S**2), S / math.sqrt(1 + S**2)))
 
 
 def rough_guide(x):
     # deliberately off: shrunk mean, 1.5x wider than the posterior
-    with pyro.plate("data", x.shape[0], dim=-1):
+    with pyro.plate(DATA_PLATE, x.shape[0], dim=-1):
         pyro.sample("z", dist.Normal(0.5 * x, 1.5 * S / math.sqrt(1 + S**2)))
 
 
@@ -54,7 +55,7 @@ def rough_guide_elbo(x):
 
 
 def mixture_model(x):
-    with pyro.plate("data", x.shape[0], dim=-1):
+    with pyro.plate(DATA_PLATE, x.shape[0], dim=-1):
         c = pyro.sample("c", dist.Categorical(PI.to(x)))
         pyro.sample("x", dist.Normal(MU.to(x)[c], 1.0), obs=x)
 
@@ -69,13 +70,13 @@ def mixture_exact(x):
 
 
 def mixture_posterior_guide(x):
-    with pyro.plate("data", x.shape[0], dim=-1):
+    with pyro.plate(DATA_PLATE, x.shape[0], dim=-1):
         pyro.sample("c", dist.Categorical(logits=mixture_log_joint(x)))
 
 
 def mixture_rough_guide(x):
     probs = torch.softmax(mixture_log_joint(x) / 3, -1)
-    with pyro.plate("data", x.shape[0], dim=-1):
+    with pyro.plate(DATA_PLATE, x.shape[0], dim=-1):
         pyro.sample("c", dist.Categorical(0.8 * probs + 0.2 / 3))
 
 
@@ -173,7 +174,7 @@ def test_chunking_gives_the_same_result():
 
 def global_model(x):
     mu = pyro.sample("mu", dist.Normal(x.new_zeros(()), 1.0))
-    with pyro.plate("data", x.shape[0], dim=-1):
+    with pyro.plate(DATA_PLATE, x.shape[0], dim=-1):
         pyro.sample("x", dist.Normal(mu, 1.0), obs=x)
 
 
@@ -191,7 +192,7 @@ M = 4
 
 def nested_model(x):
     """z_n ~ N(0, 1), u_nm | z_n ~ N(z_n, 1), x_nm | u_nm ~ N(u_nm, s^2); x is (N, M)."""
-    with pyro.plate("data", x.shape[0], dim=-1):
+    with pyro.plate(DATA_PLATE, x.shape[0], dim=-1):
         z = pyro.sample("z", dist.Normal(x.new_zeros(()), 1.0))
         with pyro.plate("cells", M, dim=-2):
             u = pyro.sample("u", dist.Normal(z, 1.0))
@@ -207,7 +208,7 @@ def nested_exact(x):
 def nested_posterior_guide(x):
     # z_n | x_n: x_nm | z_n ~ N(z_n, 1 + s^2) iid; u_nm | z_n, x_nm: precision 1 + 1/s^2
     precision = 1 + M / (1 + S**2)
-    with pyro.plate("data", x.shape[0], dim=-1):
+    with pyro.plate(DATA_PLATE, x.shape[0], dim=-1):
         z = pyro.sample("z", dist.Normal(x.sum(-1) / (1 + S**2) / precision, precision**-0.5))
         with pyro.plate("cells", M, dim=-2):
             cell_precision = 1 + 1 / S**2

@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 from inference.devices import resolve_device
-from models import REGISTRY, DataError, all_specs, check_hparams, get_spec
+from models import DataError, all_specs, check_hparams, get_spec
 from zoo import runs
 from zoo.cli import echo, parse_hparams
 from zoo.validate import writable_folder
@@ -17,7 +17,7 @@ def cmd_list(args) -> list[dict]:
     rows = [{"name": s.name, "description": s.description, "objective": s.objective_for(s.hparams)["name"],
              "source": s.source} for s in all_specs()]
     if not args.json:
-        width = max(map(len, REGISTRY))
+        width = max(len(row["name"]) for row in rows)
         for row in rows:
             print(f"{row['name']:<{width}}  {row['description']} [{row['source']}]")
     return rows

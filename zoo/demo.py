@@ -57,11 +57,17 @@ def _headline(metrics: dict, report: dict) -> dict:
         "objective": metrics["objective"],
         "train loss (objective)": metrics["train_loss"],
         "test −ELBO": metrics["test_neg_elbo"],
+    }
+    if "posterior_comparison" in report:  # global latents: no per-data-point log p(x)
+        headline["test log p(x)"] = report["log_px"]["estimator"]
+        headline["posterior means ± sds"] = "see eval/posterior_table.md"
+        return headline
+    headline.update({
         f"test IS log p(x), K = {report['num_particles']}": report["log_px"]["value"],
         "test IS log p(x) SE": report["log_px"]["se"],
         "test ELBO (IWAE_1)": report["elbo"]["value"],
         "PSIS k-hat": {k: report["khat"][k] for k in ("max", "median", "bad (>0.7)", "verdict")},
-    }
+    })
     if "exact" in report:
         headline["test exact log p(x)"] = report["exact"]["log_px"]
         headline["IS − exact (in SE)"] = report["exact"]["gap_in_se"]

@@ -24,19 +24,23 @@ from contextlib import contextmanager, nullcontext
 from pathlib import Path
 
 import pyro
+import pyro.poutine as poutine
+import torch
 
 from inference import distributed
 from inference.checkpoint import CheckpointError, load_checkpoint, remove_stale_temporaries, write_atomic
 from inference.devices import resolve_device
 from inference.plots import plot_loss
 from inference.train import CHECKPOINT_SECONDS, as_objective, evaluate_objective, fit_model
-from models import DataError, DataSplit, ModelSpec, check_hparams, get_spec
+from models import DataError, DataSplit, ModelSpec, UnknownModelError, check_hparams, get_spec, is_file_spec
 
 UNITS = "nats per data point"
 CHECKPOINT = "checkpoint.pt"
 LOCK = ".zoo.lock"
 #: settings a resumed run must share with its checkpoint (steps and epochs may grow)
 RESUME_FIXED = ("lr", "batch_size", "clip_norm")
+#: NUTS draws (and as many warm-up steps) behind the posterior comparison of global-latent models
+NUTS, NUTS_SMOKE = 1000, 100
 
 
 class RunFolderError(FileExistsError):
@@ -144,18 +148,19 @@ def train(name: str, *, out=None, smoke=False, device="cpu", seed=0, data_dir=No
           hparams=None, epochs=None, steps=None, batch_size=None, lr=None, clip_norm=None,
           resume=False, overwrite=False, fast=False, progress=True,
           checkpoint_seconds: float = CHECKPOINT_SECONDS) -> dict:
-    """Train model ``name`` by SVI on its Pyro objective (``fast``: its closed form); writes
+    """Train model ``name`` (a registered name, a user's ``.py`` file or a package's entry point;
+    see :func:`models.get_spec`) by SVI on its Pyro objective (``fast``: its closed form); writes
     checkpoint, history, loss curve, figures and metrics.json under ``out``."""
     spec = get_spec(name)
     device = distributed.local_device(resolve_device(device))
     main = distributed.world(device).main
-    out = Path(out or Path("runs") / name)
+    out = Path(out or Path("runs") / spec.name)
     given = {"epochs": epochs, "steps": steps, "batch_size": batch_size, "lr": lr, "clip_norm": clip_norm}
     state = None
     if resume:
         _check_folder(out, resume, overwrite)
         state = load_checkpoint(out / CHECKPOINT)
-        if state.get("model") != name:
+        if (state.get("model"), state.get("model_file")) != (spec.name, _model_file(spec)):
             raise CheckpointError(f"{out / CHECKPOINT} holds a {state.get('model')!r} run, not {name!r}")
         settings = _resumed_settings(state, given, hparams, smoke, data, data_dir)
         smoke, data, data_dir = state.get("smoke", False), state.get("data"), state.get("data_dir")
@@ -169,17 +174,19 @@ def train(name: str, *, out=None, smoke=False, device="cpu", seed=0, data_dir=No
     full_hparams = {**spec.hparams, **(spec.smoke_hparams if smoke else {}), **hparams}
     pyro.set_rng_seed(seed)
     model = spec.build(**full_hparams).to(device)
-    model.check_data(train_set.x)
-    model.check_data(test_set.x)
+    train_inputs, test_inputs = train_set.inputs(model.inputs), test_set.inputs(model.inputs)
+    model.check_inputs(train_inputs)
+    model.check_inputs(test_inputs)
     objective = as_objective(spec.objective_for(full_hparams))
-    meta = {"model": name, "hparams": full_hparams, "explicit_hparams": hparams or {}, "smoke": smoke,
+    meta = {"model": spec.name, "model_file": _model_file(spec), "hparams": full_hparams,
+            "explicit_hparams": hparams or {}, "smoke": smoke,
             "data": data, "data_dir": None if data_dir is None else str(data_dir), "seed": seed,
             "settings": settings, "fast": fast}
     _check_folder(out, resume, overwrite)
     with locked(out) if main else nullcontext():
         if main:
             _check_folder(out, resume, overwrite)
-        result = fit_model(model, train_set.x, objective=objective, fast=fast,
+        result = fit_model(model, train_inputs, objective=objective, fast=fast,
                            max_plate_nesting=spec.max_plate_nesting, checkpoint=out / CHECKPOINT,
                            resume=resume, meta=meta, progress=progress,
                            checkpoint_seconds=checkpoint_seconds, **settings)
@@ -196,6 +203,7 @@ def train(name: str, *, out=None, smoke=False, device="cpu", seed=0, data_dir=No
 
 
 def _train_metrics(spec, model, objective, result, test_set, settings, device, fast) -> dict:
+    test_inputs = test_set.inputs(model.inputs)
     elbo = {"name": "Trace_ELBO"} if objective.name == "RenyiELBO" else {"name": objective.name}
     nesting = spec.max_plate_nesting
     return {
@@ -207,35 +215,94 @@ def _train_metrics(spec, model, objective, result, test_set, settings, device, f
         "train_seconds": round(result.seconds, 3),
         "seconds_per_step": result.seconds / max(1, len(result.losses)),
         "train_loss": result.final_loss,
-        "test_loss": evaluate_objective(model.model, model.guide, test_set.x, objective, nesting),
-        "test_neg_elbo": evaluate_objective(model.model, model.guide, test_set.x, elbo, nesting),
+        "test_loss": evaluate_objective(model.model, model.guide, test_inputs, objective, nesting),
+        "test_neg_elbo": evaluate_objective(model.model, model.guide, test_inputs, elbo, nesting),
         "settings": settings,
         **model.metrics(test_set),
     }
 
 
-def load(checkpoint, device="cpu"):
-    """(spec, model, state) from a checkpoint written by :func:`train`, checked before any copy."""
+def _model_file(spec: ModelSpec) -> str | None:
+    return spec.source if is_file_spec(spec) else None
+
+
+def load(checkpoint, device="cpu", name=None):
+    """(spec, model, state) from a checkpoint written by :func:`train`, checked before any copy.
+
+    A checkpoint of a user's file records the file's path; that file is imported only when the
+    caller names it too (``name``, e.g. ``zoo eval my_model.py --checkpoint ...``): a checkpoint
+    alone never makes the zoo run code.
+    """
     device = resolve_device(device)
     state = load_checkpoint(checkpoint)
-    name, hparams = state.get("model"), state.get("hparams")
-    if not isinstance(name, str) or not isinstance(hparams, dict):
+    model_name, hparams = state.get("model"), state.get("hparams")
+    if not isinstance(model_name, str) or not isinstance(hparams, dict):
         raise CheckpointError(f"{checkpoint} names no zoo model; point --checkpoint at a file written by "
                               "`zoo train`")
+    spec = _checkpoint_spec(checkpoint, state, name)
     try:
-        spec = get_spec(name)
         model = spec.build(**hparams)
     except (KeyError, TypeError, ValueError) as err:
-        raise CheckpointError(f"{checkpoint} holds a {name!r} model this zoo cannot build ({err}); retrain "
-                              "it with `zoo train`") from None
+        raise CheckpointError(f"{checkpoint} holds a {model_name!r} model this zoo cannot build ({err}); "
+                              "retrain it with `zoo train`") from None
+    if state["params"]:
+        _create_params(spec, model, state)
     saved = state["modules"].get("model")
     try:
         model.load_state_dict(saved if saved is not None else {})
-    except (RuntimeError, TypeError) as err:
+        _copy_params(state["params"])
+    except (RuntimeError, TypeError, ValueError) as err:
         first = str(err).strip().splitlines()[-1].strip()
-        raise CheckpointError(f"{checkpoint} does not fit a {name!r} model with its hyperparameters "
+        raise CheckpointError(f"{checkpoint} does not fit a {model_name!r} model with its hyperparameters "
                               f"({first}); retrain it with `zoo train`") from None
     return spec, model.to(device).eval(), state
+
+
+def _checkpoint_spec(checkpoint, state: dict, name) -> ModelSpec:
+    """The spec a checkpoint was trained from; a user's file only when ``name`` names it too."""
+    model_name, model_file = state.get("model"), state.get("model_file")
+    if model_file is not None:
+        asked = None if name is None else Path(str(name)).expanduser().resolve()
+        if not isinstance(model_file, str) or asked != Path(model_file):
+            raise CheckpointError(f"{checkpoint} was trained from the file {model_file}; name that file to "
+                                  f"load it (`zoo eval {model_file} --checkpoint {checkpoint}`)")
+        try:
+            return get_spec(model_file)
+        except UnknownModelError as err:
+            raise CheckpointError(f"{checkpoint} was trained from {model_file}, which is gone "
+                                  f"({err})") from None
+    try:
+        return get_spec(model_name)
+    except UnknownModelError as err:
+        raise CheckpointError(f"{checkpoint} holds a {model_name!r} model this zoo cannot build ({err}); "
+                              "retrain it with `zoo train`") from None
+
+
+def _create_params(spec: ModelSpec, model, state: dict) -> None:
+    """Run guide and model once on two training rows, so that parameters a program creates
+    lazily (``pyro.param``, an AutoGuide's) exist, fresh, before the checkpoint's are copied in."""
+    store = pyro.get_param_store()
+    for param in state["params"]:
+        if param in store:
+            del store[param]
+    data = load_split(spec, "train", data_dir=state.get("data_dir"), data=state.get("data"),
+                      smoke=state.get("smoke", False)).head(2)
+    inputs = data.inputs(model.inputs)
+    with torch.no_grad():
+        poutine.trace(model.guide).get_trace(*inputs)
+        poutine.trace(model.model).get_trace(*inputs)
+
+
+def _copy_params(saved: dict) -> None:
+    """Copy the checkpoint's (unconstrained) param-store values into the store's parameters."""
+    current = pyro.get_param_store().get_state()["params"]
+    for param, value in saved.items():
+        if param not in current or current[param].shape != value.shape:
+            have = tuple(current[param].shape) if param in current else "none"
+            raise ValueError(f"parameter {param!r} has shape {tuple(value.shape)} in the checkpoint, "
+                             f"{have} here")
+        with torch.no_grad():
+            current[param].copy_(value)
 
 
 def evaluate(checkpoint, *, name=None, k=1000, split="test", limit=None, data_dir=None, data=None,
@@ -247,23 +314,26 @@ def evaluate(checkpoint, *, name=None, k=1000, split="test", limit=None, data_di
     check_methods(methods)
     device = distributed.local_device(resolve_device(device))
     main = distributed.world(device).main
-    spec, model, state = load(checkpoint, device)
-    if name is not None and name != spec.name:
+    spec, model, state = load(checkpoint, device, name=name)
+    if name is not None and get_spec(name).name != spec.name:
         raise DataError(f"{checkpoint} holds a {spec.name!r} model, not {name!r}; use `zoo eval {spec.name}`")
     smoke = state.get("smoke", False)
     data_split = load_split(spec, split, data_dir=data_dir or state.get("data_dir"),
                             data=data or state.get("data"), smoke=smoke, device=model.device)
     if limit:
-        data_split = DataSplit(data_split.x[:limit], None if data_split.y is None else data_split.y[:limit],
-                               data_split.source, data_split.info)
-    model.check_data(data_split.x)
+        data_split = data_split.head(limit)
+    model.check_inputs(data_split.inputs(model.inputs))
     out = Path(out or Path(checkpoint).parent / "eval")
     pyro.set_rng_seed(seed)
     start = time.perf_counter()
     with locked(out) if main else nullcontext():
+        posterior_data = None
+        if not model.capabilities.importance_sampling:  # the guide approximates p(globals | training data)
+            posterior_data = load_split(spec, "train", data_dir=data_dir or state.get("data_dir"),
+                                        data=data or state.get("data"), smoke=smoke, device=model.device)
         report = evaluate_model(model, data_split, num_particles=k, max_plate_nesting=spec.max_plate_nesting,
-                                out_dir=out if main else None, progress=progress, seed=seed,
-                                methods=methods)
+                                out_dir=out if main else None, progress=progress, seed=seed, methods=methods,
+                                nuts_samples=NUTS_SMOKE if smoke else NUTS, posterior_data=posterior_data)
         if not main:  # the other ranks sampled their share of the data points; rank 0 reports
             return report
         report.update(model=spec.name, checkpoint=str(checkpoint), split=split,
