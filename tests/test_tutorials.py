@@ -24,6 +24,8 @@ SMOKE_SWITCH = re.compile(
 )
 SWITCH_WITHIN = 3
 FULL_RUN = re.compile(r"Full run: \d+ min on 2 CPU cores \(measured\)")
+#: the first line of a cell that checks a claim of the notebook's prose with ``assert``
+CHECK_LINE = re.compile(r"^# check: \S")
 CELL_TIMEOUT = 600
 MAX_TOTAL_BYTES = 5 * 2**20
 
@@ -57,6 +59,21 @@ def test_notebook_states_its_full_run_time(path):
         f"{path.name}: state the measured full-run time in the first cell, as "
         "'Full run: N min on 2 CPU cores (measured)'"
     )
+
+
+@by_name
+def test_notebook_checks_its_claims(path):
+    """A notebook proves what its prose states about numbers: at least one code cell opens with
+    ``# check: <the claim>`` and asserts it (tolerances from standard errors), so the smoke run in
+    :func:`test_notebook_runs_in_smoke_mode` fails the day a claim stops being true."""
+    checks = [cell.source for cell in _read(path).cells
+              if cell.cell_type == "code" and CHECK_LINE.match(cell.source)]
+    assert checks, (
+        f"{path.name} has no check cell: add a code cell whose first line is `# check: <the claim>` and "
+        "that asserts the claim with a tolerance from its standard error"
+    )
+    unasserted = [source.splitlines()[0] for source in checks if "assert" not in source]
+    assert not unasserted, f"{path.name}: check cells without an assert: {unasserted}"
 
 
 def test_notebooks_are_small():
