@@ -246,7 +246,7 @@ class _Run:
             raise ValueError("resume needs a checkpoint path")
         state = load_checkpoint(path)
         _load_modules(self.modules, state["modules"], path)
-        _load_params(state["params"], path)
+        load_params(state["params"], path)
         try:
             self.optimizer.load_state_dict(state["optimizer_state"])
         except (ValueError, KeyError) as err:
@@ -464,7 +464,9 @@ def _load_modules(modules: dict, saved: dict, path):
                                   "or start a new run") from None
 
 
-def _load_params(saved: dict, path):
+def load_params(saved: dict, path) -> None:
+    """Copy a checkpoint's (unconstrained) param-store values into the store's parameters of the
+    same names and shapes; :class:`CheckpointError` naming ``path`` otherwise."""
     current = pyro.get_param_store().get_state()["params"]
     for name, value in saved.items():
         if name not in current or current[name].shape != value.shape:

@@ -31,7 +31,7 @@ from inference import distributed
 from inference.checkpoint import CheckpointError, load_checkpoint, remove_stale_temporaries, write_atomic
 from inference.devices import resolve_device
 from inference.plots import plot_loss
-from inference.train import CHECKPOINT_SECONDS, as_objective, evaluate_objective, fit_model
+from inference.train import CHECKPOINT_SECONDS, as_objective, evaluate_objective, fit_model, load_params
 from models import DataError, DataSplit, ModelSpec, UnknownModelError, check_hparams, get_spec, is_file_spec
 
 UNITS = "nats per data point"
@@ -250,7 +250,7 @@ def load(checkpoint, device="cpu", name=None):
     saved = state["modules"].get("model")
     try:
         model.load_state_dict(saved if saved is not None else {})
-        _copy_params(state["params"])
+        load_params(state["params"], checkpoint)
     except (RuntimeError, TypeError, ValueError) as err:
         first = str(err).strip().splitlines()[-1].strip()
         raise CheckpointError(f"{checkpoint} does not fit a {model_name!r} model with its hyperparameters "
@@ -291,18 +291,6 @@ def _create_params(spec: ModelSpec, model, state: dict) -> None:
     with torch.no_grad():
         poutine.trace(model.guide).get_trace(*inputs)
         poutine.trace(model.model).get_trace(*inputs)
-
-
-def _copy_params(saved: dict) -> None:
-    """Copy the checkpoint's (unconstrained) param-store values into the store's parameters."""
-    current = pyro.get_param_store().get_state()["params"]
-    for param, value in saved.items():
-        if param not in current or current[param].shape != value.shape:
-            have = tuple(current[param].shape) if param in current else "none"
-            raise ValueError(f"parameter {param!r} has shape {tuple(value.shape)} in the checkpoint, "
-                             f"{have} here")
-        with torch.no_grad():
-            current[param].copy_(value)
 
 
 def evaluate(checkpoint, *, name=None, k=1000, split="test", limit=None, data_dir=None, data=None,
