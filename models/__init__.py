@@ -117,18 +117,14 @@ class ModelSpec:
     hparams_for: Callable[[DataSplit], dict] | None = None
     source: str = "zoo"
     rules: dict[str, Hparam] = field(default_factory=dict)
+    #: hyperparameters of the reference model that ``zoo query NAME`` answers for without a checkpoint
+    query_hparams: dict = field(default_factory=dict)
 
     def hparam_names(self) -> list[str]:
         """Every valid hyperparameter name: the rules, the defaults and ``build``'s named arguments."""
         named = [p.name for p in inspect.signature(self.build).parameters.values()
                  if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
         return sorted({*self.rules, *self.hparams, *named})
-
-    def needs_data(self, hparams: dict) -> bool:
-        """Whether a rule of a hyperparameter in ``hparams`` is bounded by the number of training points."""
-        return any(NUM_DATA in (rule.low, rule.high) for name, rule in self.rules.items() if name in hparams)
-    #: hyperparameters of the reference model that ``zoo query NAME`` answers for without a checkpoint
-    query_hparams: dict = field(default_factory=dict)
 
     def make(self, smoke: bool = False, **overrides) -> ZooModel:
         hparams = {**self.hparams, **(self.smoke_hparams if smoke else {}), **overrides}
