@@ -38,7 +38,7 @@ from benchmarks.common import Report, image_root, parser, run_main, synchronize
 from inference.importance import estimate_log_likelihood
 from inference.train import fit_model
 from models import DataSplit, get_spec
-from models.vae import VAE
+from models.vae import VAE, VAEConfig
 
 NAME = "iwae_paper"
 #: Burda et al. (2016) table 1, 1 stochastic layer: -log p(x) in nats, k = 5000 evaluation.
@@ -59,7 +59,7 @@ def burda_decay(steps_per_epoch: int):
 
 
 def build(k: int, device: torch.device) -> VAE:
-    return VAE(data_dim=784, hidden=(200, 200), z_dim=50, activation="tanh", train_samples=k).to(device)
+    return VAE(VAEConfig(data_dim=784, hidden=(200, 200), z_dim=50, activation="tanh", train_samples=k)).to(device)
 
 
 def train(model: VAE, x: torch.Tensor, args, seconds: float) -> dict:

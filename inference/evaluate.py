@@ -47,6 +47,7 @@ import itertools
 import json
 import math
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -108,6 +109,7 @@ def evaluate(
     sbc_settings: dict | None = None,
     nuts_samples: int = 500,
     posterior_data: DataSplit | None = None,
+    figures: Callable | None = None,
 ) -> dict:
     """Evaluate ``model`` (a ``ZooModel``) on ``data`` (a ``DataSplit`` or a tensor (N, ...)).
 
@@ -165,6 +167,9 @@ def evaluate(
         out_dir = Path(out_dir)
         out_dir.mkdir(parents=True, exist_ok=True)
         report["figures"] = _figures(model, data, result, report, out_dir, idata, extra)
+        if figures is not None:
+            report["figures"].update({caption: _relative(path, out_dir)
+                                      for caption, path in figures(model, data, out_dir).items()})
         if result is not None:
             report["figures"]["estimator ladder"] = _relative(_ladder_figure(report, out_dir / "ladder.png"),
                                                               out_dir)
@@ -469,7 +474,6 @@ def _figures(model, data: DataSplit, result, report: dict, out_dir: Path, idata,
     if idata is not None:
         caption = "guide posterior of the global latents (ArviZ)"
         paths[caption] = _forest_figure(idata, out_dir / "posterior.png")
-    paths.update(model.figures(data, out_dir))
     return {caption: _relative(path, out_dir) for caption, path in paths.items()}
 
 

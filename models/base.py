@@ -18,7 +18,8 @@ training objective in closed form, an opt-in fast path), ``kl_per_dim(x)`` /
 ``active_units(x)``, ``exact_global_posterior(*inputs)``, and whether log p(x) per data point is
 estimated by importance sampling (on by default; off for models whose latents are global). Always
 present: ``local_pair()`` (a model/guide pair with only per-data-point latents, used by the
-importance-sampling estimators), ``figures(data, out_dir)`` and ``metrics(data)``.
+importance-sampling estimators) and ``metrics(data)``. Figures are drawn by the spec's ``figures``
+(a model folder's ``figures.py``), not by the model.
 
 A zoo model owns its parameters as ``nn.Parameter`` s, except a plain Pyro program wrapped by
 :class:`models.program.PyroProgram`, whose ``pyro.param`` s and AutoGuide parameters live in the Pyro
@@ -163,10 +164,6 @@ class ZooModel(nn.Module):
     def batch_scale(x: torch.Tensor, num_data: int | None) -> float:
         """num_data / len(x): the factor that makes a minibatch sum estimate the full-data sum."""
         return 1.0 if num_data is None else num_data / x.shape[0]
-
-    def figures(self, data: DataSplit, out_dir: Path) -> dict[str, Path]:
-        """Model-specific figures written under ``out_dir``; returns {title: path}."""
-        return {}
 
     def metrics(self, data: DataSplit) -> dict:
         """Model-specific metrics (JSON-serialisable) on ``data``."""

@@ -18,33 +18,52 @@ module); a checkpoint holds both, and :func:`zoo.runs.load` puts them back.
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 from collections.abc import Callable
 
 import torch
 
-from models import ModelSpec
 from models.base import Capabilities, DataSplit, ZooModel
+from models.config import MAX_DIM, Config, hparam
+from models.spec import ModelSpec
+
+#: the most dimensions one data point of a plain program may have
+MAX_EVENT_DIMS = 8
+
+
+@dataclasses.dataclass(frozen=True)
+class ProgramConfig(Config):
+    """The setting every plain program has: the shape of one data point, read from the data."""
+
+    event_shape: tuple[int, ...] = hparam((), low=1, high=MAX_DIM, max_len=MAX_EVENT_DIMS,
+                                          help="shape of one data point (set from the data)")
 
 
 class PyroProgram(ZooModel):
     """``model`` and a guide (``guide`` function, or ``autoguide(model)`` built here) as a zoo model.
 
     ``inputs`` names the :class:`DataSplit` fields the program takes (``("x",)``, ``("x", "y")``);
-    ``event_shape`` is the shape of one row of the first input. By default it declares no
-    sampler and no importance sampling (the latents of such programs are usually global); pass
-    ``capabilities`` to say otherwise, and ``sample(n)`` to give it a sampler.
+    ``config.event_shape`` is the shape of one row of the first input. With ``takes_config`` the
+    program (and a guide function) receive the config as the keyword argument ``config``. By
+    default it declares no sampler and no importance sampling (the latents of such programs are
+    usually global); pass ``capabilities`` to say otherwise, and ``sample(n)`` to give it a sampler.
     """
 
-    def __init__(self, model: Callable, guide: Callable | None = None, *, autoguide: Callable | None = None,
-                 inputs=("x",), event_shape=(), capabilities: Capabilities | None = None,
-                 sample: Callable[[int], torch.Tensor] | None = None):
+    def __init__(self, config: ProgramConfig, model: Callable, guide: Callable | None = None, *,
+                 autoguide: Callable | None = None, inputs=("x",), takes_config: bool = False,
+                 capabilities: Capabilities | None = None, sample: Callable[[int], torch.Tensor] | None = None):
         super().__init__()
         if (guide is None) == (autoguide is None):
             raise ValueError("give either a guide function (guide=) or an AutoGuide class (autoguide=)")
+        self.config = config
+        if takes_config:
+            model = functools.partial(model, config=config)
+            guide = None if guide is None else functools.partial(guide, config=config)
         self.program = model
         self.guide_program = autoguide(model) if autoguide is not None else guide
         self.inputs = tuple(inputs)
-        self.event_shape = tuple(event_shape)
+        self.event_shape = tuple(config.event_shape)
         self.capabilities = capabilities or Capabilities(samples=sample is not None,
                                                          importance_sampling=False)
         self.sampler = sample
@@ -65,8 +84,9 @@ class PyroProgram(ZooModel):
 
 
 def program_spec(name: str, model: Callable, *, load_data: Callable[..., DataSplit],
-                 guide: Callable | None = None, autoguide: Callable | None = None, description: str = "",
-                 inputs=("x",), objective: str | dict = "Trace_ELBO", train: dict | None = None,
+                 guide: Callable | None = None, autoguide: Callable | None = None,
+                 config: type[Config] | None = None, description: str = "", inputs=("x",),
+                 objective: str | dict = "Trace_ELBO", train: dict | None = None,
                  smoke_train: dict | None = None, capabilities: Capabilities | None = None,
                  sample: Callable[[int], torch.Tensor] | None = None,
                  max_plate_nesting: int = 1) -> ModelSpec:
@@ -74,12 +94,15 @@ def program_spec(name: str, model: Callable, *, load_data: Callable[..., DataSpl
 
     ``load_data(split, data_dir=None, data=None, smoke=False)`` returns a :class:`DataSplit`;
     ``train`` the training settings (default 2000 steps, full batch, lr 0.01), ``smoke_train``
-    those of ``--smoke`` (default 200 steps).
+    those of ``--smoke`` (default 200 steps). ``config``: the program's own settings, a frozen
+    dataclass subclassing :class:`~models.config.Config` (``--set`` then checks and sets them);
+    model and guide function then take it as the keyword argument ``config``.
     """
+    config_class = ProgramConfig if config is None else _with_event_shape(config)
 
-    def build(event_shape=()):
-        return PyroProgram(model, guide, autoguide=autoguide, inputs=inputs, event_shape=event_shape,
-                           capabilities=capabilities, sample=sample)
+    def build(resolved: ProgramConfig) -> PyroProgram:
+        return PyroProgram(resolved, model, guide, autoguide=autoguide, inputs=inputs,
+                           takes_config=config is not None, capabilities=capabilities, sample=sample)
 
     def hparams_for(data: DataSplit) -> dict:
         return {"event_shape": tuple(data.x.shape[1:])}
@@ -87,6 +110,7 @@ def program_spec(name: str, model: Callable, *, load_data: Callable[..., DataSpl
     return ModelSpec(
         name=name,
         description=description or (model.__doc__ or name).strip().splitlines()[0],
+        config=config_class,
         build=build,
         load_data=load_data,
         train=train or {"steps": 2000, "lr": 0.01},
@@ -97,4 +121,11 @@ def program_spec(name: str, model: Callable, *, load_data: Callable[..., DataSpl
     )
 
 
-__all__ = sorted(["PyroProgram", "program_spec"])
+def _with_event_shape(config: type[Config]) -> type[Config]:
+    """``config`` with the :class:`ProgramConfig` field ``event_shape`` added."""
+    if "event_shape" in config.names():
+        return config
+    return dataclasses.make_dataclass(config.__name__, [], bases=(config, ProgramConfig), frozen=True)
+
+
+__all__ = sorted(["MAX_EVENT_DIMS", "ProgramConfig", "PyroProgram", "program_spec"])

@@ -28,7 +28,7 @@ MODELS = [*sorted(REGISTRY), pytest.param(USER_FILE, id="user_model_example.py")
 
 
 def _elbo(spec):
-    return as_objective(spec.objective_for(spec.hparams)).build(spec.max_plate_nesting)
+    return as_objective(spec.objective_for(spec.config.smoke())).build(spec.max_plate_nesting)
 
 
 def _setup(name, device):
@@ -36,8 +36,7 @@ def _setup(name, device):
     the first 32 rows of its declared inputs, e.g. ``(x,)`` or ``(x, y)``."""
     spec = get_spec(name)
     data = spec.load_data("train", smoke=True)
-    implied = spec.hparams_for(data) if spec.hparams_for else {}
-    model = spec.make(smoke=True, **implied).to(device)
+    model = spec.build(spec.resolve(smoke=True, data=data)).to(device)
     inputs = tuple(t[:32] for t in data.to(device).inputs(model.inputs))
     return spec, model, inputs
 
@@ -144,8 +143,7 @@ def test_vectorised_log_weights(name, device):
 def test_state_dict_round_trip(name):
     spec, model, inputs = _setup(name, "cpu")
     _touch(model, inputs)
-    clone = spec.make(smoke=True, **(spec.hparams_for(spec.load_data("train", smoke=True))
-                                     if spec.hparams_for else {}))
+    clone = spec.build(spec.resolve(smoke=True, data=spec.load_data("train", smoke=True)))
     _touch(clone, inputs)
     clone.load_state_dict(model.state_dict())
     for a, b in zip(model.state_dict().values(), clone.state_dict().values(), strict=True):
@@ -158,11 +156,27 @@ def test_state_dict_round_trip(name):
 def test_spec_is_complete(name):
     spec = get_spec(name)
     assert spec.name == name or spec.source == name
-    assert spec.objective_for(spec.hparams)["name"] in ELBOS
+    assert spec.objective_for(spec.config())["name"] in ELBOS
     assert spec.description
     settings = spec.train_settings(smoke=True)
     assert ("steps" in settings) != ("epochs" in settings)
     assert "lr" in settings
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_every_hyperparameter_declares_its_bounds_or_choices(name):
+    """The config is the one source of ``--set`` checking: a name has choices, a number or a tuple of
+    numbers both bounds, a tuple a maximum length; the defaults and the smoke variant obey them."""
+    config = get_spec(name).config
+    for field, (kind, rule) in config.rules().items():
+        if kind is str:
+            assert rule.choices, f"{name}: {field} declares no choices"
+        elif kind is not bool:
+            assert rule.low is not None and rule.high is not None, f"{name}: {field} lacks a bound"
+        if kind is tuple:
+            assert rule.max_len is not None, f"{name}: {field} declares no maximum length"
+    assert config().to_dict() == config.from_dict(config().to_dict()).to_dict()
+    config.smoke()
 
 
 @pytest.mark.parametrize("name", MODELS)

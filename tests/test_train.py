@@ -135,13 +135,13 @@ def test_compiled_loss_trains_like_the_eager_one():
     """Same seed, same losses; fallback_random makes compiled code draw torch's random numbers."""
     import torch._inductor.config
 
-    from models.vae import VAE
+    from models.vae import VAE, VAEConfig
 
     x = torch.rand(256, 16)
     runs = []
     for compile in (False, True):
         pyro.set_rng_seed(0)
-        model = VAE(data_dim=16, hidden=(8,), z_dim=2)
+        model = VAE(VAEConfig(data_dim=16, hidden=(8,), z_dim=2))
         with torch._inductor.config.patch(fallback_random=True):
             result = fit_model(model, x, steps=8, batch_size=64, lr=1e-2, progress=False, fast=True,
                                compile=compile)

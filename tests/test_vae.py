@@ -15,7 +15,7 @@ from pyro import poutine
 from inference.train import fit_model
 from models import DataError
 from models import data as image_data
-from models.vae import SPEC, VAE, hparams_for, load_data
+from models.vae import SPEC, VAE, VAEConfig, hparams_for, load_data
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
@@ -26,7 +26,7 @@ def digits():
 
 
 def small_vae(device, z_dim=2) -> VAE:
-    return VAE(data_dim=64, hidden=(64,), z_dim=z_dim).to(device)
+    return VAE(VAEConfig(data_dim=64, hidden=(64,), z_dim=z_dim)).to(device)
 
 
 def test_spec_shapes_match_default_data(digits):
@@ -160,7 +160,7 @@ def test_metrics_and_figures(device, digits, tmp_path):
     assert neg_elbo["value"] > 0 and neg_elbo["se"] > 0 and neg_elbo["unit"] == "nats per image"
     assert len(metrics["kl_per_dim"]["values"]) == 2
     assert 0 <= metrics["active_units"]["value"] <= 2
-    paths = vae.figures(test, tmp_path)
+    paths = SPEC.figures(vae, test, tmp_path)
     assert set(paths) == {"samples", "reconstructions", "latent interpolation", "latent space"}
     assert all(Path(path).stat().st_size > 0 for path in paths.values())
 
@@ -189,7 +189,7 @@ def test_mnist_ten_epochs_reaches_103_nats(device):
 
 @pytest.mark.parametrize("grad", [True, False])
 def test_bernoulli_pixels_matches_torch_bernoulli(grad):
-    from models.vae import BernoulliPixels
+    from models.nn import BernoulliPixels
 
     logits = torch.randn(3, 5, 64) * 4
     x = torch.bernoulli(torch.full((5, 64), 0.3))
@@ -231,10 +231,10 @@ def test_iwae_bound_is_the_log_mean_of_pyro_importance_weights(device, digits):
 
 def test_iwae_training_uses_the_k_sample_bound(device, digits):
     x = digits[1].x[:20].to(device)
-    vae = VAE(data_dim=64, hidden=(64,), z_dim=3, train_samples=5).to(device)
+    vae = VAE(VAEConfig(data_dim=64, hidden=(64,), z_dim=3, train_samples=5)).to(device)
     pyro.set_rng_seed(6)
     loss = vae.elbo_loss(x, num_data=40)
     pyro.set_rng_seed(6)
     torch.testing.assert_close(loss, -2 * vae.iwae_bound(x, 5).sum())
     with pytest.raises(ValueError, match="train_samples"):
-        VAE(train_samples=0)
+        VAE(VAEConfig(train_samples=0))

@@ -7,14 +7,14 @@ import sys
 from pathlib import Path
 
 from inference.devices import resolve_device
-from models import DataError, all_specs, check_hparams, get_spec
+from models import DataError, all_specs, get_spec
 from zoo import runs
 from zoo.cli import echo, parse_hparams
 from zoo.validate import writable_folder
 
 
 def cmd_list(args) -> list[dict]:
-    rows = [{"name": s.name, "description": s.description, "objective": s.objective_for(s.hparams)["name"],
+    rows = [{"name": s.name, "description": s.description, "objective": s.objective_for(s.config())["name"],
              "source": s.source} for s in all_specs()]
     if not args.json:
         width = max(len(row["name"]) for row in rows)
@@ -27,7 +27,7 @@ def cmd_train(args) -> dict:
     spec = get_spec(args.name)
     resolve_device(args.device)
     writable_folder(args.out or Path("runs") / args.name)
-    hparams = check_hparams(spec, parse_hparams(args.set))
+    hparams = parse_hparams(args.set)
     metrics = runs.train(
         args.name, out=args.out, smoke=args.smoke, device=args.device, seed=args.seed,
         data_dir=args.data_dir, data=args.data, hparams=hparams,
@@ -63,11 +63,11 @@ def cmd_query(args) -> dict:
             raise DataError(f"{args.checkpoint} holds a {saved.name!r} model, not {spec.name!r}; "
                             f"point --checkpoint at a {spec.name} run")
     else:
-        model = spec.make(**spec.query_hparams)
-    if not model.capabilities.queries:
+        model = spec.make(spec.query_config)
+    if spec.answer is None:
         raise DataError(f"model {echo(args.name)} has no exact queries; try `zoo query student ...`")
     try:
-        answer = model.answer(args.text)
+        answer = spec.answer(model, args.text)
     except ValueError as err:
         raise DataError(str(err)) from None
     if not args.json:

@@ -32,7 +32,7 @@ from inference.checkpoint import CheckpointError, load_checkpoint, remove_stale_
 from inference.devices import resolve_device
 from inference.plots import plot_loss
 from inference.train import CHECKPOINT_SECONDS, as_objective, evaluate_objective, fit_model, load_params
-from models import DataError, DataSplit, ModelSpec, UnknownModelError, check_hparams, get_spec, is_file_spec
+from models import DataError, DataSplit, HparamError, ModelSpec, UnknownModelError, get_spec, is_file_spec
 
 UNITS = "nats per data point"
 CHECKPOINT = "checkpoint.pt"
@@ -121,7 +121,7 @@ def _check_folder(out: Path, resume: bool, overwrite: bool) -> None:
 def _resumed_settings(state: dict, given: dict, hparams: dict, smoke: bool, data, data_dir) -> dict:
     """The checkpoint's settings, with the run length given now; a differing setting is an error."""
     for name, value in (hparams or {}).items():
-        trained = state["hparams"].get(name)
+        trained = state["config"].get(name)
         if _plain(trained) != _plain(value):
             raise CheckpointError(f"the checkpoint was trained with {name}={trained!r}; drop --set {name} "
                                   "to resume it, or start a new run with --overwrite")
@@ -169,16 +169,14 @@ def train(name: str, *, out=None, smoke=False, device="cpu", seed=0, data_dir=No
         settings = _settings(spec, smoke, **given)
     train_set = load_split(spec, "train", data_dir=data_dir, data=data, smoke=smoke, device=device)
     test_set = load_split(spec, "test", data_dir=data_dir, data=data, smoke=smoke, device=device)
-    implied = spec.hparams_for(train_set) if spec.hparams_for else {}
-    hparams = check_hparams(spec, {**implied, **(hparams or {})}, num_data=len(train_set.x))
-    full_hparams = {**spec.hparams, **(spec.smoke_hparams if smoke else {}), **hparams}
+    config = spec.resolve(smoke=smoke, data=train_set, overrides=hparams)
     pyro.set_rng_seed(seed)
-    model = spec.build(**full_hparams).to(device)
+    model = spec.build(config).to(device)
     train_inputs, test_inputs = train_set.inputs(model.inputs), test_set.inputs(model.inputs)
     model.check_inputs(train_inputs)
     model.check_inputs(test_inputs)
-    objective = as_objective(spec.objective_for(full_hparams))
-    meta = {"model": spec.name, "model_file": _model_file(spec), "hparams": full_hparams,
+    objective = as_objective(spec.objective_for(config))
+    meta = {"model": spec.name, "model_file": _model_file(spec), "config": config.to_dict(),
             "explicit_hparams": hparams or {}, "smoke": smoke,
             "data": data, "data_dir": None if data_dir is None else str(data_dir), "seed": seed,
             "settings": settings, "fast": fast}
@@ -196,7 +194,8 @@ def train(name: str, *, out=None, smoke=False, device="cpu", seed=0, data_dir=No
             return metrics
         write_atomic(out / "history.json", json.dumps({"objective": objective.label, "loss": result.losses}))
         figures = {"loss curve": plot_loss(result.losses, out / "loss.png", f"{name}: {objective.label}")}
-        figures.update(model.figures(test_set, out))
+        if spec.figures:
+            figures.update(spec.figures(model, test_set, out))
         metrics["figures"] = {title: str(path) for title, path in figures.items()}
         write_atomic(out / "metrics.json", json.dumps(metrics, indent=2, default=str))
     return metrics
@@ -238,14 +237,14 @@ def load(checkpoint, device="cpu", name=None):
     """
     device = resolve_device(device)
     state = load_checkpoint(checkpoint)
-    model_name, hparams = state.get("model"), state.get("hparams")
-    if not isinstance(model_name, str) or not isinstance(hparams, dict):
+    model_name, saved_config = state.get("model"), state.get("config")
+    if not isinstance(model_name, str) or not isinstance(saved_config, dict):
         raise CheckpointError(f"{checkpoint} names no zoo model; point --checkpoint at a file written by "
                               "`zoo train`")
     spec = _checkpoint_spec(checkpoint, state, name)
     try:
-        model = spec.build(**hparams)
-    except (KeyError, TypeError, ValueError) as err:
+        model = spec.build(spec.config.from_dict(saved_config))
+    except (HparamError, TypeError, ValueError) as err:
         raise CheckpointError(f"{checkpoint} holds a {model_name!r} model this zoo cannot build ({err}); "
                               "retrain it with `zoo train`") from None
     if state["params"]:
@@ -323,6 +322,7 @@ def evaluate(checkpoint, *, name=None, k=1000, split="test", limit=None, data_di
             posterior_data = load_split(spec, "train", data_dir=data_dir or state.get("data_dir"),
                                         data=data or state.get("data"), smoke=smoke, device=model.device)
         report = evaluate_model(model, data_split, num_particles=k, max_plate_nesting=spec.max_plate_nesting,
+                                figures=spec.figures,
                                 out_dir=out if main else None, progress=progress, seed=seed, methods=methods,
                                 nuts_samples=NUTS_SMOKE if smoke else NUTS, posterior_data=posterior_data)
         if not main:  # the other ranks sampled their share of the data points; rank 0 reports

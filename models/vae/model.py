@@ -41,86 +41,18 @@ Cov_x(E_q[z_i]) > 0.01.
 
 from __future__ import annotations
 
-import logging
 import math
-from pathlib import Path
 
 import pyro
 import pyro.distributions as dist
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.distributions import Normal, constraints, kl_divergence
+from torch.distributions import Normal, kl_divergence
 
-from models import MAX_DIM, MAX_UNITS, Hparam, ModelSpec, check_hparams
-from models import data as image_data
 from models.base import Capabilities, DataError, DataSplit, ZooModel
-
-ACTIVATIONS = {"softplus": nn.Softplus, "relu": nn.ReLU, "tanh": nn.Tanh, "elu": nn.ELU}
-MIN_SCALE = 1e-4
-
-
-def bernoulli_log_prob(logits: torch.Tensor, value: torch.Tensor) -> torch.Tensor:
-    """sum_d [x_d l_d - softplus(l_d)] = sum_d log Bernoulli(x_d | sigmoid(l_d)), shape (...,)."""
-    return (value * logits - F.softplus(logits)).sum(-1)
-
-
-_fused_log_prob = None
-
-
-def _fused_bernoulli_log_prob(logits: torch.Tensor, value: torch.Tensor) -> torch.Tensor:
-    """:func:`bernoulli_log_prob` as one compiled kernel (one read of the logits, no temporaries);
-    falls back to eager PyTorch where ``torch.compile`` cannot build (e.g. no C++ compiler)."""
-    global _fused_log_prob
-    if _fused_log_prob is None:
-        if not torch.cuda.is_available():  # a CUDA build of torch on a CPU machine logs this at compile
-            logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)
-        _fused_log_prob = torch.compile(bernoulli_log_prob, dynamic=True)
-    try:
-        return _fused_log_prob(logits, value)
-    except Exception:  # torch raises backend-specific types when it cannot compile
-        _fused_log_prob = bernoulli_log_prob
-        return bernoulli_log_prob(logits, value)
-
-
-class BernoulliPixels(dist.TorchDistribution):
-    """Independent Bernoulli pixels with logits ``l``: batch shape ``l.shape[:-1]``, event (D,).
-
-    The density of ``Bernoulli(logits=l).to_event(1)``. Without autograd (importance sampling,
-    evaluation) the log-density runs as one fused compiled kernel: on 2 CPU cores that made the
-    K = 5000 MNIST estimate about 2x faster than torch's binary_cross_entropy_with_logits, which
-    writes several image-sized temporaries per particle.
-    """
-
-    arg_constraints = {"logits": constraints.real}
-    support = constraints.independent(constraints.boolean, 1)
-
-    def __init__(self, logits: torch.Tensor, validate_args=None):
-        self.logits = logits
-        super().__init__(logits.shape[:-1], logits.shape[-1:], validate_args=validate_args)
-
-    def expand(self, batch_shape, _instance=None):
-        return BernoulliPixels(self.logits.expand(torch.Size(batch_shape) + self.event_shape))
-
-    def sample(self, sample_shape=()):
-        shape = self._extended_shape(torch.Size(sample_shape))
-        with torch.no_grad():
-            return torch.bernoulli(torch.sigmoid(self.logits).expand(shape))
-
-    def log_prob(self, value: torch.Tensor) -> torch.Tensor:
-        if self._validate_args:
-            self._validate_sample(value)
-        if torch.is_grad_enabled():
-            return bernoulli_log_prob(self.logits, value)
-        return _fused_bernoulli_log_prob(self.logits, value)
-
-
-def mlp(sizes: list[int], activation: str) -> nn.Sequential:
-    """Linear layers between consecutive ``sizes``, ``activation`` after each (last included)."""
-    layers = []
-    for size_in, size_out in zip(sizes[:-1], sizes[1:], strict=True):
-        layers += [nn.Linear(size_in, size_out), ACTIVATIONS[activation]()]
-    return nn.Sequential(*layers)
+from models.nn import MIN_SCALE, BernoulliPixels, bernoulli_log_prob, binarized, mlp
+from models.vae.config import VAEConfig
 
 
 class VAE(ZooModel):
@@ -128,23 +60,18 @@ class VAE(ZooModel):
 
     capabilities = Capabilities(closed_form_loss=True, latent_usage=True)
 
-    def __init__(self, data_dim: int = 784, hidden=(400,), z_dim: int = 50, activation: str = "softplus",
-                 train_samples: int = 1):
+    def __init__(self, config: VAEConfig = VAEConfig()):
         super().__init__()
-        if activation not in ACTIVATIONS:
-            raise DataError(f"unknown activation {activation!r}; choose one of {', '.join(ACTIVATIONS)}")
-        if int(train_samples) < 1:
-            raise DataError(f"train_samples must be at least 1, got {train_samples}")
-        self.train_samples = int(train_samples)
-        hidden = [int(hidden)] if isinstance(hidden, int) else [int(h) for h in hidden]
-        self.data_dim, self.z_dim, self.hidden, self.activation = data_dim, z_dim, tuple(hidden), activation
-        self.event_shape = (data_dim,)
-        self.encoder = mlp([data_dim, *hidden], activation)
-        self.loc_head = nn.Linear(hidden[-1] if hidden else data_dim, z_dim)
-        self.scale_head = nn.Linear(hidden[-1] if hidden else data_dim, z_dim)
+        self.config = config
+        hidden, activation = list(config.hidden), config.activation
+        self.data_dim, self.z_dim, self.train_samples = config.data_dim, config.z_dim, config.train_samples
+        self.event_shape = (self.data_dim,)
+        self.encoder = mlp([self.data_dim, *hidden], activation)
+        self.loc_head = nn.Linear(hidden[-1] if hidden else self.data_dim, self.z_dim)
+        self.scale_head = nn.Linear(hidden[-1] if hidden else self.data_dim, self.z_dim)
         self.decoder = nn.Sequential(
-            mlp([z_dim, *reversed(hidden)], activation),
-            nn.Linear(hidden[0] if hidden else z_dim, data_dim),
+            mlp([self.z_dim, *reversed(hidden)], activation),
+            nn.Linear(hidden[0] if hidden else self.z_dim, self.data_dim),
         )
 
     # p(z) = N(0, I), p(x | z) = Bernoulli(logits = f_theta(z))
@@ -252,7 +179,7 @@ class VAE(ZooModel):
 
         Grey images are first binarised once with the fixed generator of ``load_data``.
         """
-        x = _binary(data.x.to(self.device))
+        x = binarized(data.x.to(self.device))
         was_training = self.training
         self.eval()
         values = torch.cat([self.neg_elbo(part) for part in x.split(chunk)])
@@ -270,121 +197,14 @@ class VAE(ZooModel):
                              "threshold": 0.01, "criterion": "Cov_x(E_q[z_i]) > threshold"},
         }
 
-    @torch.no_grad()
-    def figures(self, data: DataSplit, out_dir: Path) -> dict[str, Path]:
-        """Samples, reconstructions, a latent interpolation and (z_dim == 2) a latent scatter.
 
-        Image figures need a square ``data_dim`` (side sqrt(data_dim)) and two images; at most 2000
-        images are used.
-        """
-        out_dir = Path(out_dir)
-        out_dir.mkdir(parents=True, exist_ok=True)
-        x = _binary(data.x[:2000].to(self.device))
-        side = math.isqrt(self.data_dim)
-        square = side * side == self.data_dim and len(x) >= 2
-        paths = self._image_figures(x, side, out_dir) if square else {}
-        if self.z_dim == 2:
-            labels = None if data.y is None else data.y[:2000]
-            paths["latent space"] = _latent_scatter(self.encode(x), labels, out_dir / "vae_latent.png")
-        return paths
-
-    def _image_figures(self, x: torch.Tensor, side: int, out_dir: Path) -> dict[str, Path]:
-        probs = self.decode(torch.randn(64, self.z_dim, device=self.device))
-        pairs = torch.cat([x[:10], self.reconstruct(x[:10])])
-        ends = self.encode(x[:2])
-        t = torch.linspace(0, 1, 10, device=self.device)[:, None]
-        segment = (1 - t) * ends[0] + t * ends[1]
-        return {
-            "samples": _image_grid(probs, side, 8, out_dir / "vae_samples.png",
-                                   "pixel probabilities sigmoid(f(z)), z ~ N(0, I)"),
-            "reconstructions": _image_grid(pairs, side, 10, out_dir / "vae_reconstructions.png",
-                                           "top: test images; bottom: reconstructions from E_q[z | x]"),
-            "latent interpolation": _image_grid(self.decode(segment), side, 10, out_dir / "vae_interp.png",
-                                                "decoded (1 - t) mu(x_a) + t mu(x_b), t = 0 ... 1"),
-        }
-
-
-def _binary(x: torch.Tensor) -> torch.Tensor:
-    return x if bool(((x == 0) | (x == 1)).all()) else image_data.binarize(x.cpu()).to(x.device)
-
-
-def _image_grid(images: torch.Tensor, side: int, columns: int, path: Path, title: str) -> Path:
-    from matplotlib.figure import Figure
-
-    images = images.reshape(-1, side, side).cpu()
-    rows = math.ceil(len(images) / columns)
-    canvas = torch.zeros(rows * (side + 1) - 1, columns * (side + 1) - 1)
-    for index, image in enumerate(images):
-        top, left = (index // columns) * (side + 1), (index % columns) * (side + 1)
-        canvas[top:top + side, left:left + side] = image
-    figure = Figure(figsize=(columns * 0.9, rows * 0.9 + 0.4))
-    axes = figure.add_subplot()
-    axes.imshow(canvas.numpy(), cmap="gray_r", vmin=0, vmax=1, interpolation="nearest")
-    axes.set_title(title, fontsize=8)
-    axes.axis("off")
-    figure.savefig(path, dpi=100, bbox_inches="tight")
-    return path
-
-
-def _latent_scatter(means: torch.Tensor, labels: torch.Tensor | None, path: Path) -> Path:
-    from matplotlib.figure import Figure
-
-    figure = Figure(figsize=(5, 4.5))
-    axes = figure.add_subplot()
-    points = axes.scatter(*means.cpu().T.numpy(), c=None if labels is None else labels.cpu().numpy(),
-                          cmap="tab10", s=4)
-    if labels is not None:
-        figure.colorbar(points, ax=axes, label="digit")
-    axes.set_xlabel("E_q[z_1 | x]")
-    axes.set_ylabel("E_q[z_2 | x]")
-    axes.set_title("posterior means of the test images")
-    figure.savefig(path, dpi=100, bbox_inches="tight")
-    return path
-
-
-def build(**hparams) -> VAE:
-    """A :class:`VAE` from ``hparams`` checked against ``SPEC.rules`` (:class:`DataError` if bad)."""
-    return VAE(**check_hparams(SPEC, hparams))
-
-
-def objective(hparams: dict) -> dict:
+def objective(config: VAEConfig) -> dict:
     """TraceMeanField_ELBO (the KL of two Gaussians is analytic), or with ``train_samples`` k > 1
     the IWAE bound L_k as Pyro's RenyiELBO at alpha = 0 with k vectorised particles."""
-    k = int(hparams.get("train_samples", 1))
+    k = config.train_samples
     if k > 1:
         return {"name": "RenyiELBO", "num_particles": k, "options": {"alpha": 0.0}}
     return {"name": "TraceMeanField_ELBO"}
 
 
-def load_data(split: str, data_dir=None, data=None, smoke: bool = False) -> DataSplit:
-    """Grey train images, fixed-binarised test images; MNIST with a ``data_dir``, else the digits."""
-    return image_data.load_data(split, data_dir=data_dir, data=data, smoke=smoke, binarize_test=True)
-
-
-def hparams_for(data: DataSplit) -> dict:
-    """Hyperparameter overrides that fit the model to ``data``: ``{"data_dim": D}``."""
-    return {"data_dim": int(data.x.shape[1])}
-
-
-SPEC = ModelSpec(
-    name="vae",
-    description="Variational autoencoder: z ~ N(0, I), x | z ~ Bernoulli(MLP(z)), amortised Gaussian guide",
-    build=build,
-    load_data=load_data,
-    hparams={"data_dim": 784, "hidden": (400,), "z_dim": 50, "activation": "softplus",
-             "train_samples": 1},
-    train={"epochs": 10, "batch_size": 128, "lr": 2e-3},
-    smoke_hparams={"data_dim": 64, "hidden": (64,), "z_dim": 2},
-    smoke_train={"epochs": 30, "batch_size": 128, "lr": 3e-3},
-    objective=objective,
-    hparams_for=hparams_for,
-    rules={
-        "data_dim": Hparam(int, 1, MAX_DIM),
-        "hidden": Hparam(tuple, 1, MAX_UNITS),
-        "z_dim": Hparam(int, 1, MAX_UNITS),
-        "activation": Hparam(str, choices=tuple(ACTIVATIONS)),
-        "train_samples": Hparam(int, 1, 10_000),
-    },
-)
-
-__all__ = sorted(["SPEC", "VAE", "build", "hparams_for", "load_data", "objective"])
+__all__ = sorted(["VAE", "objective"])

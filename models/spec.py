@@ -1,0 +1,89 @@
+"""What differs between models, in one frozen record, so shared code never branches on a name.
+
+A model folder's ``__init__.py`` assembles its :class:`ModelSpec` from the folder's pieces: the
+config class (``config.py``), the model class (``model.py``), the data loader, the figures
+(``figures.py``) and, for the student network, the query language (``queries.py``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from models.base import DataSplit, ZooModel
+from models.config import Config
+
+#: the training settings a spec may give (the keyword names of ``inference.train.TrainConfig``)
+TRAIN_SETTINGS = ("steps", "epochs", "batch_size", "lr", "clip_norm")
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """A model of the zoo, of a user's file or of an installed package.
+
+    ``config`` is the model's :class:`~models.config.Config` class and ``build(config)`` returns
+    the :class:`~models.base.ZooModel`. ``load_data(split, data_dir=None, data=None,
+    smoke=False)`` returns a :class:`DataSplit` (``split`` "train" or "test", ``data`` a
+    model-specific data-set name or a CSV path). ``train`` holds the default training settings
+    (``steps`` or ``epochs``, ``batch_size`` (None: full batch), ``lr``) and ``smoke_train`` their
+    overrides for tiny runs. ``objective`` names the Pyro ELBO the model trains with: its name,
+    ``{"name": ..., "num_particles": ..., "options": {...}}``, or a function of the config
+    returning either. ``hparams_for(data)`` gives the hyperparameters a data set implies (its
+    dimension, say; explicit ones still win). ``figures(model, data, out_dir)`` writes the
+    model's figures and returns ``{caption: path}``; ``answer(model, text)`` answers an exact
+    query (``zoo query``), with ``query_config`` the model it answers for without a checkpoint.
+    ``source`` says where the spec comes from: "zoo", a user file's path, or "package <dist>".
+    """
+
+    name: str
+    description: str
+    config: type[Config]
+    build: Callable[[Config], ZooModel]
+    load_data: Callable[..., DataSplit]
+    train: dict = field(default_factory=dict)
+    smoke_train: dict = field(default_factory=dict)
+    objective: str | dict | Callable[[Config], str | dict] = "Trace_ELBO"
+    max_plate_nesting: int = 1
+    hparams_for: Callable[[DataSplit], dict] | None = None
+    figures: Callable[[ZooModel, DataSplit, Path], dict[str, Path]] | None = None
+    answer: Callable[[ZooModel, str], dict[str, float]] | None = None
+    query_config: Config | None = None
+    source: str = "zoo"
+
+    def resolve(self, *, smoke: bool = False, data: DataSplit | None = None, overrides: dict | None = None
+                ) -> Config:
+        """The config of a run: the defaults (or the smoke variant), then what ``data`` implies, then
+        ``overrides``; checked once here, against the number of data points too when ``data`` is given."""
+        base = self.config.smoke() if smoke else self.config()
+        implied = self.hparams_for(data) if data is not None and self.hparams_for else {}
+        config = self.config.from_dict({**implied, **(overrides or {})}, base=base)
+        if data is not None:
+            config.check_num_data(len(data.x))
+        return config
+
+    def make(self, config: Config | None = None, *, smoke: bool = False, **overrides) -> ZooModel:
+        """The model of ``config`` (default: the defaults, or the smoke variant) with ``overrides``."""
+        config = config or (self.config.smoke() if smoke else self.config())
+        return self.build(config.replace(**overrides) if overrides else config)
+
+    def objective_for(self, config: Config) -> dict:
+        """The objective (see the class docstring) of a model built from ``config``."""
+        objective = self.objective(config) if callable(self.objective) else self.objective
+        if isinstance(objective, str):
+            objective = {"name": objective}
+        return {"num_particles": 1, "options": {}, **objective}
+
+    def train_settings(self, smoke: bool = False, **given) -> dict:
+        """The default training settings, the smoke ones on top with ``smoke``, the given ones (not
+        None) on top of both; a layer that sets ``steps`` drops an earlier ``epochs`` and the other
+        way round."""
+        settings: dict = {}
+        for layer in (self.train, self.smoke_train if smoke else {}, given):
+            layer = {k: v for k, v in layer.items() if v is not None}
+            if "steps" in layer or "epochs" in layer:
+                settings = {k: v for k, v in settings.items() if k not in ("steps", "epochs")}
+            settings.update(layer)
+        return settings
+
+__all__ = ["TRAIN_SETTINGS", "ModelSpec"]

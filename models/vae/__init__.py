@@ -1,0 +1,36 @@
+"""The VAE of the zoo: its spec (see :mod:`models.vae.model` for the maths)."""
+
+from __future__ import annotations
+
+from models import data as image_data
+from models.base import DataSplit
+from models.spec import ModelSpec
+from models.vae.config import VAEConfig
+from models.vae.figures import figures
+from models.vae.model import VAE, objective
+
+
+def load_data(split: str, data_dir=None, data=None, smoke: bool = False) -> DataSplit:
+    """Grey train images, fixed-binarised test images; MNIST with a ``data_dir``, else the digits."""
+    return image_data.load_data(split, data_dir=data_dir, data=data, smoke=smoke, binarize_test=True)
+
+
+def hparams_for(data: DataSplit) -> dict:
+    """The hyperparameters the data imply: ``{"data_dim": D}``."""
+    return {"data_dim": int(data.x.shape[1])}
+
+
+SPEC = ModelSpec(
+    name="vae",
+    description="Variational autoencoder: z ~ N(0, I), x | z ~ Bernoulli(MLP(z)), amortised Gaussian guide",
+    config=VAEConfig,
+    build=VAE,
+    load_data=load_data,
+    train={"epochs": 10, "batch_size": 128, "lr": 2e-3},
+    smoke_train={"epochs": 30, "batch_size": 128, "lr": 3e-3},
+    objective=objective,
+    hparams_for=hparams_for,
+    figures=figures,
+)
+
+__all__ = sorted(["SPEC", "VAE", "VAEConfig", "hparams_for", "load_data"])
