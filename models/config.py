@@ -77,7 +77,8 @@ class Rule:
         what = KINDS[kind]
         if kind is tuple:
             most = "" if self.max_len is None else f"at most {self.max_len} "
-            what, parts = f"a whole number or a tuple of {most}whole numbers", [f"each {' and '.join(parts)}"]
+            what = f"a whole number or a tuple of {most}whole numbers"
+            parts = [f"each {' and '.join(parts)}"] if parts else []
         return " ".join([what, " and ".join(parts)]).strip()
 
 
