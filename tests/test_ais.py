@@ -13,7 +13,7 @@ from torch.distributions import constraints, transform_to
 
 from inference.ais import ais, bdmc, beta_schedule, simulate
 from inference.importance import estimate_log_likelihood
-from models.dlgm import DLGM, true_model
+from models.dlgm import DLGM, DLGMConfig, true_model
 from models.dlgm import load_data as dlgm_data
 from models.ppca import PPCA
 from models.ppca import load_data as ppca_data
@@ -24,7 +24,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 def sharp_dlgm(data_dim: int) -> DLGM:
     """A seed-decoder DLGM whose many steep sigmoids make p(z | x) far narrower than the prior."""
-    model = DLGM(data_dim=data_dim, latent_dim=1, decoder="seed").eval()
+    model = DLGM(DLGMConfig(data_dim=data_dim, latent_dim=1, decoder="seed")).eval()
     generator = torch.Generator().manual_seed(1)
     with torch.no_grad():
         model.A.copy_(8 * torch.randn(data_dim, 1, generator=generator))

@@ -12,7 +12,18 @@ from scipy.stats import norm
 
 from inference.train import fit_model
 from models.base import DataError
-from models.dlgm import DLGM, TRUE_A, TRUE_B, TRUE_C, TRUE_D, load_data, true_model
+from models.config import HparamError
+from models.dlgm import (
+    DLGM,
+    SPEC,
+    TRUE_A,
+    TRUE_B,
+    TRUE_C,
+    TRUE_D,
+    DLGMConfig,
+    load_data,
+    true_model,
+)
 
 
 def numpy_log_joint(x, z, a, b, c, d):
@@ -27,7 +38,7 @@ def seed_params(model):
 
 
 def two_latent_model():
-    model = DLGM(latent_dim=2).double()
+    model = DLGM(DLGMConfig(latent_dim=2)).double()
     with torch.no_grad():
         model.A.copy_(torch.tensor([[3.0, -2.0], [-1.0, 4.0]]))
         model.B.copy_(torch.tensor([[2.0, 1.0], [0.5, -3.0]]))
@@ -61,7 +72,7 @@ def test_quadrature_error_far_below_a_millinat(latent_dim, decoder):
     if decoder == "seed":
         model = true_model() if latent_dim == 1 else two_latent_model().float()
     else:
-        model = DLGM(latent_dim=latent_dim, decoder="mlp")
+        model = DLGM(DLGMConfig(latent_dim=latent_dim, decoder="mlp"))
     x = load_data("test").x[:30]
     fine_grid = {1: 6401, 2: 401}[latent_dim]
     default = model.exact_log_prob(x)
@@ -74,7 +85,7 @@ def test_quadrature_error_far_below_a_millinat(latent_dim, decoder):
 def test_decoder_independent_of_z_gives_closed_forms():
     # A = B = 0: p(x) = N(sigmoid(c), diag(exp(sigmoid(d)))) and p(z | x) = N(0, I), so
     # KL(q || p(z|x)) = sum_j [-log s_j + (s_j^2 + m_j^2) / 2 - 1/2].
-    model = DLGM(latent_dim=2).double()
+    model = DLGM(DLGMConfig(latent_dim=2)).double()
     with torch.no_grad():
         model.A.zero_()
         model.B.zero_()
@@ -125,7 +136,7 @@ def test_posterior_kl_matches_independent_grid_for_guide_and_gaussian_fit():
 
 def test_log_prob_minus_monte_carlo_elbo_is_posterior_kl():
     # ELBO_MC from Pyro's own model/guide traces under a particles plate, 4000 guide draws per x.
-    model = DLGM(latent_dim=1)
+    model = DLGM(DLGMConfig(latent_dim=1))
     x = load_data("test").x[:20]
     num_particles = 4000
     with torch.no_grad(), pyro.plate("particles", num_particles, dim=-2):
@@ -143,18 +154,18 @@ def test_log_prob_minus_monte_carlo_elbo_is_posterior_kl():
     assert torch.all((gap - kl).abs() < 4 * standard_error), ((gap - kl) / standard_error)
 
 
-def test_quadrature_refuses_three_latent_dimensions():
-    model = DLGM(latent_dim=3)
-    assert not model.capabilities.exact_log_prob and DLGM(latent_dim=2).capabilities.exact_log_prob
-    with pytest.raises(NotImplementedError, match="latent_dim <= 2"):
-        model.exact_log_prob(torch.zeros(4, 2))
+def test_config_refuses_three_latent_dimensions():
+    """Quadrature over z needs latent_dim <= 2, so the config refuses 3 and every DLGM is exact."""
+    assert DLGM(DLGMConfig(latent_dim=2)).capabilities.exact_log_prob
+    with pytest.raises(HparamError, match="latent_dim must be a whole number >= 1 and <= 2"):
+        DLGMConfig(latent_dim=3)
 
 
 def test_svi_training_approaches_the_true_models_exact_log_likelihood(one_thread):
     # held out: 20000 fresh draws from the true model (seed 7), so SEs of mean differences are ~5e-4
     held_out = true_model().sample(20_000, generator=torch.Generator().manual_seed(7))
     truth = true_model().exact_log_prob(held_out).double()
-    model = DLGM(latent_dim=1)
+    model = DLGM(DLGMConfig(latent_dim=1))
     before = model.exact_log_prob(held_out).double()
     train = load_data("train").x
     fit_model(model, train, steps=400, lr=3e-2, seed=0, progress=False)
@@ -169,7 +180,7 @@ def test_svi_training_approaches_the_true_models_exact_log_likelihood(one_thread
 
 
 def test_model_runs_under_a_particles_plate_and_samples_have_data_shape():
-    model = DLGM(latent_dim=2, decoder="mlp")
+    model = DLGM(DLGMConfig(latent_dim=2, decoder="mlp"))
     x = load_data("test", smoke=True).x
     with pyro.plate("particles", 3, dim=-2):
         guide_trace = poutine.trace(model.guide).get_trace(x)
@@ -195,6 +206,6 @@ def test_load_data_csv_and_errors(tmp_path):
 
 def test_figures_are_written(tmp_path):
     model = true_model()
-    paths = model.figures(load_data("test", smoke=True), tmp_path)
+    paths = SPEC.figures(model, load_data("test", smoke=True), tmp_path)
     assert set(paths) == {"data vs model samples", "posterior vs guide"}
     assert all(path.stat().st_size > 0 for path in paths.values())

@@ -28,8 +28,9 @@ Exact references (the latent is at most 2-dimensional):
   z = m + s * xi, xi ~ N(0, I) (401 nodes for d = 1, 81^2 for d = 2, on [-8, 8]^d), and
   KL(q(z | x) || p(z | x)) = log p(x) - ELBO(x).
 
-Default data: 4000 draws (2000 train, 2000 test; seed 0) from the seed decoder with d = 1 and the
-fixed parameters TRUE_A, TRUE_B, TRUE_C, TRUE_D below; ``true_model()`` builds that model.
+Default data (:mod:`models.dlgm.data`): 4000 draws (2000 train, 2000 test; seed 0) from the seed
+decoder with d = 1 and the fixed parameters TRUE_A, TRUE_B, TRUE_C, TRUE_D below; ``true_model()``
+builds that model.
 
 Shapes: x is (N, D); inside an outer particles plate z is (k, N, d); ``exact_log_prob``,
 ``elbo_quadrature`` and ``posterior_kl`` return (N,).
@@ -38,7 +39,6 @@ Shapes: x is (N, D); inside an outer particles plate z is (k, N, d); ``exact_log
 from __future__ import annotations
 
 import math
-from pathlib import Path
 
 import pyro
 import pyro.distributions as dist
@@ -46,9 +46,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from models import MAX_DIM, MAX_UNITS, Hparam, ModelSpec, check_hparams
-from models.base import Capabilities, DataError, DataSplit, ZooModel
-from models.data import csv_split
+from models.base import Capabilities, DataSplit, ZooModel
+from models.dlgm.config import DLGMConfig
+from models.nn import MIN_SCALE
 
 #: true decoder of the default data (D = 2, d = 1): mu(z) = sigmoid(TRUE_A z + TRUE_C) moves
 #: from (0, 1) to (1, 0) as z goes from -inf to +inf ...
@@ -58,10 +58,7 @@ TRUE_B = ((3.0,), (3.0,))
 TRUE_C = (0.5, -0.5)
 TRUE_D = (-1.0, 1.0)
 
-DATA_SEED = 0
-NUM_TRAIN = 2000
-NUM_TEST = 2000
-NUM_SMOKE = 256
+#: quadrature nodes per latent axis for log p(x), and for the ELBO, by latent_dim
 GRID_SIZE = {1: 1601, 2: 201}
 ELBO_GRID_SIZE = {1: 401, 2: 81}
 Z_MAX = 8.0
@@ -70,22 +67,17 @@ Z_MAX = 8.0
 class DLGM(ZooModel):
     """z ~ N(0, I_d), x | z ~ N(mu(z), Sigma(z)); see the module docstring."""
 
-    def __init__(
-        self,
-        data_dim: int = 2,
-        latent_dim: int = 1,
-        decoder: str = "seed",
-        guide_hidden: int = 32,
-        decoder_hidden: int = 32,
-    ):
+    #: log p(x) by quadrature over z (the config keeps latent_dim at 1 or 2)
+    capabilities = Capabilities(exact_log_prob=True)
+
+    def __init__(self, config: DLGMConfig = DLGMConfig()):
         super().__init__()
-        if decoder not in ("seed", "mlp"):
-            raise DataError(f"unknown decoder {decoder!r}; choose 'seed' or 'mlp'")
-        self.data_dim = data_dim
-        self.latent_dim = latent_dim
-        self.decoder = decoder
+        self.config = config
+        data_dim, latent_dim = config.data_dim, config.latent_dim
+        guide_hidden, decoder_hidden = config.guide_hidden, config.decoder_hidden
+        self.data_dim, self.latent_dim, self.decoder = data_dim, latent_dim, config.decoder
         self.event_shape = (data_dim,)
-        if decoder == "seed":
+        if self.decoder == "seed":
             self.A = nn.Parameter(0.5 * torch.randn(data_dim, latent_dim))
             self.B = nn.Parameter(0.5 * torch.randn(data_dim, latent_dim))
             self.c = nn.Parameter(torch.zeros(data_dim))
@@ -111,7 +103,7 @@ class DLGM(ZooModel):
     def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(m, s) of q(z | x) = N(m, diag(s^2)), each (..., d), for x of shape (..., D)."""
         loc, raw_scale = self.encoder(x).chunk(2, dim=-1)
-        return loc, F.softplus(raw_scale) + 1e-4
+        return loc, F.softplus(raw_scale) + MIN_SCALE
 
     def prior(self, like: torch.Tensor) -> dist.Distribution:
         return dist.Normal(like.new_zeros(self.latent_dim), like.new_ones(self.latent_dim)).to_event(1)
@@ -140,18 +132,6 @@ class DLGM(ZooModel):
             loc, scale = self.decode(z)
             return loc + scale * torch.randn(n, self.data_dim, generator=generator, device=device)
 
-    @property
-    def capabilities(self) -> Capabilities:
-        """Exact log p(x) by quadrature where z has at most two dimensions."""
-        return Capabilities(exact_log_prob=self.latent_dim <= 2)
-
-    def _check_quadrature(self):
-        if self.latent_dim > 2:
-            raise NotImplementedError(
-                f"quadrature over z needs latent_dim <= 2 (this model has {self.latent_dim}); "
-                "use the importance-sampling estimate of log p(x) instead"
-            )
-
     def _grid(self, like: torch.Tensor, grid_size: int | None, z_max: float):
         """Nodes z (G, d) and log weights (G,) of the trapezoid rule for integral N(z; 0, I) f(z) dz."""
         size = grid_size or GRID_SIZE[self.latent_dim]
@@ -169,7 +149,6 @@ class DLGM(ZooModel):
 
         Computed in float64; ``grid_size`` nodes per latent axis on [-z_max, z_max].
         """
-        self._check_quadrature()
         z, log_w = self._grid(x, grid_size, z_max)
         loc, scale = (t.double() for t in self.decode(z))
         precision = scale.pow(-2)
@@ -190,7 +169,6 @@ class DLGM(ZooModel):
 
         z = m + s * xi with ``grid_size`` nodes xi per axis on [-Z_MAX, Z_MAX] weighted by N(xi; 0, I).
         """
-        self._check_quadrature()
         xi, log_w = self._grid(x, grid_size or ELBO_GRID_SIZE[self.latent_dim], Z_MAX)
         weights = log_w.exp()
         rows = max(1, 2**20 // xi.shape[0])
@@ -213,8 +191,7 @@ class DLGM(ZooModel):
         return (self.log_joint(x[:, None, :], z) - self.exact_log_prob(x)[:, None]).exp()
 
     def metrics(self, data: DataSplit) -> dict:
-        if self.latent_dim > 2:
-            return {}
+        """Exact log p(x), the ELBO and KL(q(z | x) || p(z | x)) by quadrature, means over ``data``."""
         x = data.x.to(self.device)
         return {
             "exact_log_prob_nats": float(self.exact_log_prob(x).mean()),
@@ -222,60 +199,10 @@ class DLGM(ZooModel):
             "posterior_kl_nats": float(self.posterior_kl(x).mean()),
         }
 
-    def figures(self, data: DataSplit, out_dir: Path) -> dict[str, Path]:
-        from matplotlib.figure import Figure
-
-        out_dir = Path(out_dir)
-        out_dir.mkdir(parents=True, exist_ok=True)
-        x = data.x[:2000].to(self.device)
-        paths = {"data vs model samples": out_dir / "dlgm_samples.png"}
-        fig = _scatter_figure(Figure(figsize=(9, 4.2)), x.cpu(), self.sample(x.shape[0]).cpu())
-        fig.savefig(paths["data vs model samples"], dpi=110)
-        if self.latent_dim == 1:
-            paths["posterior vs guide"] = out_dir / "dlgm_posterior.png"
-            fig = self._posterior_figure(Figure(figsize=(10, 3)), x)
-            fig.savefig(paths["posterior vs guide"], dpi=110)
-        return paths
-
-    def _posterior_figure(self, fig, x: torch.Tensor):
-        order = torch.argsort(x[:, 0] - x[:, -1])
-        picks = x[order[torch.linspace(0, x.shape[0] - 1, 4).round().long()]]
-        z = torch.linspace(-4, 4, 401, device=x.device)[:, None]
-        grid = z[:, 0].cpu().numpy()
-        exact = self.posterior_density(picks, z).cpu().numpy()
-        with torch.no_grad():
-            m, s = self.encode(picks)
-            guide = dist.Normal(m, s).log_prob(z[:, None, :]).squeeze(-1).exp().T.cpu().numpy()
-        axes = fig.subplots(1, 4, sharey=True)
-        for i, ax in enumerate(axes):
-            ax.plot(grid, exact[i], label="p(z|x) (quadrature)")
-            ax.plot(grid, guide[i], "--", label="q(z|x) (guide)")
-            ax.set_title("x = (" + ", ".join(f"{v:.2f}" for v in picks[i].tolist()) + ")", fontsize=9)
-            ax.set_xlabel("z")
-        axes[0].legend(fontsize=8)
-        fig.tight_layout()
-        return fig
-
-
-def _scatter_figure(fig, data: torch.Tensor, samples: torch.Tensor):
-    axes = fig.subplots(1, 2, sharex=True, sharey=True)
-    panels = (("data", data.numpy()), ("model samples", samples.numpy()))
-    for ax, (title, values) in zip(axes, panels, strict=True):
-        if values.shape[1] >= 2:
-            ax.scatter(values[:, 0], values[:, 1], s=3, alpha=0.4)
-            ax.set_xlabel("x1")
-            ax.set_ylabel("x2")
-        else:
-            ax.hist(values[:, 0], bins=60, density=True)
-            ax.set_xlabel("x1")
-        ax.set_title(title)
-    fig.tight_layout()
-    return fig
-
 
 def true_model() -> DLGM:
     """The seed-decoder DLGM (D = 2, d = 1) with the fixed parameters TRUE_A, TRUE_B, TRUE_C, TRUE_D."""
-    model = DLGM(data_dim=2, latent_dim=1, decoder="seed")
+    model = DLGM(DLGMConfig(data_dim=2, latent_dim=1, decoder="seed"))
     with torch.no_grad():
         model.A.copy_(torch.tensor(TRUE_A))
         model.B.copy_(torch.tensor(TRUE_B))
@@ -284,56 +211,5 @@ def true_model() -> DLGM:
     return model.eval()
 
 
-def build(**hparams) -> DLGM:
-    """A :class:`DLGM` from ``hparams`` checked against ``SPEC.rules`` (:class:`DataError` if bad)."""
-    return DLGM(**check_hparams(SPEC, hparams))
-
-
-def hparams_for(data: DataSplit) -> dict:
-    """``{"data_dim": D}`` read from the data."""
-    return {"data_dim": int(data.x.shape[1])}
-
-
-def load_data(split: str, data_dir=None, data: str | None = None, smoke: bool = False) -> DataSplit:
-    """Draws from ``true_model()`` (data=None or "synthetic") or rows of a CSV file (data="<path>.csv").
-
-    A CSV holds one data point per row, D numeric columns, optional header; its rows are shuffled
-    with seed 0 and split 80 % train / 20 % test.
-    """
-    if split not in ("train", "test"):
-        raise DataError(f"unknown split {split!r}; use 'train' or 'test'")
-    if data in (None, "synthetic"):
-        generator = torch.Generator().manual_seed(DATA_SEED)
-        x = true_model().sample(NUM_TRAIN + NUM_TEST, generator=generator)
-        x = x[:NUM_TRAIN] if split == "train" else x[NUM_TRAIN:]
-        source = "synthetic: seed decoder with TRUE_A, TRUE_B, TRUE_C, TRUE_D (models/dlgm.py)"
-    elif str(data).endswith(".csv"):
-        x = csv_split(data, split)
-        source = str(data)
-    else:
-        raise DataError(f"unknown data {data!r} for dlgm; use 'synthetic' or a path ending in .csv")
-    if smoke:
-        x = x[:NUM_SMOKE]
-        source = f"{source}, first {x.shape[0]}"
-    return DataSplit(x=x, source=source, info={"split": split, "num_data": x.shape[0]})
-
-
-SPEC = ModelSpec(
-    name="dlgm",
-    description="Deep latent Gaussian model of the slides (sigmoid/exp decoder), exact log p(x) by grid",
-    build=build,
-    load_data=load_data,
-    hparams={"data_dim": 2, "latent_dim": 1, "decoder": "seed", "guide_hidden": 32, "decoder_hidden": 32},
-    train={"steps": 2000, "batch_size": None, "lr": 1e-2},
-    smoke_hparams={"guide_hidden": 16},
-    smoke_train={"steps": 50},
-    objective={"name": "TraceMeanField_ELBO"},
-    hparams_for=hparams_for,
-    rules={
-        "data_dim": Hparam(int, 1, MAX_DIM),
-        "latent_dim": Hparam(int, choices=tuple(GRID_SIZE)),
-        "decoder": Hparam(str, choices=("seed", "mlp")),
-        "guide_hidden": Hparam(int, 1, MAX_UNITS),
-        "decoder_hidden": Hparam(int, 1, MAX_UNITS),
-    },
-)
+__all__ = sorted(["DLGM", "ELBO_GRID_SIZE", "GRID_SIZE", "TRUE_A", "TRUE_B", "TRUE_C", "TRUE_D", "Z_MAX",
+                  "true_model"])
