@@ -15,7 +15,7 @@ from inference.ais import ais, bdmc, beta_schedule, simulate
 from inference.importance import estimate_log_likelihood
 from models.dlgm import DLGM, DLGMConfig, true_model
 from models.dlgm import load_data as dlgm_data
-from models.ppca import PPCA
+from models.ppca import PPCA, PPCAConfig
 from models.ppca import load_data as ppca_data
 from tests.conftest import requires_cuda
 
@@ -76,7 +76,7 @@ def test_ais_from_prior_where_importance_sampling_from_prior_fails():
 
 
 def test_ais_on_ppca_matches_closed_form():
-    model = PPCA(data_dim=64, latent_dim=10).eval()
+    model = PPCA(PPCAConfig(data_dim=64, latent_dim=10)).eval()
     model.fit_closed_form(ppca_data("train", data="synthetic").x)
     with torch.no_grad():
         # a guide three times too wide and shifted: importance sampling from it is far off

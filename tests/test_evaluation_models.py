@@ -24,7 +24,7 @@ from inference.evaluate import evaluate, write_index
 from inference.importance import estimate_log_likelihood, log_weights
 from inference.train import fit_model
 from models import get_spec
-from models.ppca import PPCA
+from models.ppca import PPCA, PPCAConfig
 from models.student import TRUE_CPDS, StudentNetwork
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -79,7 +79,7 @@ def digits():
 
 def test_ppca_importance_sampling_matches_closed_form(digits):
     train, test = digits
-    model = PPCA(latent_dim=4).fit_closed_form(train)
+    model = PPCA(PPCAConfig(latent_dim=4)).fit_closed_form(train)
     # the linear guide now holds the exact posterior N(m, L L^T); widen it to N(m + L 1 / 2,
     # (1.5 L)(1.5 L)^T): q has heavier tails than p(z | x) in every direction, so the weights
     # are bounded and the standard error is valid
@@ -95,7 +95,7 @@ def test_ppca_importance_sampling_matches_closed_form(digits):
 
 def test_ppca_exact_posterior_guide_is_exact(digits):
     train, test = (x.double() for x in digits)
-    model = PPCA(latent_dim=4, guide="exact").double().fit_closed_form(train)
+    model = PPCA(PPCAConfig(latent_dim=4, guide="exact")).double().fit_closed_form(train)
     # log p(x, z) - log p(z | x) = log p(x) for every z: equal up to float64 rounding
     log_w = log_weights(*model.local_pair(), test, 500)
     exact = model.exact_log_prob(test).detach()
@@ -205,8 +205,8 @@ def test_unknown_or_inapplicable_methods_are_data_errors():
     with pytest.raises(DataError, match="AIS does not apply"):
         evaluate(model, x, num_particles=10, methods=("ais",), progress=False)
     with pytest.raises(DataError, match="SBC does not apply"):
-        evaluate(PPCA(data_dim=3, latent_dim=1), torch.randn(4, 3), num_particles=10, methods=("sbc",),
-                 progress=False)
+        evaluate(PPCA(PPCAConfig(data_dim=3, latent_dim=1)), torch.randn(4, 3), num_particles=10,
+                 methods=("sbc",), progress=False)
 
 
 def test_sbc_in_the_report(tmp_path):

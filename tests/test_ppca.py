@@ -13,11 +13,11 @@ from sklearn.decomposition import PCA
 from inference.train import fit_model
 from models import get_spec
 from models.base import DataError, DataSplit
-from models.ppca import PPCA, closed_form_ml, hparams_for, load_data, synthetic_parameters
+from models.ppca import PPCA, SPEC, PPCAConfig, closed_form_ml, hparams_for, load_data, synthetic_parameters
 
 
 def random_ppca(data_dim=6, latent_dim=2, guide="amortized") -> PPCA:
-    model = PPCA(data_dim=data_dim, latent_dim=latent_dim, guide=guide).double()
+    model = PPCA(PPCAConfig(data_dim=data_dim, latent_dim=latent_dim, guide=guide)).double()
     with torch.no_grad():
         model.W.copy_(torch.randn(data_dim, latent_dim, dtype=torch.float64))
         model.mu.copy_(torch.randn(data_dim, dtype=torch.float64))
@@ -80,7 +80,7 @@ def test_closed_form_ml_matches_sklearn_pca():
     x = load_data("train").x
     num_data, data_dim = x.shape
     latent_dim = 10
-    model = PPCA(data_dim=data_dim, latent_dim=latent_dim).fit_closed_form(x)
+    model = PPCA(PPCAConfig(data_dim=data_dim, latent_dim=latent_dim)).fit_closed_form(x)
     pca = PCA(n_components=latent_dim, svd_solver="full").fit(x.numpy().astype(np.float64))
     # sklearn estimates with 1/(N - 1), the ML solution with 1/N
     ratio = (num_data - 1) / num_data
@@ -101,7 +101,7 @@ def test_closed_form_ml_matches_sklearn_pca():
 
 def test_closed_form_is_a_maximum_and_makes_the_linear_guide_exact():
     x = load_data("train").x.double()
-    model = PPCA(data_dim=64, latent_dim=10).double().fit_closed_form(x)
+    model = PPCA(PPCAConfig(data_dim=64, latent_dim=10)).double().fit_closed_form(x)
     best = model.exact_log_prob(x).mean()
     with torch.no_grad():
         for name in ("W", "mu", "raw_sigma"):
@@ -121,8 +121,8 @@ def test_svi_with_amortized_guide_approaches_closed_form_ml(one_thread):
     train, test = load_data("train").x, load_data("test").x
     latent_dim = 5
     tolerance = num_free_parameters(64, latent_dim) / (2 * train.shape[0])
-    ml = PPCA(latent_dim=latent_dim).fit_closed_form(train)
-    model = PPCA(latent_dim=latent_dim)
+    ml = PPCA(PPCAConfig(latent_dim=latent_dim)).fit_closed_form(train)
+    model = PPCA(PPCAConfig(latent_dim=latent_dim))
     fit_model(model, train, steps=300, lr=3e-2, seed=0, progress=False)
     with torch.no_grad():
         gap = ml.exact_log_prob(train).mean() - model.exact_log_prob(train).mean()
@@ -139,7 +139,7 @@ def test_default_training_reaches_closed_form_ml_on_digits(one_thread):
     model = spec.make()
     settings = spec.train_settings()
     fit_model(model, train, steps=settings["steps"], lr=settings["lr"], seed=0, progress=False)
-    ml = PPCA(latent_dim=model.latent_dim).fit_closed_form(train)
+    ml = PPCA(PPCAConfig(latent_dim=model.latent_dim)).fit_closed_form(train)
     tolerance = num_free_parameters(64, model.latent_dim) / (2 * train.shape[0])
     with torch.no_grad():
         gap = ml.exact_log_prob(train).mean() - model.exact_log_prob(train).mean()
@@ -149,7 +149,7 @@ def test_default_training_reaches_closed_form_ml_on_digits(one_thread):
 def test_model_and_guides_run_under_a_particles_plate():
     x = load_data("test", smoke=True).x
     for guide, guide_hidden in (("amortized", 0), ("amortized", 16), ("exact", 0)):
-        model = PPCA(latent_dim=3, guide=guide, guide_hidden=guide_hidden)
+        model = PPCA(PPCAConfig(latent_dim=3, guide=guide, guide_hidden=guide_hidden))
         log_w = log_weights(model, x, num_particles=4)
         assert log_w.shape == (4, x.shape[0]) and torch.isfinite(log_w).all()
     assert model.sample(5).shape == (5, 64)
@@ -182,11 +182,11 @@ def test_closed_form_rejects_latent_dim_not_below_data_dim():
 
 
 def test_figures_are_written(tmp_path):
-    model = PPCA(latent_dim=4).fit_closed_form(load_data("train", smoke=True).x)
-    paths = model.figures(load_data("test", smoke=True), tmp_path)
+    model = PPCA(PPCAConfig(latent_dim=4)).fit_closed_form(load_data("train", smoke=True).x)
+    paths = SPEC.figures(model, load_data("test", smoke=True), tmp_path)
     assert set(paths) == {"digits vs model samples", "eigen-digits"}
-    small = PPCA(data_dim=3, latent_dim=1)
-    paths.update(small.figures(load_data("train", data=_csv(tmp_path)), tmp_path / "small"))
+    small = PPCA(PPCAConfig(data_dim=3, latent_dim=1))
+    paths.update(SPEC.figures(small, load_data("train", data=_csv(tmp_path)), tmp_path / "small"))
     assert all(path.stat().st_size > 0 for path in paths.values())
 
 
@@ -198,7 +198,7 @@ def _csv(tmp_path):
 
 def test_metrics_report_the_guide_against_the_exact_posterior():
     x = load_data("train", data="synthetic").x
-    model = PPCA(data_dim=64, latent_dim=10).fit_closed_form(x)
+    model = PPCA(PPCAConfig(data_dim=64, latent_dim=10)).fit_closed_form(x)
     assert model.metrics(DataSplit(x[:100]))["posterior_kl_nats"] < 1e-3
     with torch.no_grad():
         model.encoder.bias.add_(0.1)

@@ -1,0 +1,24 @@
+"""Probabilistic PCA: its spec (see :mod:`models.ppca.model` for the maths)."""
+
+from __future__ import annotations
+
+from models.ppca.config import PPCAConfig
+from models.ppca.data import hparams_for, load_data, synthetic_parameters
+from models.ppca.figures import figures
+from models.ppca.model import PPCA, closed_form_ml
+from models.spec import ModelSpec
+
+SPEC = ModelSpec(
+    name="ppca",
+    description="Probabilistic PCA (linear-Gaussian factor model), exact log p(x), posterior and ML fit",
+    config=PPCAConfig,
+    build=PPCA,
+    load_data=load_data,
+    train={"steps": 3000, "batch_size": None, "lr": 1e-2},
+    smoke_train={"steps": 50},
+    objective="Trace_ELBO",
+    hparams_for=hparams_for,
+    figures=figures,
+)
+
+__all__ = ["PPCA", "PPCAConfig", "SPEC", "closed_form_ml", "hparams_for", "load_data", "synthetic_parameters"]
