@@ -31,7 +31,7 @@ def trained():
     torch.manual_seed(0)
     spec, model, train, test = _setup()
     before = _elbo_per_image(model, test)
-    fit_model(model, train, objective=spec.objective_for(spec.hparams), progress=False,
+    fit_model(model, train, objective=spec.objective_for(model.config), progress=False,
               **spec.train_settings(smoke=True))
     return model, test, before
 
@@ -69,7 +69,7 @@ def test_labels_steer_the_decoder(trained):
 def test_figures_are_a_grid_per_class(trained, tmp_path):
     model, test, _ = trained
     spec = get_spec("cvae")
-    paths = model.figures(spec.load_data("test", smoke=True), tmp_path)
+    paths = spec.figures(model, spec.load_data("test", smoke=True), tmp_path)
     assert paths["samples per class"].is_file()
 
 

@@ -24,14 +24,13 @@ the latent site ``"z"`` has shape (N, K) (or (P, N, K) under an outer particles 
 the observed site ``"x"`` has batch shape (N,) and event shape (D,).
 
 Data, binarisation and data sets are the VAE's (:mod:`models.vae`, :mod:`models.data`): MNIST
-with a data folder, else the embedded 8x8 digits; training images are binarised afresh every
-minibatch, the test split once with a fixed generator.
+with a data folder, else the embedded 8x8 digits (:func:`models.cvae.load_data`); training images
+are binarised afresh every minibatch, the test split once with a fixed generator.
 """
 
 from __future__ import annotations
 
 import math
-from pathlib import Path
 
 import pyro
 import pyro.distributions as dist
@@ -40,10 +39,9 @@ import torch.nn.functional as F
 from torch import nn
 from torch.distributions import Normal, kl_divergence
 
-from models import ModelSpec
-from models import data as image_data
 from models.base import Capabilities, DataError, DataSplit, ZooModel
-from models.vae import ACTIVATIONS, MIN_SCALE, BernoulliPixels, _binary, _image_grid, mlp
+from models.cvae.config import CVAEConfig
+from models.nn import MIN_SCALE, BernoulliPixels, binarized, mlp
 
 
 class CVAE(ZooModel):
@@ -52,13 +50,11 @@ class CVAE(ZooModel):
     capabilities = Capabilities()
     inputs = ("x", "y")
 
-    def __init__(self, data_dim: int = 784, num_classes: int = 10, hidden=(400,), z_dim: int = 20,
-                 activation: str = "softplus"):
+    def __init__(self, config: CVAEConfig = CVAEConfig()):
         super().__init__()
-        if activation not in ACTIVATIONS:
-            raise ValueError(f"unknown activation {activation!r}; choose one of {', '.join(ACTIVATIONS)}")
-        hidden = [int(hidden)] if isinstance(hidden, int) else [int(h) for h in hidden]
-        self.data_dim, self.num_classes, self.z_dim = int(data_dim), int(num_classes), int(z_dim)
+        self.config = config
+        hidden, activation = list(config.hidden), config.activation
+        self.data_dim, self.num_classes, self.z_dim = config.data_dim, config.num_classes, config.z_dim
         self.event_shape = (self.data_dim,)
         width = hidden[-1] if hidden else self.data_dim + self.num_classes
         self.encoder = mlp([self.data_dim + self.num_classes, *hidden], activation)
@@ -124,62 +120,14 @@ class CVAE(ZooModel):
         return torch.bernoulli(self.decode(z, y))
 
     @torch.no_grad()
-    def figures(self, data: DataSplit, out_dir: Path, per_class: int = 8) -> dict[str, Path]:
-        """Samples per class: a C x ``per_class`` grid of pixel probabilities sigmoid(f([z, e(y)])),
-        row c with y = c, z ~ N(0, I) (needs a square ``data_dim``)."""
-        side = math.isqrt(self.data_dim)
-        if side * side != self.data_dim:
-            return {}
-        out_dir = Path(out_dir)
-        out_dir.mkdir(parents=True, exist_ok=True)
-        y = torch.arange(self.num_classes, device=self.device).repeat_interleave(per_class)
-        probs = self.decode(torch.randn(len(y), self.z_dim, device=self.device), y)
-        return {"samples per class": _image_grid(
-            probs, side, per_class, out_dir / "cvae_samples_per_class.png",
-            f"row c: sigmoid(f([z, e(c)])), z ~ N(0, I), c = 0..{self.num_classes - 1}")}
-
-    @torch.no_grad()
     def metrics(self, data: DataSplit) -> dict:
         """KL(q(z | x, y) || N(0, I)) averaged over (at most 2000) images of ``data``, in nats: the
         information the code carries beyond the label."""
-        x = _binary(data.x[:2000].to(self.device))
+        x = binarized(data.x[:2000].to(self.device))
         q = Normal(*self.posterior_params(x, data.y[:2000].to(self.device)))
         kl = kl_divergence(q, Normal(0.0, 1.0)).sum(-1)
         return {"kl_q_prior": {"value": kl.mean().item(), "se": (kl.std() / math.sqrt(len(kl))).item(),
                                "unit": "nats per image"}}
 
 
-def build(data_dim: int = 784, num_classes: int = 10, hidden=(400,), z_dim: int = 20,
-          activation: str = "softplus") -> CVAE:
-    return CVAE(data_dim=data_dim, num_classes=num_classes, hidden=hidden, z_dim=z_dim, activation=activation)
-
-
-def load_data(split: str, data_dir=None, data=None, smoke: bool = False) -> DataSplit:
-    """(x, y): grey train images, fixed-binarised test images, and their digit labels; MNIST with a
-    ``data_dir``, else the embedded 8x8 digits (as for the VAE)."""
-    split_data = image_data.load_data(split, data_dir=data_dir, data=data, smoke=smoke, binarize_test=True)
-    if split_data.y is None:
-        raise DataError("the CVAE needs digit labels; use the digits or MNIST data sets")
-    return split_data
-
-
-def hparams_for(data: DataSplit) -> dict:
-    """``{"data_dim": D}`` from the data."""
-    return {"data_dim": int(data.x.shape[1])}
-
-
-SPEC = ModelSpec(
-    name="cvae",
-    description="Conditional VAE: z ~ N(0, I), x | y, z ~ Bernoulli(MLP([z, onehot(y)])); "
-                "scored by log p(x | y)",
-    build=build,
-    load_data=load_data,
-    hparams={"data_dim": 784, "num_classes": 10, "hidden": (400,), "z_dim": 20, "activation": "softplus"},
-    train={"epochs": 10, "batch_size": 128, "lr": 1e-3},
-    smoke_hparams={"data_dim": 64, "hidden": (64,), "z_dim": 2},
-    smoke_train={"epochs": 30, "batch_size": 128, "lr": 3e-3},
-    objective="TraceMeanField_ELBO",
-    hparams_for=hparams_for,
-)
-
-__all__ = sorted(["CVAE", "SPEC", "build", "hparams_for", "load_data"])
+__all__ = ["CVAE"]
