@@ -4,8 +4,9 @@ Data: K = 10 Gaussians in D = 8 dimensions, weights ~ Dirichlet(3), means ~ N(0,
 covariances A A^T + 0.1 I with A_ij ~ N(0, 1/8) (heavily overlapping components: EM needs
 about a dozen iterations), fixed seed; 100,000 training and 20,000 held-out points.
 
-Zoo: ``MixtureModel(10, 8, "full")`` as the zoo fits it by default: ``initialise`` (``init="em"``:
-scikit-learn's GaussianMixture, one k-means start then EM, on 20,000 random rows), then
+Zoo: ``MixtureModel(MixtureConfig(num_components=10, dim=8, covariance="full"))`` as the zoo fits
+it by default: ``initialise`` (``init="em"``: scikit-learn's GaussianMixture, one k-means start
+then EM, on 20,000 random rows), then
 ``inference.train.fit`` full batch on all 100,000 rows (its closed-form loss -sum_n log p(x_n),
 equal to TraceEnum_ELBO's) with the spec's learning rate (0.01) and early stopping at ``tol`` =
 1e-3 nats per point between consecutive steps (``log_every`` = 1; the full-batch loss is
@@ -34,7 +35,7 @@ import torch
 
 from benchmarks.common import Report, Row, interleaved, median, parser, run_main, synchronize
 from inference.train import fit_model
-from models.mixture import KMEANS_POINTS, SPEC, MixtureModel
+from models.mixture import KMEANS_POINTS, SPEC, MixtureConfig, MixtureModel
 
 NAME = "mixture"
 K, D = 10, 8
@@ -66,7 +67,7 @@ def fit_zoo(x: torch.Tensor, seed: int, lr: float, tol: float, log_every: int, m
             init: str = "em"):
     """(model, fit result, seconds of ``initialise``): the zoo's default fit, timed in two parts."""
     pyro.set_rng_seed(seed)
-    model = MixtureModel(K, D, "full", init=init).to(x.device)
+    model = MixtureModel(MixtureConfig(num_components=K, dim=D, covariance="full", init=init)).to(x.device)
     start = time.perf_counter()
     model.initialise(x)
     synchronize(x.device)

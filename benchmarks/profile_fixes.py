@@ -110,8 +110,8 @@ def mixture_quadratic(args, device) -> dict:
     extra = (f"from k-means, lr {mixture_bench.LR}: steps {s0} vs {s1}; {per0 * 1e3:.0f} vs "
              f"{per1 * 1e3:.0f} ms per step; held-out {ll0:.4f} vs {ll1:.4f}; sklearn's whole fit in "
              f"the same run {reference:.3g} s")
-    return _result("component log-probs from quadratic features", "models/mixture.py component_log_probs",
-                   "s per SVI loop", current, after, extra)
+    return _result("component log-probs from quadratic features",
+                   "models/mixture/model.py component_log_probs", "s per SVI loop", current, after, extra)
 
 
 def _vae_data(args, device):

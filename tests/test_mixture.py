@@ -18,7 +18,7 @@ from sklearn.mixture import GaussianMixture
 
 from inference.train import fit_model
 from models import DataError, get_spec
-from models.mixture import MIN_SCALE, SPEC, MixtureModel, load_data, true_parameters
+from models.mixture import MIN_SCALE, SPEC, MixtureConfig, MixtureModel, load_data, true_parameters
 from tests.conftest import requires_cuda
 
 SKLEARN_TOL = 1e-3  # GaussianMixture's default convergence tolerance (per-point log-lik)
@@ -33,7 +33,7 @@ def _sklearn(x: torch.Tensor, k: int, covariance: str = "full") -> GaussianMixtu
 
 def _copied(gm: GaussianMixture, covariance: str, dtype=torch.float32) -> MixtureModel:
     k, d = gm.means_.shape
-    model = MixtureModel(k, d, covariance).to(dtype)
+    model = MixtureModel(MixtureConfig(num_components=k, dim=d, covariance=covariance)).to(dtype)
     model.set_parameters(gm.weights_, gm.means_, gm.covariances_)
     return model
 
@@ -142,7 +142,7 @@ def test_likelihood_site_matches_torch_multivariate_normal_under_particles_plate
 
 @pytest.mark.parametrize("covariance", ["full", "diag"])
 def test_collapsed_component_keeps_a_finite_density(covariance):
-    model = MixtureModel(2, 2, covariance)
+    model = MixtureModel(MixtureConfig(num_components=2, dim=2, covariance=covariance))
     x = load_data("test", data="synthetic2d", smoke=True).x
     model.initialise(x)
     with torch.no_grad():
@@ -155,7 +155,7 @@ def test_collapsed_component_keeps_a_finite_density(covariance):
 
 def test_sample_moments_match_parameters():
     truth = true_parameters("synthetic2d")
-    model = MixtureModel(3, 2)
+    model = MixtureModel(MixtureConfig(num_components=3, dim=2))
     model.set_parameters(truth["weights"], truth["locs"], truth["covariances"])
     n = 20_000
     draws = model.sample(n).double().numpy()
@@ -205,7 +205,7 @@ def test_em_initialisation_then_svi_matches_sklearn():
 def test_elbo_loss_is_trace_enum_elbo(covariance):
     """The closed-form training loss equals TraceEnum_ELBO's value and gradient (empty guide)."""
     x = load_data("train", data="synthetic2d", smoke=True).x
-    model = MixtureModel(3, 2, covariance)
+    model = MixtureModel(MixtureConfig(num_components=3, dim=2, covariance=covariance))
     model.initialise(x)
     ours = model.elbo_loss(x[:50], num_data=200)
     ours_grad = torch.autograd.grad(ours, list(model.parameters()))
@@ -219,7 +219,7 @@ def test_elbo_loss_is_trace_enum_elbo(covariance):
 
 def test_elbo_loss_initialises_on_first_use():
     x = load_data("train", data="cats", smoke=True).x
-    model = MixtureModel(2, 1)
+    model = MixtureModel(MixtureConfig(num_components=2, dim=1))
     assert torch.isfinite(model.elbo_loss(x))
     assert bool(model.initialised)
 
@@ -227,7 +227,7 @@ def test_elbo_loss_initialises_on_first_use():
 def test_minibatch_first_use_initialises_and_trains():
     data = load_data("train", data="synthetic2d")
     x_test = load_data("test", data="synthetic2d").x
-    model = MixtureModel(3, 2)
+    model = MixtureModel(MixtureConfig(num_components=3, dim=2))
     assert not bool(model.initialised)
     fit_model(model, data.x, objective="TraceEnum_ELBO", epochs=40, batch_size=250, lr=SPEC.train["lr"],
               progress=False)
@@ -242,7 +242,7 @@ def test_minibatch_first_use_initialises_and_trains():
 def test_initialise_from_small_batch_is_near_truth():
     truth = true_parameters("synthetic2d")
     batch = load_data("train", data="synthetic2d").x[:200]
-    model = MixtureModel(3, 2)
+    model = MixtureModel(MixtureConfig(num_components=3, dim=2))
     model.model(batch, num_data=2000)
     assert bool(model.initialised)
     locs = model.locs.detach().numpy()
@@ -256,7 +256,7 @@ def test_initialise_from_small_batch_is_near_truth():
 def test_state_dict_keeps_initialisation():
     gm = _sklearn(load_data("train", data="cats").x, 2)
     source = _copied(gm, "full")
-    restored = MixtureModel(2, 1)
+    restored = MixtureModel(MixtureConfig(num_components=2, dim=1))
     restored.load_state_dict(source.state_dict())
     restored.model(load_data("test", data="cats").x)
     torch.testing.assert_close(restored.locs, source.locs)
@@ -271,7 +271,7 @@ def test_cuda_matches_cpu():
     cpu, gpu = _copied(gm, "full"), _copied(gm, "full").cuda()
     torch.testing.assert_close(gpu.exact_log_prob(x.cuda()).cpu(), cpu.exact_log_prob(x), rtol=0, atol=1e-4)
     torch.testing.assert_close(gpu.posterior(x.cuda()).cpu(), cpu.posterior(x), rtol=0, atol=1e-5)
-    fresh = MixtureModel(3, 2).cuda()
+    fresh = MixtureModel(MixtureConfig(num_components=3, dim=2)).cuda()
     fit_model(fresh, x.cuda(), objective="TraceEnum_ELBO", steps=20, lr=SPEC.train["lr"], progress=False)
     assert fresh.sample(10).device.type == "cuda"
 
@@ -279,7 +279,7 @@ def test_cuda_matches_cpu():
 # --- data --------------------------------------------------------------------------------------
 def test_registry_and_smoke_sizes():
     assert get_spec("mixture") is SPEC
-    assert SPEC.objective_for(SPEC.hparams)["name"] == "TraceEnum_ELBO"
+    assert SPEC.objective_for(SPEC.config())["name"] == "TraceEnum_ELBO"
     cats = load_data("train", smoke=True)
     assert cats.x.shape == (200, 1) and cats.y.shape == (200,)
     assert load_data("test", data="synthetic2d").x.shape == (2000, 2)
@@ -328,10 +328,10 @@ def test_missing_csv_and_unknown_name():
 def test_figures_and_metrics(tmp_path, name):
     truth = true_parameters(name)
     k, d = truth["locs"].shape
-    model = MixtureModel(k, d)
+    model = MixtureModel(MixtureConfig(num_components=k, dim=d))
     model.set_parameters(truth["weights"], truth["locs"], truth["covariances"])
     data = load_data("test", data=name, smoke=True)
-    paths = model.figures(data, tmp_path)
+    paths = SPEC.figures(model, data, tmp_path)
     assert len(paths) == 1 and all(p.stat().st_size > 0 for p in paths.values())
     metrics = model.metrics(data)
     exact = model.exact_log_prob(data.x).mean().item()

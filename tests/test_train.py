@@ -76,12 +76,12 @@ def test_tol_stops_early_once_the_loss_settles():
 def test_closed_form_loss_follows_the_same_path_as_pyros_elbo():
     """For a mixture (deterministic full-batch loss) training on ``elbo_loss`` and on Pyro's
     TraceEnum_ELBO gives the same parameters after 30 Adam steps."""
-    from models.mixture import MixtureModel, load_data
+    from models.mixture import MixtureConfig, MixtureModel, load_data
 
     x = load_data("train", data="synthetic2d", smoke=True).x
     runs = []
     for closed_form in (True, False):
-        model = MixtureModel(3, 2)
+        model = MixtureModel(MixtureConfig(num_components=3, dim=2))
         pyro.set_rng_seed(0)
         result = fit_model(model, x, objective="TraceEnum_ELBO", steps=30, lr=0.05, progress=False,
                      fast=closed_form)

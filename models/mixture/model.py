@@ -46,16 +46,13 @@ units, so tiny clusters stay positive definite), leaving the whole likelihood cl
 :meth:`MixtureModel.set_parameters` also marks the module initialised. When the first batch is
 a minibatch the estimates come from that minibatch (a random subsample) and SVI refines them.
 
-Data sets (``load_data(data=...)``): ``"cats"`` (default) the seed's cat weights in kg, 1-D,
-K=2 (:data:`CATS`); ``"synthetic2d"`` 2-D, K=3 (:data:`SYNTHETIC2D`); or a path to a numeric
-CSV file (header optional), split 80/20 into train/test by a fixed permutation.
+Data sets: :mod:`models.mixture.data` (the seed's cat weights, a 2-D synthetic set, or a CSV file).
 """
 
 from __future__ import annotations
 
 import math
 import warnings
-from pathlib import Path
 
 import numpy as np
 import pyro
@@ -63,47 +60,20 @@ import pyro.distributions as dist
 import torch
 from pyro.distributions import TorchDistribution
 from pyro.ops.indexing import Vindex
+from scipy.optimize import linear_sum_assignment
+from sklearn.cluster import KMeans
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.mixture import GaussianMixture
 from torch import nn
 from torch.distributions import constraints
 
-from models import MAX_DIM, NUM_DATA, Hparam, ModelSpec, check_hparams
 from models.base import Capabilities, DataError, DataSplit, ZooModel
-from models.data import csv_split
+from models.mixture.config import MixtureConfig
 
-#: Cat weights in kg (seed 000): z = 0 female N(4.0, 0.5^2), z = 1 male N(5.5, 0.7^2), P(male) = 0.45.
-CATS = {
-    "weights": np.array([0.55, 0.45]),
-    "locs": np.array([[4.0], [5.5]]),
-    "covariances": np.array([[[0.5**2]], [[0.7**2]]]),
-}
-
-#: Three correlated 2-D Gaussians, well separated (Mahalanobis distances between means > 4).
-SYNTHETIC2D = {
-    "weights": np.array([0.5, 0.3, 0.2]),
-    "locs": np.array([[-3.0, 0.0], [3.0, 1.0], [0.0, 5.0]]),
-    "covariances": np.array([
-        [[1.0, 0.5], [0.5, 1.0]],
-        [[0.8, -0.3], [-0.3, 0.5]],
-        [[0.6, 0.0], [0.0, 1.5]],
-    ]),
-}
-
-DATASETS = {"cats": CATS, "synthetic2d": SYNTHETIC2D}
-
-#: Data points per split (train and test are disjoint draws from one seeded stream).
-SIZES = {"full": 2000, "smoke": 200}
 #: Floor on every Cholesky diagonal entry, in standard deviations of the data.
 MIN_SCALE = 1e-3
 #: Rows k-means sees at initialisation (a random subset of larger batches).
 KMEANS_POINTS = 20_000
-DATA_SEED = 20240
-
-
-def true_parameters(name: str) -> dict[str, np.ndarray]:
-    """Generating parameters of a synthetic data set: weights (K,), locs (K, D), covariances (K, D, D)."""
-    if name not in DATASETS:
-        raise DataError(f"no true parameters for {name!r}; choose one of {', '.join(DATASETS)}")
-    return {key: value.copy() for key, value in DATASETS[name].items()}
 
 
 class GaussianComponents(TorchDistribution):
@@ -171,21 +141,16 @@ class MixtureModel(ZooModel):
 
     capabilities = Capabilities(exact_log_prob=True, closed_form_loss=True)
 
-    def __init__(self, num_components: int = 2, dim: int = 1, covariance: str = "full", init: str = "em"):
+    def __init__(self, config: MixtureConfig = MixtureConfig()):
         super().__init__()
-        if covariance not in ("full", "diag"):
-            raise DataError(f"covariance must be 'full' or 'diag', got {covariance!r}")
-        if init not in ("em", "kmeans"):
-            raise DataError(f"init must be 'em' or 'kmeans', got {init!r}")
-        self.init = init
-        self.num_components = int(num_components)
-        self.dim = int(dim)
-        self.covariance = covariance
+        self.config = config
+        self.num_components, self.dim = config.num_components, config.dim
+        self.covariance, self.init = config.covariance, config.init
         self.event_shape = (self.dim,)
         k, d = self.num_components, self.dim
         self.weight_logits = nn.Parameter(torch.zeros(k))
         self.unit_locs = nn.Parameter(torch.zeros(k, d))
-        if covariance == "full":
+        if self.covariance == "full":
             self.unit_scale_tril = nn.Parameter(torch.zeros(k, d, d))
         else:
             self.unit_log_scales = nn.Parameter(torch.zeros(k, d))
@@ -358,64 +323,6 @@ class MixtureModel(ZooModel):
             result["assignment_accuracy"] = _matched_accuracy(self.posterior(x), data.y.to(x.device))
         return result
 
-    @torch.no_grad()
-    def figures(self, data: DataSplit, out_dir: Path) -> dict[str, Path]:
-        """Histogram and fitted densities (1-D) or points coloured by responsibility with
-        means and 2-sigma ellipses (first two coordinates when D > 2)."""
-        from matplotlib.figure import Figure
-
-        out_dir = Path(out_dir)
-        out_dir.mkdir(parents=True, exist_ok=True)
-        x = data.x.to(self.device)
-        fig = Figure(figsize=(6, 4.5))
-        ax = fig.add_subplot()
-        if self.dim == 1:
-            title = "Mixture: histogram and fitted component densities"
-            self._plot_1d(ax, x)
-        else:
-            title = "Mixture: responsibilities, means and 2-sigma ellipses"
-            self._plot_2d(ax, x)
-        ax.set_title(title, fontsize=10)
-        fig.tight_layout()
-        path = out_dir / "mixture_fit.png"
-        fig.savefig(path, dpi=110)
-        return {title: path}
-
-    def _plot_1d(self, ax, x):
-        values = x[:, 0].cpu().numpy()
-        ax.hist(values, bins=50, density=True, color="0.8", label="data")
-        grid = torch.linspace(float(values.min()), float(values.max()), 400, device=x.device)
-        # w_k N(x; mu_k, sigma_k^2) on the grid, shape (400, K)
-        parts = self.joint_log_prob(grid[:, None]).exp().cpu().numpy()
-        grid = grid.cpu().numpy()
-        weights = self.weights.tolist()
-        for k in range(self.num_components):
-            ax.plot(grid, parts[:, k], label=f"component {k} (w = {weights[k]:.2f})")
-        ax.plot(grid, parts.sum(1), "k--", label="mixture")
-        ax.set_xlabel("x")
-        ax.set_ylabel("density")
-        ax.legend(fontsize=8)
-
-    def _plot_2d(self, ax, x):
-        from matplotlib import colormaps
-        from matplotlib.patches import Ellipse
-
-        palette = colormaps["tab10"](np.arange(self.num_components) % 10)[:, :3]
-        colours = np.clip(self.posterior(x).cpu().numpy() @ palette, 0, 1)
-        points = x[:, :2].cpu().numpy()
-        ax.scatter(points[:, 0], points[:, 1], c=colours, s=6, alpha=0.6, linewidths=0)
-        locs = self.locs[:, :2].cpu().numpy()
-        covs = self.covariances[:, :2, :2].cpu().numpy()
-        for k in range(self.num_components):
-            eigvals, eigvecs = np.linalg.eigh(covs[k])
-            angle = math.degrees(math.atan2(eigvecs[1, 1], eigvecs[0, 1]))
-            width, height = 4 * np.sqrt(np.maximum(eigvals[::-1], 0))
-            ax.add_patch(Ellipse(locs[k], width, height, angle=angle, fill=False,
-                                 color=palette[k], linewidth=2))
-        ax.scatter(locs[:, 0], locs[:, 1], c=palette, marker="x", s=80, linewidths=3)
-        ax.set_xlabel("x[0]")
-        ax.set_ylabel("x[1]")
-
 
 def _log_above_floor(scales: torch.Tensor) -> torch.Tensor:
     """Inverse of s = exp(r) + MIN_SCALE (scales at or below the floor map to a tiny excess)."""
@@ -428,9 +335,6 @@ def _em_parameters(units: torch.Tensor, k: int, covariance: str):
     Seeded from torch's global RNG, on at most ``KMEANS_POINTS`` random rows, with its
     covariance regulariser at the model's floor (``MIN_SCALE ** 2`` in standardised units).
     """
-    from sklearn.exceptions import ConvergenceWarning
-    from sklearn.mixture import GaussianMixture
-
     seed = int(torch.randint(0, 2**31 - 1, ()).item())
     points = units.detach().cpu().double().numpy()
     if len(points) > KMEANS_POINTS:
@@ -450,9 +354,6 @@ def _kmeans_labels(units: torch.Tensor, k: int) -> torch.Tensor:
     k-means (3 k-means++ restarts) runs on at most ``KMEANS_POINTS`` random rows, then every
     row takes the label of its nearest centre.
     """
-    from sklearn.cluster import KMeans
-    from sklearn.exceptions import ConvergenceWarning
-
     n = units.shape[0]
     if n <= k:
         return torch.arange(n, device=units.device) % k
@@ -488,8 +389,6 @@ def _hard_assignment_moments(units: torch.Tensor, labels: torch.Tensor, k: int):
 
 def _matched_accuracy(responsibilities: torch.Tensor, labels: torch.Tensor) -> float:
     """Accuracy of argmax assignments under the best matching of components to labels."""
-    from scipy.optimize import linear_sum_assignment
-
     k = responsibilities.shape[1]
     predicted = responsibilities.argmax(1)
     confusion = torch.zeros(k, k, device=labels.device)
@@ -499,76 +398,4 @@ def _matched_accuracy(responsibilities: torch.Tensor, labels: torch.Tensor) -> f
     return float(confusion[rows, cols].sum() / labels.numel())
 
 
-# --- data -------------------------------------------------------------------------------------
-def _draw(params: dict, n: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    z = rng.choice(len(params["weights"]), size=n, p=params["weights"])
-    chol = np.linalg.cholesky(params["covariances"])
-    noise = rng.standard_normal((n, params["locs"].shape[1]))
-    x = params["locs"][z] + np.einsum("nij,nj->ni", chol[z], noise)
-    return x, z
-
-
-def _synthetic(name: str, split: str, smoke: bool) -> DataSplit:
-    size = SIZES["smoke" if smoke else "full"]
-    x, z = _draw(DATASETS[name], 2 * SIZES["full"], np.random.default_rng(DATA_SEED))
-    offset = 0 if split == "train" else SIZES["full"]
-    part = slice(offset, offset + size)
-    k, d = DATASETS[name]["locs"].shape
-    return DataSplit(
-        torch.as_tensor(x[part], dtype=torch.float32),
-        torch.as_tensor(z[part], dtype=torch.long),
-        source=f"synthetic {name} (models.mixture.{name.upper()}, seed {DATA_SEED})",
-        info={"num_components": k, "dim": d},
-    )
-
-
-def _csv(path: Path, split: str, smoke: bool) -> DataSplit:
-    x = csv_split(path, split, seed=DATA_SEED)
-    if smoke:
-        x = x[: SIZES["smoke"]]
-    return DataSplit(x, source=f"CSV file {path}", info={"dim": x.shape[1]})
-
-
-def load_data(split: str = "train", data_dir=None, data: str | None = None, smoke: bool = False) -> DataSplit:
-    """``split`` "train"/"test" of ``data``: "cats" (default), "synthetic2d", or a CSV path.
-
-    Synthetic sets: 2000 points per split (200 with ``smoke``), labels ``y`` = true component.
-    A CSV path is tried as given, then relative to ``data_dir``.
-    """
-    if split not in ("train", "test"):
-        raise DataError(f"split must be 'train' or 'test', got {split!r}")
-    data = data or "cats"
-    if data in DATASETS:
-        return _synthetic(data, split, smoke)
-    path = Path(data)
-    if not path.is_file() and data_dir is not None and (Path(data_dir) / path).is_file():
-        path = Path(data_dir) / path
-    if path.suffix.lower() != ".csv" and not path.is_file():
-        raise DataError(
-            f"unknown data set {data!r}; choose one of {', '.join(DATASETS)} or give a path to a .csv file"
-        )
-    return _csv(path, split, smoke)
-
-
-def build(**hparams) -> MixtureModel:
-    """A :class:`MixtureModel` from ``hparams`` checked against ``SPEC.rules`` (:class:`DataError` if bad)."""
-    return MixtureModel(**check_hparams(SPEC, hparams))
-
-
-SPEC = ModelSpec(
-    name="mixture",
-    description="Gaussian mixture (seed's cat weights), assignments enumerated, fit by SVI",
-    build=build,
-    load_data=load_data,
-    hparams={"num_components": 2, "dim": 1, "covariance": "full", "init": "em"},
-    train={"steps": 500, "batch_size": None, "lr": 0.01},
-    smoke_train={"steps": 50},
-    objective={"name": "TraceEnum_ELBO"},
-    hparams_for=lambda data: {key: data.info[key] for key in ("num_components", "dim") if key in data.info},
-    rules={
-        "num_components": Hparam(int, 1, NUM_DATA),
-        "dim": Hparam(int, 1, MAX_DIM),
-        "covariance": Hparam(str, choices=("full", "diag")),
-        "init": Hparam(str, choices=("em", "kmeans")),
-    },
-)
+__all__ = sorted(["KMEANS_POINTS", "MIN_SCALE", "GaussianComponents", "MixtureModel"])
