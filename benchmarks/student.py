@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from benchmarks.common import Report, Row, interleaved, median, parser, run_main
-from models.student import CARDINALITY, PARENTS, VARIABLES, StudentNetwork
+from models.student import CARDINALITY, PARENTS, VARIABLES, StudentConfig, StudentNetwork
 
 NAME = "student"
 TOLERANCE = 1e-9
@@ -75,7 +75,7 @@ def pgmpy_answer(engine, targets: list[str], evidence: dict[str, int]) -> np.nda
 
 
 def benchmark(args, device: torch.device) -> Report:
-    model = StudentNetwork(init="truth").to(device)
+    model = StudentNetwork(StudentConfig(init="truth")).to(device)
     cpds = model.learned_cpds(torch.float64)
     asked = queries(args.smoke)
     network = pgmpy_network(cpds)

@@ -18,7 +18,7 @@ from pyro.ops.indexing import Vindex
 
 from inference.arviz_io import from_guide, from_nuts, plot_vi_vs_nuts, pointwise_log_likelihood, summary
 from models.base import DATA_PLATE
-from models.student import VARIABLES, StudentNetwork, joint_table, load_data
+from models.student import VARIABLES, StudentConfig, StudentNetwork, joint_table, load_data
 
 X = torch.tensor([[0, 0]] * 6 + [[0, 1]] * 3 + [[0, 2]] * 1 + [[1, 0]] * 2 + [[1, 2]] * 8)
 PRIOR = 1.0
@@ -116,7 +116,7 @@ def test_errors_name_the_problem():
 
 def test_student_log_likelihood_is_the_joint_table():
     # fully observed rows: the obs_mask latents are all masked out and must contribute nothing
-    model = StudentNetwork(init="truth")
+    model = StudentNetwork(StudentConfig(init="truth"))
     x = load_data("test", smoke=True).x[:50]
     idata = from_guide(model.model, model.guide, x, 20)
     assert idata.posterior["p_G"].shape == (1, 20, 2, 2, 3)
@@ -131,7 +131,7 @@ def test_student_log_likelihood_is_the_joint_table():
 
 @pytest.mark.slow
 def test_student_nuts_matches_dirichlet_posterior():
-    model = StudentNetwork(prior_concentration=1.0)
+    model = StudentNetwork(StudentConfig(prior_concentration=1.0))
     x = load_data("test", smoke=True).x[:200]
     idata = from_nuts(model.model, x, num_samples=200, warmup=150, seed=0)
     table = summary(idata)

@@ -25,7 +25,7 @@ from inference.importance import estimate_log_likelihood, log_weights
 from inference.train import fit_model
 from models import get_spec
 from models.ppca import PPCA, PPCAConfig
-from models.student import TRUE_CPDS, StudentNetwork
+from models.student import TRUE_CPDS, StudentConfig, StudentNetwork
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -53,7 +53,7 @@ def enumerate_student(row: list[int]) -> float:
 
 
 def test_student_exact_evidence_probability():
-    model = StudentNetwork(init="truth")
+    model = StudentNetwork(StudentConfig(init="truth"))
     expected = torch.tensor([enumerate_student(row) for row in EVIDENCE.tolist()])
     assert expected[0].item() == pytest.approx(-1.794924, abs=1e-6)
     assert model.exact_log_prob(EVIDENCE[:1]).item() == pytest.approx(-1.794924, abs=1e-6)
@@ -61,7 +61,7 @@ def test_student_exact_evidence_probability():
 
 
 def test_student_prior_proposal_matches_enumeration():
-    model = StudentNetwork(init="truth")
+    model = StudentNetwork(StudentConfig(init="truth"))
     exact = torch.tensor([enumerate_student(row) for row in EVIDENCE.tolist()])
     result = estimate_log_likelihood(*model.local_pair(), EVIDENCE, 20_000)
     gap = (result.log_px.double() - exact).abs()
@@ -166,7 +166,7 @@ def test_evaluate_report_and_index(dlgm, tmp_path):
 def test_eval_report_summarises_the_guide_posterior_of_global_latents(tmp_path):
     from models.student import StudentNetwork, load_data
 
-    model = StudentNetwork(init="truth")
+    model = StudentNetwork(StudentConfig(init="truth"))
     data = load_data("test", smoke=True)
     report = evaluate(model, data, num_particles=30, out_dir=tmp_path, progress=False)
     assert (tmp_path / "posterior.png").is_file()
@@ -198,7 +198,7 @@ def test_ladder_orders_the_estimators_and_brackets_the_exact_value(dlgm, tmp_pat
 def test_unknown_or_inapplicable_methods_are_data_errors():
     from models import DataError
 
-    model = StudentNetwork(init="truth")
+    model = StudentNetwork(StudentConfig(init="truth"))
     x = EVIDENCE[:5]
     with pytest.raises(DataError, match="unknown method 'hmc'"):
         evaluate(model, x, num_particles=10, methods=("hmc",), progress=False)
@@ -212,7 +212,7 @@ def test_unknown_or_inapplicable_methods_are_data_errors():
 def test_sbc_in_the_report(tmp_path):
     from models.student import load_data
 
-    model = StudentNetwork(init="truth")
+    model = StudentNetwork(StudentConfig(init="truth"))
     settings = {"num_replications": 20, "num_draws": 19, "bins": 5,
                 "fit_guide": lambda m, x: m.conjugate_update(x)}
     report = evaluate(model, load_data("test", smoke=True), num_particles=10, methods=("sbc",),

@@ -11,7 +11,7 @@ import torch
 
 from inference.sbc import SBCResult, sbc
 from models.dlgm import DLGM
-from models.student import StudentNetwork
+from models.student import StudentConfig, StudentNetwork
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -70,6 +70,7 @@ def test_sbc_of_natural_gradient_svi_passes():
 def test_sbc_of_adam_svi_started_near_the_expected_counts_passes():
     # the default fit (inference.train.fit, Adam on TraceEnum_ELBO, 200 steps): Adam barely moves a row's
     # strength, so it starts near the expected count of a row (50 rows / a few parent configurations)
-    result = sbc(lambda: StudentNetwork(init_concentration=50.0), TEMPLATE, num_replications=100)
+    result = sbc(lambda: StudentNetwork(StudentConfig(init_concentration=50.0)), TEMPLATE,
+                 num_replications=100)
     print(f"SBC of Adam SVI: min p {result.min_p_value:.3g} ({result.seconds:.0f} s)")
     assert result.passed

@@ -21,8 +21,11 @@ from inference.importance import estimate_log_likelihood
 from inference.train import fit_model
 from models import DataError, DataSplit, get_spec
 from models.student import (
+    REPORTED_QUERIES,
+    SPEC,
     VARIABLES,
     QueryError,
+    StudentConfig,
     StudentNetwork,
     answer,
     evidence_log_prob,
@@ -70,7 +73,8 @@ def train(model, x, phases):
 
 @pytest.mark.parametrize("source", ["table", "model"])
 def test_quoted_values(source):
-    cpds = true_cpds() if source == "table" else StudentNetwork(init="truth").learned_cpds(torch.float64)
+    truth = StudentNetwork(StudentConfig(init="truth"))
+    cpds = true_cpds() if source == "table" else truth.learned_cpds(torch.float64)
     assert abs(query({"L": 1}, cpds=cpds).item() - 0.502336) < 1e-6
     assert abs(query("I", {"G": "C"}, cpds)[1].item() - 0.078947) < 1e-6
     assert abs(query("I", {"G": 2, "S": 1}, cpds)[1].item() - 0.578313) < 1e-6
@@ -78,8 +82,8 @@ def test_quoted_values(source):
     x = torch.tensor([[-1, -1, 0, 1, 1]])
     assert abs(evidence_log_prob(joint_table(cpds), x).item() - (-1.794924)) < 1e-6
     if source == "model":
-        assert abs(StudentNetwork(init="truth").exact_log_prob(x).item() - (-1.794924)) < 1e-6
-        assert abs(StudentNetwork(init="truth").answer("I | G=C")["I=1"] - 0.078947) < 1e-6
+        assert abs(truth.exact_log_prob(x).item() - (-1.794924)) < 1e-6
+        assert abs(SPEC.answer(truth, "I | G=C")["I=1"] - 0.078947) < 1e-6
 
 
 def test_queries_match_hand_enumeration():
@@ -98,9 +102,20 @@ def test_queries_match_hand_enumeration():
     assert answer("P(L=1)") == pytest.approx({"L=1": 0.502336}, abs=1e-12)
 
 
+def test_reported_queries_are_the_events_their_texts_name():
+    """The queries the metrics report, as (event, evidence) and as text, give the hand enumeration."""
+    grades = {"A": 0, "B": 1, "C": 2}
+    for text, (event, evidence) in REPORTED_QUERIES.items():
+        given = {VARIABLES.index(k): grades.get(v, v) for k, v in evidence.items()}
+        both = {**given, **{VARIABLES.index(k): grades.get(v, v) for k, v in event.items()}}
+        expected = hand_prob(both) / hand_prob(given)
+        assert query(event, evidence).item() == pytest.approx(expected, abs=1e-12)
+        assert list(answer(text).values()) == pytest.approx([expected], abs=1e-12)
+
+
 @pytest.mark.parametrize("init", ["truth", "uniform", "random"])
 def test_joint_sums_to_one(init):
-    model = StudentNetwork(init=init)
+    model = StudentNetwork(StudentConfig(init=init))
     joint = model.joint()
     assert joint.shape == (2, 2, 3, 2, 2)
     assert joint.sum().item() == pytest.approx(1.0, abs=1e-12)
@@ -112,17 +127,17 @@ def test_exact_log_prob_with_missing_entries():
     x = torch.stack([torch.randint(k, (60,), generator=generator) for k in CARD], -1)
     x[torch.rand(x.shape, generator=generator) < 0.4] = -1
     expected = [math.log(hand_prob({k: v for k, v in enumerate(row) if v >= 0})) for row in x.tolist()]
-    got = StudentNetwork(init="truth").exact_log_prob(x)
+    got = StudentNetwork(StudentConfig(init="truth")).exact_log_prob(x)
     assert got.shape == (60,)
     assert got.dtype == torch.float32
     assert got.tolist() == pytest.approx(expected, abs=1e-5)
-    everything_missing = StudentNetwork(init="truth").exact_log_prob(torch.full((2, 5), -1))
+    everything_missing = StudentNetwork(StudentConfig(init="truth")).exact_log_prob(torch.full((2, 5), -1))
     assert everything_missing.tolist() == pytest.approx([0, 0], abs=1e-6)
 
 
 @pytest.mark.parametrize("pattern", ["random", "hidden_I"])
 def test_trace_enum_sums_out_missing_entries_exactly(pattern):
-    model = StudentNetwork(init="random")
+    model = StudentNetwork(StudentConfig(init="random"))
     x = load_data("test", data="hidden_I" if pattern == "hidden_I" else None, smoke=True).x[:500].clone()
     if pattern == "random":
         x[torch.rand(x.shape) < 0.3] = -1
@@ -133,7 +148,7 @@ def test_trace_enum_sums_out_missing_entries_exactly(pattern):
 
 
 def test_importance_sampling_with_prior_proposal_matches_exact():
-    model = StudentNetwork(init="truth")
+    model = StudentNetwork(StudentConfig(init="truth"))
     x = load_data("test", data="hidden_I", smoke=True).x[:200].clone()
     x[::3, 2] = -1
     local_model, local_guide = model.local_pair()
@@ -148,7 +163,7 @@ def test_importance_sampling_with_prior_proposal_matches_exact():
 def test_ancestral_sample_frequencies():
     pyro.set_rng_seed(3)
     n = 100_000
-    x = StudentNetwork(init="truth").sample(n)
+    x = StudentNetwork(StudentConfig(init="truth")).sample(n)
     assert x.shape == (n, 5) and x.dtype == torch.long
     cells = torch.zeros(CARD, dtype=torch.float64)
     cells.index_put_(tuple(x.T), torch.ones(n, dtype=torch.float64), accumulate=True)
@@ -174,7 +189,7 @@ def test_load_data_splits():
     hidden = load_data("train", data="hidden_I").x
     assert (hidden[:, 1] == -1).all()
     assert torch.equal(hidden[:, [0, 2, 3, 4]], train.x[:, [0, 2, 3, 4]])
-    StudentNetwork(init="truth").check_data(hidden)
+    StudentNetwork(StudentConfig(init="truth")).check_data(hidden)
     with pytest.raises(DataError, match="unknown student data set"):
         load_data("train", data="nope")
     with pytest.raises(DataError, match="unknown split"):
@@ -199,7 +214,7 @@ def test_load_csv(tmp_path):
 
 
 def test_check_data_rejects_bad_values():
-    model = StudentNetwork(init="truth")
+    model = StudentNetwork(StudentConfig(init="truth"))
     with pytest.raises(DataError, match="column L holds 2"):
         model.check_data(torch.tensor([[0, 1, 2, 1, 2]]))
     with pytest.raises(DataError, match="column D holds -2"):
@@ -262,7 +277,7 @@ def test_learning_cpds_from_complete_data():
     model = spec.make()  # uniform rows, strength 1000
     start = time.perf_counter()
     # `zoo train student --fast`: the opt-in closed form, the Pyro ELBO's exact expectation
-    fit_model(model, x, objective=spec.objective_for(spec.hparams), fast=True, progress=False,
+    fit_model(model, x, objective=spec.objective_for(spec.config()), fast=True, progress=False,
               **spec.train_settings())
     seconds = time.perf_counter() - start
     learned = model.learned_cpds(torch.float64)
@@ -293,7 +308,7 @@ def test_pyro_sampled_elbo_leaves_the_strength_behind():
     spec = get_spec("student")
     model = spec.make()
     with pyro.validation_enabled(False):
-        fit_model(model, x, objective=spec.objective_for(spec.hparams), progress=False, steps=300, lr=0.1)
+        fit_model(model, x, objective=spec.objective_for(spec.config()), progress=False, steps=300, lr=0.1)
     assert max_abs_cpd_error(model.learned_cpds(torch.float64), true_cpds()) < 0.05
     assert worst_concentration_error(model, x) > 0.1
 
@@ -348,7 +363,7 @@ def test_conjugate_update_and_exact_posterior():
 def test_natural_gradient_svi_with_intelligence_hidden():
     x = load_data("train", data="hidden_I", smoke=True).x
     held_out = load_data("test", data="hidden_I", smoke=True).x
-    model = StudentNetwork(init="random")
+    model = StudentNetwork(StudentConfig(init="random"))
     completed = model._completed(x)
     assert (completed >= 0).all() and torch.equal(completed[:, 2:], x[:, 2:])
     before = model.exact_log_prob(held_out).mean().item()
@@ -365,7 +380,7 @@ def test_natural_gradient_svi_with_intelligence_hidden():
 def test_learning_with_intelligence_hidden():
     x = load_data("train", data="hidden_I").x
     held_out = load_data("test", data="hidden_I").x
-    model = StudentNetwork(init="uniform", init_concentration=5000.0)
+    model = StudentNetwork(StudentConfig(init="uniform", init_concentration=5000.0))
     start = time.perf_counter()
     train(model, x, [(0.05, 150), (0.01, 100), (0.002, 100)])
     seconds = time.perf_counter() - start
@@ -394,23 +409,23 @@ def test_spec_smoke_training_step():
 
 
 def test_init_options():
-    with pytest.raises(DataError, match="unknown init"):
-        StudentNetwork(init="ones")
+    with pytest.raises(DataError, match="init must be one of truth, uniform, random"):
+        StudentNetwork(StudentConfig(init="ones"))
     assert get_spec("student").make().learned_cpds()["D"].tolist() == [0.5, 0.5]
-    model = StudentNetwork(init="uniform")
+    model = StudentNetwork(StudentConfig(init="uniform"))
     assert all(torch.allclose(t, torch.full_like(t, 1 / t.shape[-1])) for t in model.learned_cpds().values())
 
 
 # ---------------------------------------------------------------------------- report
 
 def test_metrics_and_figures(tmp_path):
-    model = StudentNetwork(init="truth")
+    model = StudentNetwork(StudentConfig(init="truth"))
     data = load_data("test", smoke=True)
     metrics = model.metrics(data)
     assert metrics["max_abs_cpd_error"] < 1e-6
     assert metrics["queries"]["I=1 | G=C, S=1"]["learned"] == pytest.approx(0.578313, abs=1e-6)
     assert metrics["exact_log_lik_nats"] == pytest.approx(metrics["true_network_log_lik_nats"], abs=1e-5)
-    paths = model.figures(data, tmp_path)
+    paths = SPEC.figures(model, data, tmp_path)
     assert len(paths) == 2
     for path in paths.values():
         assert path.exists() and path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -34,7 +34,7 @@ this family holds the exact posterior, Dirichlet(α0 + counts), so SVI should re
 training learns the tables; "random" from rows drawn from Dirichlet(1) with a fixed seed (breaks
 the I-label symmetry when I is hidden); "truth" makes the posterior means equal the table above,
 so ``query``/``exact_log_prob``/``sample`` answer for the true network before any training (what
-``zoo query student`` without a checkpoint uses, through the spec's ``query_hparams``). The
+``zoo query student`` without a checkpoint uses, through the spec's ``query_config``). The
 starting concentration of every row sums to ``init_concentration``.
 
 Exact posterior and how training reaches it. With complete data the posterior is conjugate,
@@ -64,7 +64,9 @@ rows, tests/test_student.py). Two remedies, both driven by the Pyro program:
 
 Exact inference ignores Pyro: the joint table p(d, i, g, s, l), shape ``(2, 2, 3, 2, 2)``, is
 one ``torch.einsum`` of the CPD posterior means, and queries and log p(x) (with missing entries
-summed out) are sums over it. ``answer("I | G=C, S=1")`` -> ``{"I=0": 0.4217, "I=1": 0.5783}``.
+summed out) are sums over it: :func:`query` takes the target and evidence as names and values
+(``query("I", {"G": "C", "S": 1})`` -> ``tensor([0.4217, 0.5783])``); the text form
+``"I | G=C, S=1"`` is parsed by :mod:`models.student.queries`.
 
 Data: ``x`` is a LongTensor of shape ``(N, 5)``, columns (D, I, G, S, L), -1 = missing.
 Reference: D. Koller, N. Friedman, Probabilistic Graphical Models, MIT Press 2009, sec. 3.2.
@@ -75,9 +77,7 @@ from __future__ import annotations
 import itertools
 import math
 import re
-from pathlib import Path
 
-import numpy as np
 import pyro
 import pyro.distributions as dist
 import torch
@@ -87,9 +87,8 @@ from pyro.ops.indexing import Vindex
 from torch import nn
 from torch.distributions import kl_divergence
 
-from models import Hparam, ModelSpec, check_hparams
 from models.base import Capabilities, DataError, DataSplit, ZooModel
-from models.data import read_csv
+from models.student.config import StudentConfig
 
 VARIABLES = ("D", "I", "G", "S", "L")
 CARDINALITY = {"D": 2, "I": 2, "G": 3, "S": 2, "L": 2}
@@ -103,9 +102,13 @@ TRUE_CPDS = {
     "S": [[0.95, 0.05], [0.2, 0.8]],
     "L": [[0.1, 0.9], [0.4, 0.6], [0.99, 0.01]],
 }
-SIZES = {"train": 20_000, "test": 5_000}
-SMOKE_SIZE = 2_000
-SEEDS = {"train": 20_091, "test": 20_092}
+#: the queries :meth:`StudentNetwork.metrics` reports: their text, and their event and evidence
+REPORTED_QUERIES = {
+    "L=1": ({"L": 1}, {}),
+    "I=1 | G=C": ({"I": 1}, {"G": "C"}),
+    "I=1 | G=C, S=1": ({"I": 1}, {"G": "C", "S": 1}),
+    "G=A, S=1, L=1": ({"G": "A", "S": 1, "L": 1}, {}),
+}
 
 
 class QueryError(DataError):
@@ -176,14 +179,11 @@ class StudentNetwork(ZooModel):
     event_shape = (len(VARIABLES),)
     data_dtype = torch.long
 
-    def __init__(self, prior_concentration: float = 1.0, init: str = "uniform",
-                 init_concentration: float = 1000.0):
+    def __init__(self, config: StudentConfig = StudentConfig()):
         super().__init__()
-        if init not in ("truth", "uniform", "random"):
-            raise DataError(f"unknown init {init!r}; use init='truth', 'uniform' or 'random'")
-        if prior_concentration <= 0 or init_concentration <= 0:
-            raise DataError("prior_concentration and init_concentration must be positive")
-        self.prior_concentration = float(prior_concentration)
+        self.config = config
+        self.prior_concentration = config.prior_concentration
+        init, init_concentration = config.init, config.init_concentration
         generator = torch.Generator().manual_seed(0)
         self.log_strength = nn.ParameterDict()
         self.logits = nn.ParameterDict()
@@ -368,12 +368,6 @@ class StudentNetwork(ZooModel):
         """
         return query(target, evidence, self.learned_cpds(torch.float64))
 
-    def answer(self, text: str) -> dict[str, float]:
-        """``answer("I | G=C, S=1")`` -> ``{"I=0": 0.4217, "I=1": 0.5783}``; see :func:`answer`."""
-        return answer(text, self.learned_cpds(torch.float64))
-
-    ask = answer
-
     def check_data(self, x: torch.Tensor) -> None:
         super().check_data(x)
         check_values(x)
@@ -385,15 +379,15 @@ class StudentNetwork(ZooModel):
         learned = self.learned_cpds(torch.float64)
         truth = true_cpds(device=self.device)
         x = data.x.to(self.device)
-        texts = ("L=1", "I=1 | G=C", "I=1 | G=C, S=1", "G=A, S=1, L=1")
         return {
             "max_abs_cpd_error": max_abs_cpd_error(learned, truth),
             "max_abs_cpd_error_up_to_I_swap": min(
                 max_abs_cpd_error(learned, truth), max_abs_cpd_error(swap_intelligence(learned), truth)
             ),
             "queries": {
-                text: {"learned": _single(answer(text, learned)), "true": _single(answer(text))}
-                for text in texts
+                text: {"learned": query(event, evidence, learned).item(),
+                       "true": query(event, evidence).item()}
+                for text, (event, evidence) in REPORTED_QUERIES.items()
             },
             "exact_log_lik_nats": self.exact_log_prob(x).mean().item(),
             "true_network_log_lik_nats": evidence_log_prob(joint_table(truth), x).mean().item(),
@@ -421,21 +415,6 @@ class StudentNetwork(ZooModel):
             "max_abs_error_mean": worst["mean"],
         }
 
-    def figures(self, data: DataSplit, out_dir: Path) -> dict[str, Path]:
-        """The DAG annotated with the learned CPDs, and learned vs true CPD probabilities."""
-        out_dir = Path(out_dir)
-        out_dir.mkdir(parents=True, exist_ok=True)
-        learned = {k: v.cpu() for k, v in self.learned_cpds().items()}
-        paths = {
-            "student network DAG with learned CPDs": out_dir / "student_dag.png",
-            "student CPDs: learned vs true": out_dir / "student_cpds.png",
-        }
-        _draw_dag(learned).savefig(paths["student network DAG with learned CPDs"], dpi=120)
-        _draw_cpd_bars(learned, true_cpds(dtype=torch.float32)).savefig(
-            paths["student CPDs: learned vs true"], dpi=120
-        )
-        return paths
-
 
 def check_values(x: torch.Tensor) -> None:
     """Raise :class:`DataError` unless every entry is -1 (missing) or a value of its column."""
@@ -448,10 +427,6 @@ def check_values(x: torch.Tensor) -> None:
             f"column {name} holds {x[row, col].item()} in row {row}, but {name} takes values "
             f"0..{CARDINALITY[name] - 1} (or -1 for missing); recode the data"
         )
-
-
-def _single(result: dict[str, float]) -> float:
-    return next(iter(result.values()))
 
 
 def max_abs_cpd_error(cpds: dict[str, torch.Tensor], reference: dict[str, torch.Tensor]) -> float:
@@ -471,35 +446,38 @@ def evidence_log_prob(joint: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     return torch.einsum("digsl,nd,ni,ng,ns,nl->n", joint, *factors).log()
 
 
-# ---------------------------------------------------------------------------- queries
+# ---------------------------------------------------------------------------- names and values
 
-def _echo(text, chars: int = 80) -> str:
+def quoted(text, chars: int = 80) -> str:
     """``repr(text)``, cut to ``chars`` characters so that an error message stays one short line."""
     text = str(text)
     return repr(text) if len(text) <= chars else f"{text[:chars]!r}... ({len(text)} characters)"
 
 
-def _variable(token: str) -> str:
+def variable(token: str) -> str:
+    """The variable ``token`` names: "I", "i" or "intelligence" -> "I"; else :class:`QueryError`."""
     key = token.strip()
     name = key.upper() if key.upper() in VARIABLES else LONG_NAMES.get(key.lower())
     if name is None:
         raise QueryError(
-            f"unknown variable {_echo(token.strip())}; use D, I, G, S or L "
+            f"unknown variable {quoted(token.strip())}; use D, I, G, S or L "
             "(difficulty, intelligence, grade, sat, letter)"
         )
     return name
 
 
-def _value(name: str, value) -> int:
+def code(name: str, value) -> int:
+    """The code 0..K-1 of ``value`` of variable ``name``: an int, a string of digits, or for G a grade
+    "A", "B", "C"; else :class:`QueryError` naming the values it takes."""
     if isinstance(value, str):
         text = value.strip()
         if name == "G" and text.upper() in GRADES:
             return GRADES.index(text.upper())
         if not re.fullmatch(r"-?\d+", text):
             kind = "a grade" if name == "G" else "an integer"
-            raise QueryError(f"value {_echo(text)} of {name} is not {kind}{_values_hint(name)}")
+            raise QueryError(f"value {quoted(text)} of {name} is not {kind}{_values_hint(name)}")
         if len(text) > 3:
-            raise QueryError(f"{name}={_echo(text, 20)} is out of range{_values_hint(name)}")
+            raise QueryError(f"{name}={quoted(text, 20)} is out of range{_values_hint(name)}")
         value = int(text)
     if isinstance(value, torch.Tensor):
         value = value.item()
@@ -514,22 +492,23 @@ def _values_hint(name: str) -> str:
     return f"; {name} takes 0 or 1"
 
 
-def _configurations(names) -> list[tuple[int, ...]]:
+def configurations(names) -> list[tuple[int, ...]]:
     """All joint values of ``names`` in row-major order (one empty tuple for no names)."""
     return list(itertools.product(*[range(CARDINALITY[n]) for n in names]))
 
 
-def _label(name: str, value: int) -> str:
+def label(name: str, value: int) -> str:
+    """``name=value`` as the answers write it: "G=A" for a grade, "I=1" otherwise."""
     return f"{name}={GRADES[value] if name == 'G' else value}"
 
 
 def _assignments(items: dict, role: str) -> dict[str, int]:
     out: dict[str, int] = {}
     for key, value in items.items():
-        name = _variable(key)
+        name = variable(key)
         if name in out:
             raise QueryError(f"{name} appears twice in the {role}; give each variable once")
-        out[name] = _value(name, value)
+        out[name] = code(name, value)
     return out
 
 
@@ -555,7 +534,7 @@ def query(target, evidence: dict | None = None, cpds: dict[str, torch.Tensor] | 
         raise QueryError("the evidence has probability zero under this network; change the evidence")
     event = _assignments(target, "target") if isinstance(target, dict) else None
     if event is None:
-        names = [_variable(t) for t in ([target] if isinstance(target, str) else list(target))]
+        names = [variable(t) for t in ([target] if isinstance(target, str) else list(target))]
         if len(set(names)) != len(names):
             raise QueryError("a target variable is named twice; name each target once")
     else:
@@ -569,229 +548,9 @@ def query(target, evidence: dict | None = None, cpds: dict[str, torch.Tensor] | 
     return marginal if event is None else marginal[tuple(event.values())]
 
 
-def parse_query(text: str) -> tuple[list[str] | dict[str, int], dict[str, int]]:
-    """``"I | G=C, S=1"`` -> ``(["I"], {"G": 2, "S": 1})``; ``"G=A, S=1, L=1"`` -> ``({...}, {})``.
-
-    Targets left of ``|`` are all names (their posterior) or all ``name=value`` (the event's
-    probability); evidence right of ``|`` is ``name=value``, comma-separated. ``P( ... )`` around
-    the query is allowed; names are D, I, G, S, L or difficulty, intelligence, grade, sat, letter.
-    """
-    if not isinstance(text, str) or not text.strip():
-        raise QueryError("empty query; write e.g. 'I | G=C, S=1' or 'L=1'")
-    body = text.strip()
-    wrapped = re.fullmatch(r"[Pp]\s*\((.*)\)", body)
-    body = wrapped.group(1) if wrapped else body
-    if body.count("|") > 1:
-        raise QueryError(f"query {_echo(text)} has more than one '|'; write 'targets | evidence'")
-    left, _, right = body.partition("|")
-    target_items = [t.strip() for t in left.split(",")]
-    if any(not t for t in target_items):
-        raise QueryError(f"query {_echo(text)} has an empty target; write e.g. 'I | G=C'")
-    assigned = ["=" in t for t in target_items]
-    if any(assigned) and not all(assigned):
-        raise QueryError(
-            f"query {_echo(text)} mixes names and name=value targets; write e.g. 'I, L | S=1' or 'L=1, S=1'"
-        )
-    target = _pairs(target_items, text) if all(assigned) else [_variable(t) for t in target_items]
-    evidence = {}
-    if right.strip():
-        evidence = _pairs([t.strip() for t in right.split(",")], text)
-    elif "|" in body:
-        raise QueryError(f"query {_echo(text)} has nothing after '|'; give evidence like 'G=C' or drop '|'")
-    return target, evidence
-
-
-def _pairs(items: list[str], text: str) -> dict[str, int]:
-    out: dict[str, int] = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        if not sep or not key.strip() or not value.strip():
-            raise QueryError(f"{_echo(item)} in query {_echo(text)} is not name=value; write e.g. 'G=C'")
-        name = _variable(key)
-        if name in out:
-            raise QueryError(f"{name} appears twice in query {_echo(text)}; give each variable once")
-        out[name] = _value(name, value)
-    return out
-
-
-def answer(text: str, cpds: dict[str, torch.Tensor] | None = None) -> dict[str, float]:
-    """Answer a query string exactly: ``answer("I | G=C, S=1")`` -> {"I=0": .4217, "I=1": .5783}.
-
-    Keys are ``name=value`` (joint targets joined by ","; grades as A/B/C); values are
-    probabilities. ``cpds`` defaults to the true network. Bad queries raise :class:`QueryError`
-    (a ``ValueError``) naming the fix.
-    """
-    target, evidence = parse_query(text)
-    result = query(target, evidence, cpds)
-    if isinstance(target, dict):
-        return {",".join(_label(n, v) for n, v in target.items()): result.item()}
-    out = {}
-    for index in _configurations(target):
-        key = ",".join(_label(n, v) for n, v in zip(target, index, strict=True))
-        out[key] = result[index].item()
-    return out
-
-
-ask = answer
-
-
-# ---------------------------------------------------------------------------- data
-
-def load_data(split: str, data_dir=None, data: str | None = None, smoke: bool = False) -> DataSplit:
-    """Ancestral samples of the true network (fixed seed per split) or a user CSV.
-
-    ``data``: None or "complete" (all entries observed), "hidden_I" (column I set to -1 in every
-    row), or a path to a CSV of 5 integer columns D, I, G, S, L (-1 = missing, optional header);
-    a CSV's first 80% rows are "train", the rest "test". Sizes: 20,000 train / 5,000 test, or
-    2,000 each with ``smoke``. ``data_dir`` is unused (the data are simulated). Returns
-    :class:`DataSplit` with ``x`` a LongTensor of shape (N, 5).
-    """
-    if split not in SIZES:
-        raise DataError(f"unknown split {split!r}; use 'train' or 'test'")
-    if data is not None and str(data).lower().endswith(".csv"):
-        return _load_csv(Path(data), split, smoke)
-    if data not in (None, "complete", "hidden_I"):
-        raise DataError(f"unknown student data set {data!r}; use 'complete', 'hidden_I' or a .csv path")
-    n = SMOKE_SIZE if smoke else SIZES[split]
-    generator = torch.Generator().manual_seed(SEEDS[split])
-    x = ancestral_sample(true_cpds(), n, generator)
-    hidden = []
-    if data == "hidden_I":
-        x[:, VARIABLES.index("I")] = -1
-        hidden = ["I"]
-    return DataSplit(
-        x=x,
-        source=f"{n} ancestral samples of the Koller-Friedman student network (seed {SEEDS[split]})",
-        info={"columns": list(VARIABLES), "hidden": hidden, "data": data or "complete", "split": split},
-    )
-
-
-def _load_csv(path: Path, split: str, smoke: bool) -> DataSplit:
-    if not path.is_file():
-        raise DataError(f"CSV file {path} not found; pass an existing path with --data")
-    values = read_csv(path, hint="every row must be 5 integers D,I,G,S,L (-1 for missing)")
-    if values.shape[1] != len(VARIABLES):
-        raise DataError(f"{path} has {values.shape[1]} columns; every row must be 5 integers D,I,G,S,L "
-                        "(-1 for missing)")
-    if len(values) < 2:
-        raise DataError(f"{path} has fewer than 2 data rows; give at least 2 rows of D,I,G,S,L")
-    x = torch.as_tensor(_codes(values, path), dtype=torch.long)
-    cut = max(1, math.floor(0.8 * len(x)))
-    x = x[:cut] if split == "train" else x[cut:]
-    if smoke:
-        x = x[:SMOKE_SIZE]
-    return DataSplit(x=x, source=f"{path} ({split}: {len(x)} rows)",
-                     info={"columns": list(VARIABLES), "data": str(path), "split": split})
-
-
-def _codes(values: np.ndarray, path: Path) -> np.ndarray:
-    """``values`` (N, 5) as int64 after checking each entry is -1 or a value of its column."""
-    high = np.array([CARDINALITY[name] - 1 for name in VARIABLES])
-    bad = (values != np.round(values)) | (values < -1) | (values > high)
-    if bad.any():
-        row, col = np.argwhere(bad)[0]
-        name = VARIABLES[col]
-        raise DataError(
-            f"column {name} holds {values[row, col]:.6g} in row {row + 1} of {path}, but {name} takes "
-            f"values 0..{CARDINALITY[name] - 1} (or -1 for missing); recode the data"
-        )
-    return values.astype(np.int64)
-
-
-# ---------------------------------------------------------------------------- figures
-
-_POSITIONS = {"D": (0.0, 2.0), "I": (3.0, 2.0), "G": (1.0, 1.0), "S": (4.0, 1.0), "L": (1.0, 0.0)}
-
-
-def _cpd_text(name: str, table: torch.Tensor) -> str:
-    values = GRADES if name == "G" else ("0", "1")
-    header = f"P({name}" + (f" | {','.join(PARENTS[name])})" if PARENTS[name] else ")")
-    rows = table.reshape(-1, CARDINALITY[name]).tolist()
-    configs = _configurations(PARENTS[name])
-    lines = [header + "  " + " ".join(f"{v:>5}" for v in values)]
-    for config, row in zip(configs, rows, strict=True):
-        label = ",".join(_label(p, c) for p, c in zip(PARENTS[name], config, strict=True)) or "-"
-        lines.append(f"{label:>9} " + " ".join(f"{p:5.3f}" for p in row))
-    return "\n".join(lines)
-
-
-def _draw_dag(cpds: dict[str, torch.Tensor]):
-    from matplotlib.figure import Figure
-    from matplotlib.patches import Circle, FancyArrowPatch
-
-    fig = Figure(figsize=(11, 6))
-    ax = fig.add_subplot()
-    radius = 0.28
-    for child in VARIABLES:
-        for parent in PARENTS[child]:
-            (x0, y0), (x1, y1) = _POSITIONS[parent], _POSITIONS[child]
-            length = math.hypot(x1 - x0, y1 - y0)
-            ux, uy = (x1 - x0) / length, (y1 - y0) / length
-            ax.add_patch(FancyArrowPatch(
-                (x0 + radius * ux, y0 + radius * uy), (x1 - radius * ux, y1 - radius * uy),
-                arrowstyle="-|>", mutation_scale=18, color="black", lw=1.5,
-            ))
-    for name, (x, y) in _POSITIONS.items():
-        ax.add_patch(Circle((x, y), radius, facecolor="#dbe9f6", edgecolor="black", lw=1.5))
-        ax.text(x, y, name, ha="center", va="center", fontsize=16, fontweight="bold")
-        ax.text(x + radius + 0.08, y - 0.05, _cpd_text(name, cpds[name]), ha="left", va="center",
-                family="monospace", fontsize=7.5)
-    ax.set_xlim(-0.5, 6.2)
-    ax.set_ylim(-0.6, 2.6)
-    ax.set_aspect("equal")
-    ax.axis("off")
-    ax.set_title("Student network D → G ← I → S, G → L (learned CPD posterior means)")
-    fig.tight_layout()
-    return fig
-
-
-def _draw_cpd_bars(learned: dict[str, torch.Tensor], truth: dict[str, torch.Tensor]):
-    from matplotlib.figure import Figure
-
-    labels, ours, theirs = [], [], []
-    for name in VARIABLES:
-        for config in _configurations(PARENTS[name]):
-            given = ",".join(_label(p, c) for p, c in zip(PARENTS[name], config, strict=True))
-            for value in range(CARDINALITY[name]):
-                labels.append(f"{_label(name, value)}" + (f"|{given}" if given else ""))
-                index = (*config, value)
-                ours.append(learned[name][index].item())
-                theirs.append(truth[name][index].item())
-    fig = Figure(figsize=(13, 4.5))
-    ax = fig.add_subplot()
-    positions = torch.arange(len(labels)).tolist()
-    width = 0.4
-    ax.bar([p - width / 2 for p in positions], ours, width, label="learned (posterior mean)")
-    ax.bar([p + width / 2 for p in positions], theirs, width, label="true (Koller-Friedman)")
-    ax.set_xticks(positions, labels, rotation=70, fontsize=8)
-    ax.set_ylabel("probability")
-    ax.set_ylim(0, 1)
-    ax.legend()
-    ax.set_title(f"CPD entries, learned vs true (max |error| = {max_abs_cpd_error(learned, truth):.4f})")
-    fig.tight_layout()
-    return fig
-
-
-def build(**hparams) -> StudentNetwork:
-    """A :class:`StudentNetwork` from ``hparams`` checked against ``SPEC.rules`` (else :class:`DataError`)."""
-    return StudentNetwork(**check_hparams(SPEC, hparams))
-
-
-SPEC = ModelSpec(
-    name="student",
-    description="Koller-Friedman student Bayesian network D->G<-I->S, G->L; Dirichlet CPDs by SVI, "
-    "exact queries by enumeration",
-    build=build,
-    load_data=load_data,
-    hparams={"prior_concentration": 1.0, "init": "uniform", "init_concentration": 1000.0},
-    query_hparams={"init": "truth"},
-    train={"steps": 1000, "lr": 0.1, "batch_size": None},
-    smoke_hparams={},
-    smoke_train={"steps": 20},
-    objective={"name": "TraceEnum_ELBO"},
-    rules={
-        "prior_concentration": Hparam(float, 1e-3, 1e9),
-        "init": Hparam(str, choices=("truth", "uniform", "random")),
-        "init_concentration": Hparam(float, 1e-3, 1e9),
-    },
-)
+__all__ = [
+    "CARDINALITY", "GRADES", "LONG_NAMES", "PARENTS", "QueryError", "REPORTED_QUERIES", "StudentNetwork",
+    "TRUE_CPDS", "VARIABLES", "ancestral_sample", "check_values", "code", "configurations", "cpd_counts",
+    "cpd_shape", "evidence_log_prob", "joint_table", "label", "max_abs_cpd_error", "query", "quoted",
+    "swap_intelligence", "true_cpds", "variable",
+]
