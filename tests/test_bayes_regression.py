@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 
+import pyro
 import pytest
 import torch
 
@@ -26,9 +27,21 @@ def fitted():
     data = spec.load_data("train")
     model = spec.make()
     inputs = data.inputs(model.inputs)
-    fit_model(model, inputs, objective=spec.objective_for(spec.hparams), steps=STEPS, lr=0.05,
+    fit_model(model, inputs, objective=spec.objective_for(spec.config()), steps=STEPS, lr=0.05,
               lr_decay=lambda step: 0.01 ** (step / STEPS), progress=False)
     return model, data, compare_posteriors(model, inputs, GUIDE_DRAWS, NUTS_SAMPLES)
+
+
+def test_building_creates_the_guide_parameters_and_shares_none():
+    """The guide's parameters exist from the start (a complete state dict) and belong to the model:
+    none goes to Pyro's global param store, so two models built one after the other share nothing."""
+    spec = get_spec("bayes_regression")
+    first, second = spec.make(), spec.make()
+    assert set(first.state_dict()) == {"autoguide.loc", "autoguide.scale_unconstrained",
+                                       "autoguide.scale_tril_unconstrained"}
+    assert first.autoguide.loc.shape == (10,)
+    assert not list(pyro.get_param_store().keys())
+    assert first.autoguide.loc is not second.autoguide.loc
 
 
 def test_exact_posterior_is_the_least_squares_limit():

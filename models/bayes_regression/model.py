@@ -19,21 +19,19 @@ posterior lies inside the variational family and the ELBO's optimum is the poste
 
 Shapes: ``x`` (N, D), ``y`` (N,); the latent site ``"w"`` has shape (D,); the observed site
 ``"y"`` has batch shape (N,). The latent is global, so per-data-point importance sampling does
-not apply: ``zoo eval`` compares guide, NUTS and the exact posterior instead.
+not apply: ``zoo eval`` compares guide, NUTS and the exact posterior instead. The data and their
+standardisation: :mod:`models.bayes_regression.data`.
 """
 
 from __future__ import annotations
 
-import numpy as np
 import pyro
 import pyro.distributions as dist
 import torch
 from pyro.infer.autoguide import AutoMultivariateNormal
 
-from models import ModelSpec
 from models.base import Capabilities, DataSplit, ZooModel
-
-TEST_FRACTION = 0.2
+from models.bayes_regression.config import BayesRegressionConfig
 
 
 class BayesRegression(ZooModel):
@@ -42,13 +40,17 @@ class BayesRegression(ZooModel):
     capabilities = Capabilities(samples=False, importance_sampling=False, exact_global_posterior=True)
     inputs = ("x", "y")
 
-    def __init__(self, data_dim: int = 10, prior_scale: float = 1.0, noise: float = 0.7):
+    def __init__(self, config: BayesRegressionConfig = BayesRegressionConfig()):
         super().__init__()
-        self.data_dim, self.prior_scale, self.noise = int(data_dim), float(prior_scale), float(noise)
+        self.config = config
+        self.data_dim, self.prior_scale, self.noise = config.data_dim, config.prior_scale, config.noise
         self.event_shape = (self.data_dim,)
         self.autoguide = AutoMultivariateNormal(self.model)
-        # create the guide's parameters now (they depend on D only), so the state dict is complete
-        self.autoguide._setup_prototype(torch.zeros(1, self.data_dim), torch.zeros(1))
+        # run the guide once so that it creates its parameters now (they depend on D only) and the
+        # state dict is complete; forward, not __call__, which would also register them in Pyro's
+        # global param store, where every model built later would share them
+        with torch.no_grad():
+            self.autoguide.forward(torch.zeros(1, self.data_dim), torch.zeros(1))
 
     # p(w) = N(0, tau^2 I), p(y_n | x_n, w) = N(x_n . w, sigma^2)
     def model(self, x: torch.Tensor, y: torch.Tensor):
@@ -80,53 +82,4 @@ class BayesRegression(ZooModel):
                                         "estimator": "x . E_q[w] on the split"}}
 
 
-def build(data_dim: int = 10, prior_scale: float = 1.0, noise: float = 0.7) -> BayesRegression:
-    return BayesRegression(data_dim=data_dim, prior_scale=prior_scale, noise=noise)
-
-
-def load_data(split: str, data_dir=None, data=None, smoke: bool = False) -> DataSplit:
-    """scikit-learn's diabetes data (442 x 10), a fixed 80/20 split, standardised with the train
-    split's statistics: ``x`` (N, 10) float32, ``y`` (N,) float32. ``data_dir``, ``data`` and
-    ``smoke`` change nothing (the data set is small and embedded)."""
-    from sklearn.datasets import load_diabetes
-
-    from models.base import DataError
-
-    if split not in ("train", "test"):
-        raise DataError(f"split must be 'train' or 'test', got {split!r}")
-    if data not in (None, "diabetes"):
-        raise DataError(f"bayes_regression reads scikit-learn's diabetes data only, not {data!r}; "
-                        "drop --data")
-    features, target = load_diabetes(return_X_y=True)
-    order = np.random.RandomState(0).permutation(len(target))
-    num_test = int(round(TEST_FRACTION * len(order)))
-    train_rows, test_rows = order[:-num_test], order[-num_test:]
-    mean, sd = features[train_rows].mean(0), features[train_rows].std(0)
-    y_mean, y_sd = target[train_rows].mean(), target[train_rows].std()
-    rows = train_rows if split == "train" else test_rows
-    return DataSplit(
-        x=torch.as_tensor((features[rows] - mean) / sd, dtype=torch.float32),
-        y=torch.as_tensor((target[rows] - y_mean) / y_sd, dtype=torch.float32),
-        source=f"scikit-learn diabetes {split} ({len(rows)} patients, 10 standardised features)",
-        info={"data": "diabetes", "split": split},
-    )
-
-
-def hparams_for(data: DataSplit) -> dict:
-    return {"data_dim": int(data.x.shape[1])}
-
-
-SPEC = ModelSpec(
-    name="bayes_regression",
-    description="Bayesian linear regression (conjugate, sigma known) on the diabetes data; "
-                "AutoMultivariateNormal vs NUTS vs exact",
-    build=build,
-    load_data=load_data,
-    hparams={"data_dim": 10, "prior_scale": 1.0, "noise": 0.7},
-    train={"steps": 4000, "lr": 0.005},
-    smoke_train={"steps": 500, "lr": 0.02},
-    objective={"name": "Trace_ELBO", "num_particles": 32},
-    hparams_for=hparams_for,
-)
-
-__all__ = sorted(["SPEC", "BayesRegression", "build", "hparams_for", "load_data"])
+__all__ = ["BayesRegression"]
