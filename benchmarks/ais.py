@@ -29,7 +29,7 @@ import torch
 from benchmarks.common import Report, Row, image_root, interleaved, median, parser, run_main
 from inference.ais import ais
 from models import get_spec
-from models.vae import bernoulli_log_prob
+from models.nn import bernoulli_log_prob
 
 NAME = "ais"
 SIZES = {"full": {"points": 100, "chains": 16, "steps": 20}, "smoke": {"points": 10, "chains": 4, "steps": 4}}

@@ -33,7 +33,7 @@ def benchmark(args, device) -> Report:
     spec = get_spec("vae")
     pyro.set_rng_seed(args.seed)
     model = spec.make(data_dim=x.shape[1]).to(device)
-    objective = spec.objective_for(spec.hparams)
+    objective = spec.objective_for(model.config)
     steps = min(args.steps, 50 * (len(x) // BATCH))
     folder = Path(tempfile.mkdtemp(prefix="zoo-bench-"))
 

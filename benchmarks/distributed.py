@@ -66,8 +66,7 @@ def worker(args, device: torch.device) -> dict:
     x = (x > 0.5).float() if sizes["model"] == "vae" else x
     x = x.to(device)
     pyro.set_rng_seed(args.seed)
-    hparams = {k: tuple(v) if isinstance(v, list) else v for k, v in sizes["hparams"].items()}
-    model = get_spec(sizes["model"]).make(**hparams).to(device)
+    model = get_spec(sizes["model"]).make(**sizes["hparams"]).to(device)
     model_fn, guide_fn = model.local_pair()
     points = x[:sizes["points"]]
 

@@ -130,7 +130,7 @@ def benchmark(args, device: torch.device) -> Report:
     # the zoo's trainer uses Adam's fused kernel on CPU and CUDA: the plain loop gets the same
     plain_optimizer = torch.optim.Adam(plain.parameters(), lr=lr, fused=device.type in ("cpu", "cuda"))
 
-    objective = spec.objective_for(spec.hparams)
+    objective = spec.objective_for(zoo_model.config)
 
     def zoo(fast: bool):
         def block():

@@ -93,7 +93,7 @@ def test_resume_refuses_other_settings_and_hyperparameters(capsys, trained):
 
 def test_a_checkpoint_of_other_hyperparameters_is_a_sentence(capsys, trained, tmp_path):
     state = load_checkpoint(trained / "checkpoint.pt")
-    state["hparams"] = {**state["hparams"], "z_dim": 7}
+    state["config"] = {**state["config"], "z_dim": 7}
     torch.save(state, tmp_path / "other.pt")
     assert "does not fit" in one_line_error(capsys, "eval", "vae", "--checkpoint", str(tmp_path / "other.pt"))
 
