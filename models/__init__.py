@@ -32,6 +32,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import pyro
+import torch
+
 from models.base import DATA_PLATE, Capabilities, DataError, DataSplit, ZooModel
 
 #: the entry-point group through which installed packages add models
@@ -48,14 +51,18 @@ REGISTRY: dict[str, str] = {
 }
 
 
-#: caps that keep one weight matrix under about 400 MB: layer widths and latent sizes (10**4 x 10**4
-#: float32) and data dimensions (10**5 columns against up to 10**3 hidden units)
+#: caps on single sizes: layer widths and latent sizes, data dimensions, and the number of layers
+#: a tuple of widths may list
 MAX_UNITS = 10_000
 MAX_DIM = 100_000
+MAX_LAYERS = 16
+#: the most numbers (parameters and buffers) one model may hold: 400 MB in float32, about 1.6 GB
+#: with its gradient and Adam's two moments (see :func:`check_size`)
+MAX_PARAMETERS = 100_000_000
 #: the bound that stands for the number of training points (resolved only where data are known)
 NUM_DATA = "the number of training points"
 KINDS = {int: "a whole number", float: "a finite number", str: "a name",
-         tuple: "a whole number or a tuple of them"}
+         tuple: f"a whole number or a tuple of at most {MAX_LAYERS} of them"}
 
 
 @dataclass(frozen=True)
@@ -165,6 +172,23 @@ def check_hparams(spec: ModelSpec, hparams: dict, num_data: int | None = None) -
     return checked
 
 
+def check_size(spec: ModelSpec, hparams: dict) -> None:
+    """Refuse, with :class:`DataError`, hyperparameters whose model would hold more than
+    :data:`MAX_PARAMETERS` numbers. The model is built on the ``meta`` device (shapes only,
+    nothing allocated); a model whose construction needs real values (a user's program) is not
+    sized here."""
+    try:
+        with pyro.validation_enabled(False), torch.device("meta"):
+            model = spec.build(**hparams)
+    except (RuntimeError, NotImplementedError):  # values read on the meta device: only a user's program
+        return
+    size = sum(t.numel() for t in (*model.parameters(), *model.buffers()))
+    if size > MAX_PARAMETERS:
+        raise DataError(f"{spec.name} with {_echo(hparams, 80)} would hold {size:,} parameters "
+                        f"({4 * size / 1e9:.3g} GB in float32), over the {MAX_PARAMETERS:,} the zoo "
+                        "builds; choose smaller layers or fewer data columns")
+
+
 def _checked(rule: Hparam, value, context: dict):
     """``value`` as ``rule.kind`` when it obeys the rule, else None."""
     value = _of_kind(rule.kind, value)
@@ -188,8 +212,8 @@ def _of_kind(kind: type, value):
         return None
     if kind is tuple:
         items = list(value) if isinstance(value, list | tuple) else [value]
-        ints = [_of_kind(int, item) for item in items]
-        return None if None in ints else tuple(ints)
+        ints = [_of_kind(int, item) for item in items[:MAX_LAYERS + 1]]
+        return None if None in ints or len(ints) > MAX_LAYERS else tuple(ints)
     if kind is int and isinstance(value, float) and value.is_integer():
         return int(value)
     if kind is float and isinstance(value, int | float):
@@ -207,22 +231,29 @@ class UnknownModelError(KeyError):
         return self.args[0]
 
 
-def get_spec(name: str) -> ModelSpec:
+def get_spec(name: str, *, files: bool = True) -> ModelSpec:
     """The :class:`ModelSpec` of ``name``: a registered name, a path to a ``.py`` file defining
-    ``SPEC``, or an installed package's entry point (see the module docstring)."""
+    ``SPEC``, or an installed package's entry point (see the module docstring).
+
+    ``files=False`` resolves registered names and entry points only and never imports a file:
+    how a name read from a checkpoint is resolved (a checkpoint never chooses code to run).
+    """
     name = str(name)
     if name in REGISTRY:
         return importlib.import_module(REGISTRY[name]).SPEC
-    if name.endswith(".py") or _is_file(name):
+    if files and name.endswith(".py"):
         return _file_spec(Path(name))
     points = entry_points()
     if name in points:
         point = points[name]
         source = f"package {point.dist.name}" if point.dist is not None else "package"
         return dataclasses.replace(_checked_spec(point.load(), point.value), source=source)
+    if files and _is_file(name):
+        raise UnknownModelError(f"{_echo(name)} is not a .py file; give the path of a .py file that defines "
+                                "SPEC, or a model name (see `zoo list`)")
     raise UnknownModelError(
         f"unknown model {_echo(name)}; choose one of {', '.join(sorted([*REGISTRY, *points]))} "
-        "(see `zoo list`) or give the path of a .py file that defines SPEC"
+        "(see `zoo list`)" + (" or give the path of a .py file that defines SPEC" if files else "")
     )
 
 
@@ -291,6 +322,8 @@ __all__ = [
     "DataSplit",
     "Hparam",
     "MAX_DIM",
+    "MAX_LAYERS",
+    "MAX_PARAMETERS",
     "MAX_UNITS",
     "ModelSpec",
     "NUM_DATA",
@@ -298,6 +331,7 @@ __all__ = [
     "ZooModel",
     "all_specs",
     "check_hparams",
+    "check_size",
     "entry_points",
     "get_spec",
     "is_file_spec",

@@ -177,7 +177,7 @@ def _nan_student(path: Path) -> Path:
 def checkpoint_state(model: str, hparams: dict, module_state: dict, **meta) -> dict:
     """A checkpoint as ``zoo train`` writes one (see inference.checkpoint), with the given module state."""
     return {"model": model, "hparams": hparams, **meta, "modules": {"model": module_state}, "params": {},
-            "optimizer_state": {}, "step": 0, "losses": [], "rng": {}}
+            "optimizer_state": {}, "step": 0, "losses": [], "rng": {"torch": torch.get_rng_state()}}
 
 
 def snapshot(root: Path) -> set[Path]:
@@ -210,7 +210,7 @@ def test_every_case_fails_for_its_own_reason(paths, tmp_path, capsys, monkeypatc
         "huge integers (student)": "column D holds 1e+23", "oversized CSV (dlgm)": f"{MAX_CSV_MB} MB",
         "truncated MNIST": "train-images-idx3-ubyte is damaged", "swapped MNIST": "it holds images",
         "garbage MNIST": "t10k-images-idx3-ubyte is damaged", "out is a file": "existing file",
-        "query 100 KB": "(100004 characters)", "query non-finite student": "not finite",
+        "query 100 KB": "(100004 characters)", "query non-finite student": "NaN or infinite",
         "resume with another --set": "num_components=2",
     }
     for case, fragment in expected.items():

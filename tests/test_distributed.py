@@ -27,6 +27,7 @@ from torch import nn
 
 from inference import distributed
 from inference.importance import estimate_log_likelihood
+from inference.settings import SettingError
 from inference.train import TrainingDiverged, fit
 from tests.toy import NormalNormal
 
@@ -209,7 +210,7 @@ def test_rank_blocks_cover_the_batch_once_and_their_mean_loss_is_the_batch_loss(
 def test_a_batch_too_small_for_the_ranks_is_refused_with_the_fix():
     replicas = distributed.Replicas(distributed.World(0, 4))
     replicas.check(num_data=100, batch_size=32)  # last batch of the epoch: 4 rows, one per rank
-    with pytest.raises(ValueError, match="--batch-size"):
+    with pytest.raises(SettingError, match="`batch_size`"):
         replicas.check(num_data=99, batch_size=32)  # last batch: 3 rows for 4 ranks
 
 
@@ -254,7 +255,7 @@ def test_a_resumed_two_rank_run_continues_exactly_and_rank_zero_alone_writes(ran
 
 def test_a_nan_on_one_rank_stops_every_rank_with_the_guards_message(ranks):
     for found in ranks:
-        assert found["diverged"].startswith("the loss became nan at step 3; lower the learning rate (--lr)")
+        assert found["diverged"].startswith("the loss became nan at step 3; lower the learning rate (`lr`)")
     assert "the last good checkpoint (step 2) is kept" in ranks[0]["diverged"]  # rank 0 writes it
 
 
