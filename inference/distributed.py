@@ -111,9 +111,10 @@ def report_error(line: str) -> None:
     if _launched_rank() == 0:
         print(line, file=sys.stderr)
     error_file = os.environ.get("TORCHELASTIC_ERROR_FILE") if launched() else None
-    if error_file:
+    if error_file:  # the layout of torch.distributed.elastic's ErrorHandler.record_exception, our line as its
+        extra = {"py_callstack": line, "timestamp": str(int(time.time()))}  # "traceback"
         with open(error_file, "w") as handle:
-            json.dump({"message": line, "timestamp": int(time.time())}, handle)
+            json.dump({"message": {"message": line, "extraInfo": extra}}, handle)
 
 
 def world(device: str | torch.device | None = None) -> World:
