@@ -23,7 +23,7 @@ from inference.settings import SettingError
 from models import UnknownModelError, get_spec
 from zoo import runs
 from zoo.cli import main
-from zoo.folders import LOCK, MARKER
+from zoo.folders import LOCK, MARKER, RunFolderError, check_folder, run_folder
 
 
 def one_line_error(capsys, *argv) -> str:
@@ -416,3 +416,49 @@ def test_resume_may_change_the_learning_rate_clipping_and_the_fast_path(capsys, 
     assert state["optimizer_state"]["param_groups"][0]["lr"] == 0.5
     assert state["step"] == 30
     assert "closed form" in json.loads((run / "metrics.json").read_text())["objective"]
+
+
+def test_overwriting_a_demo_removes_its_report_and_nested_runs_only(tmp_path):
+    """The folder rules behind `zoo demo --overwrite`, without training: a demo folder holding two
+    model runs (one with its eval/ folder), the demo's report, and a file of the user's."""
+    out = tmp_path / "report"
+    out.mkdir()
+    (out / "notes.txt").write_text("mine")
+    with run_folder(out, "demo"):
+        for name in ("a", "b"):
+            with run_folder(out / name, "train", name):
+                (out / name / "checkpoint.pt").write_text(name)
+        with run_folder(out / "a" / "eval", "eval", "a"):
+            (out / "a" / "eval" / "report.json").write_text("{}")
+        (out / "report.json").write_text("{}")
+    with pytest.raises(RunFolderError, match="already holds a demo report"):
+        check_folder(out, "demo")
+    with pytest.raises(RunFolderError, match="holds a demo report of the zoo, not an evaluation report"):
+        check_folder(out, "eval", overwrite=True)
+    with run_folder(out, "demo", overwrite=True):
+        assert {path.name for path in out.iterdir()} == {"notes.txt", MARKER, LOCK}
+
+
+def test_a_run_that_fails_before_writing_leaves_the_folder_as_it_was(tmp_path):
+    made, kept = tmp_path / "new" / "run", tmp_path / "kept"
+    kept.mkdir()
+    (kept / "notes.txt").write_text("mine")
+    for folder in (made, kept):
+        with pytest.raises(ValueError), run_folder(folder, "train", "vae"):
+            raise ValueError("bad data")
+    assert not (tmp_path / "new").exists()
+    assert {path.name for path in kept.iterdir()} == {"notes.txt", LOCK}
+
+
+def test_overwriting_a_killed_run_removes_what_it_wrote_beyond_the_files_before_it(tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "notes.txt").write_text("mine")
+    with pytest.raises(KeyboardInterrupt), run_folder(run, "train", "vae"):
+        (run / "checkpoint.pt").write_text("half a run")
+        raise KeyboardInterrupt  # the marker keeps files = None, as after SIGKILL
+    assert json.loads((run / MARKER).read_text())["files"] is None
+    with pytest.raises(RunFolderError, match="checkpoint.pt"):
+        check_folder(run, "train")
+    with run_folder(run, "train", "ppca", overwrite=True):
+        assert {path.name for path in run.iterdir()} == {"notes.txt", MARKER, LOCK}
