@@ -306,6 +306,8 @@ DAMAGE = {  # name: (how, a fragment of the refusal, whether zoo eval refuses it
     "order not a permutation": (lambda s: s.update(order=torch.zeros(10, dtype=torch.long)), "'order' is not",
                                 True),
     "batch size 0": (lambda s: s.update(batch_size=0), "'batch_size' is not", True),
+    "12 layers of 10000 units": (lambda s: [s[key].update(hidden=(10_000,) * 12) for key in
+                                            ("hparams", "explicit_hparams")], "over the 100,000,000", True),
 }
 
 
