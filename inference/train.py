@@ -462,8 +462,10 @@ def _nan_is_guarded():
 def _before_training(cause) -> str:
     """The divergence message when the very first pass is not finite: no step has run, so the
     data or the program, not the learning rate, is at fault."""
-    first = str(cause).strip().splitlines()[0].strip()
-    return (f"the program is not finite before any training step ({first}); check the data for NaN or "
+    lines = [line.strip() for line in str(cause).splitlines() if line.strip()]
+    # Pyro's message may name the site on a line of its own ("Error while computing log_prob at site 'x':")
+    said = " ".join(lines[:2] if lines[0].endswith(":") else lines[:1]).rstrip(":")
+    return (f"the program is not finite before any training step ({said}); check the data for NaN or "
             "infinite values and the program's log-densities")
 
 
