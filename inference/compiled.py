@@ -13,9 +13,11 @@ Why not Pyro's ``JitTrace_ELBO``/``JitTraceMeanField_ELBO``/``JitTraceEnum_ELBO`
 (pyro-ppl 1.9.2): ``pyro.ops.jit.trace`` passes only param-store parameters into the traced
 graph, so a program whose parameters belong to an ``nn.Module`` (every zoo model) fails with
 "Cannot insert a Tensor that requires grad as a constant"; it keys the graph on the number of
-arguments alone, so a batch of another shape (the last of an epoch) replays a graph recorded for
-the first, with the old plate sizes and the old N / B scale; and ``JitTraceMeanField_ELBO`` looks
-for its cached graph under the wrong attribute and traces again at every call. Here the graph's
+arguments alone, so the Python numbers a graph holds are frozen at their first values (the zoo's
+N / B scale of the data plate: the last, smaller batch of an epoch would be scaled as a full
+one); ``JitTraceMeanField_ELBO`` looks for its cached graph under the wrong attribute and traces
+again at every call; and ``JitTrace_ELBO.differentiable_loss`` adds the gradient of the loss's
+value to the surrogate's (twice the reparametrised gradient). Here the graph's
 inputs are every leaf tensor the loss differentiates into (found from its autograd graph, so
 modules, ``pyro.param`` s, ``PyroModule`` s and AutoGuides alike), and the key holds the shapes.
 The traced bodies are those of Pyro's JIT ELBOs, built on the same ELBO internals.
