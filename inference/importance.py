@@ -31,6 +31,7 @@ import torch
 from pyro.poutine.util import site_is_subsample
 
 from inference import distributed
+from inference.arviz_io import arviz
 from inference.programs import as_tensors
 from models.base import DATA_PLATE
 
@@ -222,6 +223,8 @@ def estimate_log_likelihood(
     of chunks per rank, results gathered on every rank), and the estimates are identical whatever
     the number of ranks. ``seed=None`` with one process draws from the global torch RNG.
     """
+    if psis:
+        arviz()  # imports ArviZ: seconds in a fresh process, a cost of the process, not of the estimate
     start = time.perf_counter()
     if int(num_particles) < 1:
         raise ValueError(f"num_particles must be a positive integer, got {num_particles}")
@@ -270,10 +273,7 @@ def pareto_khat(log_w: torch.Tensor) -> torch.Tensor:
     proposal), or largest weights tied (a few distinct weights from discrete latents, where
     ArviZ reports +inf).
     """
-    from inference.arviz_io import arviz
-
     az = arviz()
-
     if log_w.shape[0] < MIN_PSIS_PARTICLES:
         return torch.full(log_w.shape[1:2], float("nan"))
     values = log_w.detach().double().cpu()
