@@ -31,6 +31,7 @@ import torch
 from pyro.poutine.util import site_is_subsample
 
 from inference import distributed
+from inference.arviz_io import arviz
 from inference.programs import as_tensors
 from inference.settings import whole_number
 from models.base import DATA_PLATE
@@ -224,6 +225,8 @@ def estimate_log_likelihood(
     of chunks per rank, results gathered on every rank), and the estimates are identical whatever
     the number of ranks. ``seed=None`` with one process draws from the global torch RNG.
     """
+    if psis:
+        arviz()  # imports ArviZ: seconds in a fresh process, a cost of the process, not of the estimate
     start = time.perf_counter()
     num_particles = whole_number("num_particles", num_particles)
     data_chunk = None if data_chunk is None else whole_number("data_chunk", data_chunk)
@@ -274,10 +277,7 @@ def pareto_khat(log_w: torch.Tensor) -> torch.Tensor:
     proposal), or largest weights tied (a few distinct weights from discrete latents, where
     ArviZ reports +inf).
     """
-    from inference.arviz_io import arviz
-
     az = arviz()
-
     if log_w.shape[0] < MIN_PSIS_PARTICLES:
         return torch.full(log_w.shape[1:2], float("nan"))
     values = log_w.detach().double().cpu()

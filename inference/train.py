@@ -49,7 +49,7 @@ from pyro.infer import RenyiELBO, Trace_ELBO, TraceEnum_ELBO, TraceGraph_ELBO, T
 from pyro.poutine.messenger import Messenger
 from tqdm.auto import tqdm
 
-from inference import distributed
+from inference import compiled, distributed
 from inference.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from inference.programs import as_tensors
 from inference.settings import MAX_STEPS, SettingError, positive_number, whole_number
@@ -210,12 +210,15 @@ def fit(model, guide, data, config: TrainConfig | None = None, *, objective="Tra
 
     ``config`` or its fields as keywords (``steps=``, ``lr=``...) set the schedule. ``loss``:
     an optional ``loss(*batch, num_data=N)`` computing the same objective in closed form (the
-    fast path); ``compile`` runs it through ``torch.compile``. ``preprocess(*batch)`` maps each
-    minibatch before model and guide see it (e.g. dynamic binarisation). With ``checkpoint``,
-    ``meta`` (plain JSON-like values) is stored beside the state; an existing file there is
-    refused unless ``resume`` (continue it; ``lr``, ``clip_norm`` and ``loss`` may change, with
-    one logged line) or ``overwrite`` (replace it). ``checkpoint_seconds``: seconds between
-    checkpoints (0: at every log point; inf: only at the end and on divergence).
+    fast path); ``compile`` runs that through ``torch.compile``, and the Pyro objective of a program
+    of static structure through a trace recorded once per batch shape and replayed
+    (:mod:`inference.compiled`: same loss and gradients, no per-step Pyro cost).
+    ``preprocess(*batch)`` maps each minibatch before model and guide see it (e.g. dynamic
+    binarisation). With ``checkpoint``, ``meta`` (plain JSON-like values) is stored beside the
+    state; an existing file there is refused unless ``resume`` (continue it; ``lr``, ``clip_norm``
+    and ``loss`` may change, with one logged line) or ``overwrite`` (replace it).
+    ``checkpoint_seconds``: seconds between checkpoints (0: at every log point; inf: only at the
+    end and on divergence).
     """
     config = config or TrainConfig(**settings)
     objective = as_objective(objective)
@@ -487,13 +490,8 @@ def _step_function(model, guide, objective: Objective, max_plate_nesting: int, l
 
         closed_step.loss = closed_loss
         return closed_step
-    if compile:
-        raise ValueError("compile needs a closed-form loss (the fast path); Pyro's ELBOs are not compiled")
     elbo = objective.build(max_plate_nesting)
-
-    def pyro_loss(batch, scale):
-        with _DataScale(scale):
-            return elbo.differentiable_loss(model, guide, *batch)
+    pyro_loss = _pyro_loss(elbo, model, guide, compile)
 
     def pyro_step(batch, scale, backward=True):
         if objective.name in DIFFERENTIABLE and backward:
@@ -507,6 +505,22 @@ def _step_function(model, guide, objective: Objective, max_plate_nesting: int, l
 
     pyro_step.loss = pyro_loss if objective.name in DIFFERENTIABLE else None
     return pyro_step
+
+
+def _pyro_loss(elbo, model, guide, compile: bool):
+    """``loss(batch, scale)``, the ELBO's differentiable loss with the data plate scaled; with
+    ``compile``, traced once per batch signature and replayed (:mod:`inference.compiled`)."""
+    if compile and compiled.compilable(elbo):
+        return compiled.CompiledLoss(elbo, model, guide, scaled=_DataScale)
+    if compile:
+        logger.warning("compile: %s has no traced form (compile covers %s); training continues with "
+                       "the uncompiled Pyro objective", type(elbo).__name__, ", ".join(DIFFERENTIABLE))
+
+    def pyro_loss(batch, scale):
+        with _DataScale(scale):
+            return elbo.differentiable_loss(model, guide, *batch)
+
+    return pyro_loss
 
 
 def _as_batch_map(preprocess):

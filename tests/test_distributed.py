@@ -10,6 +10,7 @@ guard's message. ``torchrun`` itself launches the scenario where one rank raises
 
 from __future__ import annotations
 
+import logging.handlers
 import os
 import socket
 import subprocess
@@ -126,6 +127,10 @@ def library_scenarios(out: Path, rank: int):
     result, params = train_regression()
     found["regression"] = (result.losses, params)
     found["regression_skewed"] = train_regression(skew=True)[0].losses
+    compile_log = logging.handlers.BufferingHandler(100)
+    logging.getLogger("inference").addHandler(compile_log)
+    found["regression_compiled"] = train_regression(compile=True)
+    found["compile_log"] = [record.getMessage() for record in compile_log.buffer]  # a fallback would log
     found["toy_full"] = train_toy(out / "full.pt", steps=9)
     train_toy(out / "resumed.pt", steps=4)
     found["toy_resumed"] = train_toy(out / "resumed.pt", steps=9, resume=True)
@@ -225,6 +230,17 @@ def test_two_ranks_at_half_batch_train_like_one_process_at_the_full_batch(ranks)
         for name, value in params.items():
             torch.testing.assert_close(got_params[name], value, rtol=1e-5, atol=1e-6)
     assert losses[-1] < losses[0] / 2  # it learned something, so the comparison is not vacuous
+
+
+def test_two_ranks_train_the_compiled_objective_like_one_uncompiled_process(ranks):
+    """compile=True under torchrun: DDP and the all_reduce average the replayed graph's gradients."""
+    result, params = train_regression()
+    for found in ranks:
+        assert found["compile_log"] == []
+        got, got_params = found["regression_compiled"]
+        assert got.losses == pytest.approx(result.losses, rel=1e-5, abs=1e-6)
+        for name, value in params.items():
+            torch.testing.assert_close(got_params[name], value, rtol=1e-5, atol=1e-6)
 
 
 def test_ranks_follow_rank_zeros_permutation_even_when_their_random_streams_differ(ranks):

@@ -147,5 +147,3 @@ def test_compiled_loss_trains_like_the_eager_one():
                                compile=compile)
         runs.append(result.losses)
     assert runs[1] == pytest.approx(runs[0], rel=1e-4)
-    with pytest.raises(ValueError, match="closed-form"):
-        fit_model(NormalNormal(), torch.zeros(4), steps=1, progress=False, compile=True)
