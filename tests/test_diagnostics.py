@@ -31,6 +31,7 @@ from inference.diagnostics import (
     psis_diagnostics,
 )
 from models.base import DATA_PLATE
+from tests.conftest import SEED
 
 K, N = 10_000, 40
 M = math.ceil(min(K / 5, 3 * math.sqrt(K)))
@@ -42,17 +43,19 @@ def gpd_log_weights(xi: float, generator: torch.Generator) -> torch.Tensor:
     return torch.log1p((u.pow(-xi) - 1) / xi)
 
 
+@pytest.mark.statistical
 @pytest.mark.parametrize("xi", [0.2, 0.5, 0.8])
 def test_khat_recovers_pareto_shape(xi):
-    khat = pareto_khat(gpd_log_weights(xi, torch.Generator().manual_seed(1)))
+    khat = pareto_khat(gpd_log_weights(xi, torch.Generator().manual_seed(SEED + 1)))
     assert khat.shape == (N,)
     expected = (M * xi + 5) / (M + 10)
     se = (1 + xi) / math.sqrt(M * N)
     assert abs(khat.mean().item() - expected) < 4 * se
 
 
+@pytest.mark.statistical
 def test_khat_bands_follow_the_tail():
-    generator = torch.Generator().manual_seed(2)
+    generator = torch.Generator().manual_seed(SEED + 2)
     light = khat_summary(pareto_khat(gpd_log_weights(0.1, generator)))
     heavy = khat_summary(pareto_khat(gpd_log_weights(1.0, generator)))
     assert light["good (<0.5)"] == 1.0 and light["verdict"] == "good"
@@ -62,8 +65,9 @@ def test_khat_bands_follow_the_tail():
         assert math.isclose(sum(fractions), 1.0)
 
 
+@pytest.mark.statistical
 def test_light_tailed_weights_are_good():
-    generator = torch.Generator().manual_seed(3)
+    generator = torch.Generator().manual_seed(SEED + 3)
     log_normal = 0.3 * torch.randn(K, N, generator=generator, dtype=torch.float64)
     assert pareto_khat(log_normal).max() < 0.5
     # bounded weights (uniform on (0, 1)): GPD shape -1
@@ -86,7 +90,7 @@ def test_khat_edge_cases():
 
 
 def test_importance_ess():
-    generator = torch.Generator().manual_seed(4)
+    generator = torch.Generator().manual_seed(SEED + 4)
     log_w = 2 * torch.randn(500, 6, generator=generator, dtype=torch.float64) - 300
     w = np.exp(log_w.numpy() + 300)
     torch.testing.assert_close(importance_ess(log_w).numpy(), w.sum(0) ** 2 / (w**2).sum(0))
@@ -117,7 +121,7 @@ def linear_guide(x):
 
 
 def test_latent_usage_closed_form():
-    x = torch.randn(300, 3, generator=torch.Generator().manual_seed(5)) * 2
+    x = torch.randn(300, 3, generator=torch.Generator().manual_seed(SEED + 5)) * 2
     usage = latent_usage(linear_model, linear_guide, x)["z"]
     # KL(N(m, s^2) || N(0, 1)) = (s^2 + m^2 - 1 - log s^2) / 2, averaged over x
     m = SLOPE * x
@@ -129,6 +133,7 @@ def test_latent_usage_closed_form():
     assert usage["kl_per_dim"][2] == pytest.approx(0.0, abs=1e-6)
 
 
+@pytest.mark.statistical
 def test_latent_usage_monte_carlo_fallback():
     # no closed-form KL(Normal || StudentT): the Monte Carlo average over 64 x 50 draws per unit
     df = 4.0
@@ -177,9 +182,10 @@ def mvn_guide(x):
         pyro.sample("z", dist.MultivariateNormal(0.8 * x, COV))
 
 
+@pytest.mark.statistical
 def test_latent_usage_full_covariance_guide():
     # q does not factorise: total KL(N(m, C) || N(0, I)) = (tr C + m^T m - 2 - log det C) / 2 only
-    x = torch.randn(100, 2, generator=torch.Generator().manual_seed(6))
+    x = torch.randn(100, 2, generator=torch.Generator().manual_seed(SEED + 6))
     prior = dist.Normal(torch.zeros(2), 1.0)
     usage = latent_usage(lambda x: linear_model(x, prior), mvn_guide, x, num_particles=200)["z"]
     assert usage["kl_per_dim"] is None and usage["num_units"] == 2

@@ -26,6 +26,7 @@ from inference.train import fit_model
 from models import get_spec
 from models.ppca import PPCA
 from models.student import TRUE_CPDS, StudentNetwork
+from tests.conftest import SEED
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -60,6 +61,7 @@ def test_student_exact_evidence_probability():
     torch.testing.assert_close(model.exact_log_prob(EVIDENCE), expected.float())
 
 
+@pytest.mark.statistical
 def test_student_prior_proposal_matches_enumeration():
     model = StudentNetwork(init="truth")
     exact = torch.tensor([enumerate_student(row) for row in EVIDENCE.tolist()])
@@ -77,6 +79,7 @@ def digits():
     return spec.load_data("train", smoke=True).x, spec.load_data("test", smoke=True).x
 
 
+@pytest.mark.statistical
 def test_ppca_importance_sampling_matches_closed_form(digits):
     train, test = digits
     model = PPCA(latent_dim=4).fit_closed_form(train)
@@ -109,12 +112,13 @@ def test_ppca_exact_posterior_guide_is_exact(digits):
 @pytest.fixture(scope="module")
 def dlgm():
     spec = get_spec("dlgm")
-    pyro.set_rng_seed(0)
+    pyro.set_rng_seed(SEED)
     model = spec.make(smoke=True)
     fit_model(model, spec.load_data("train", smoke=True).x, steps=200, lr=1e-2, progress=False)
     return model, spec.load_data("test", smoke=True)
 
 
+@pytest.mark.statistical
 def test_dlgm_importance_sampling_matches_quadrature(dlgm):
     model, data = dlgm
     x = data.x
@@ -134,6 +138,7 @@ def test_dlgm_importance_sampling_matches_quadrature(dlgm):
     assert abs((summary["log_px"] - iwae[1]) - kl) <= 4 * math.hypot(se[1], summary["log_px_se"])
 
 
+@pytest.mark.statistical
 def test_evaluate_report_and_index(dlgm, tmp_path):
     model, data = dlgm
     out = tmp_path / "dlgm"
@@ -163,6 +168,7 @@ def test_evaluate_report_and_index(dlgm, tmp_path):
     assert json.loads((tmp_path / "index.json").read_text())["dlgm"] == report
 
 
+@pytest.mark.statistical
 def test_eval_report_summarises_the_guide_posterior_of_global_latents(tmp_path):
     from models.student import StudentNetwork, load_data
 
@@ -178,6 +184,7 @@ def test_eval_report_summarises_the_guide_posterior_of_global_latents(tmp_path):
             assert abs(row["mean"] - cpd[index].item()) < 4 * row["sd"] / math.sqrt(row["ess_bulk"]) + 1e-3
 
 
+@pytest.mark.statistical
 def test_ladder_orders_the_estimators_and_brackets_the_exact_value(dlgm, tmp_path):
     model, data = dlgm
     report = evaluate(model, data, num_particles=100, iwae_ks=(1, 10), out_dir=tmp_path, progress=False,
@@ -209,6 +216,7 @@ def test_unknown_or_inapplicable_methods_are_data_errors():
                  progress=False)
 
 
+@pytest.mark.statistical
 def test_sbc_in_the_report(tmp_path):
     from models.student import load_data
 
