@@ -13,25 +13,14 @@ from torch.distributions import constraints, transform_to
 
 from inference.ais import ais, bdmc, beta_schedule, simulate
 from inference.importance import estimate_log_likelihood
-from models.dlgm import DLGM, true_model
 from models.dlgm import load_data as dlgm_data
+from models.dlgm import true_model
 from models.ppca import PPCA
 from models.ppca import load_data as ppca_data
 from tests.conftest import SEED, requires_cuda
+from tests.toy import sharp_dlgm
 
 pytestmark = pytest.mark.usefixtures("one_thread")
-
-
-def sharp_dlgm(data_dim: int) -> DLGM:
-    """A seed-decoder DLGM whose many steep sigmoids make p(z | x) far narrower than the prior."""
-    model = DLGM(data_dim=data_dim, latent_dim=1, decoder="seed").eval()
-    generator = torch.Generator().manual_seed(SEED + 1)
-    with torch.no_grad():
-        model.A.copy_(8 * torch.randn(data_dim, 1, generator=generator))
-        model.B.copy_(2 * torch.randn(data_dim, 1, generator=generator))
-        model.c.copy_(torch.randn(data_dim, generator=generator))
-        model.d.copy_(torch.full((data_dim,), -2.0))
-    return model
 
 
 def gap_in_se(result, exact: torch.Tensor) -> float:
@@ -63,7 +52,7 @@ def test_ais_on_dlgm_matches_quadrature(proposal):
 
 @pytest.mark.statistical
 def test_ais_from_prior_where_importance_sampling_from_prior_fails():
-    model = sharp_dlgm(1000)
+    model = sharp_dlgm(1000, torch.Generator().manual_seed(SEED + 1))
     x = model.sample(20, generator=torch.Generator().manual_seed(SEED + 2))
     exact = model.exact_log_prob(x)
     naive = estimate_log_likelihood(model.model, None, x, 10, iwae_ks=(), psis=False)
@@ -115,7 +104,7 @@ def test_constrained_latent_through_its_support_transform():
 
 @pytest.mark.statistical
 def test_bdmc_sandwiches_the_exact_value_and_tightens():
-    model = sharp_dlgm(100)
+    model = sharp_dlgm(100, torch.Generator().manual_seed(SEED + 1))
     template = torch.zeros(50, 100)
     gaps = []
     for num_steps in (3, 30, 200):

@@ -23,8 +23,9 @@ from scipy import integrate, stats
 from inference.diagnostics import (
     ess_summary,
     importance_ess,
-    khat_category,
+    khat_over_by_chance,
     khat_summary,
+    khat_threshold,
     latent_usage,
     model_latent_usage,
     pareto_khat,
@@ -53,16 +54,32 @@ def test_khat_recovers_pareto_shape(xi):
     assert abs(khat.mean().item() - expected) < 4 * se
 
 
+def test_sample_size_aware_threshold():
+    # min(1 - 1 / log10 S, 0.7), Vehtari et al. (2024) section 3
+    assert [round(khat_threshold(s), 4) for s in (100, 1000, 2154, 10_000)] == [0.5, 0.6667, 0.7, 0.7]
+
+
 @pytest.mark.statistical
-def test_khat_bands_follow_the_tail():
+@pytest.mark.parametrize("particles", [100, 1000, 5000])
+def test_share_over_the_threshold_by_chance_at_finite_variance(particles):
+    """At k = 1/2 (the edge of finite variance) the share of k̂ over tau(S) is the normal
+    approximation's, within 4 binomial SEs over 400 independent columns."""
     generator = torch.Generator().manual_seed(SEED + 2)
-    light = khat_summary(pareto_khat(gpd_log_weights(0.1, generator)))
-    heavy = khat_summary(pareto_khat(gpd_log_weights(1.0, generator)))
-    assert light["good (<0.5)"] == 1.0 and light["verdict"] == "good"
-    assert heavy["bad (>0.7)"] > 0.9 and heavy["verdict"] == "bad"
-    for summary in (light, heavy):
-        fractions = [summary[key] for key in ("good (<0.5)", "ok (0.5-0.7)", "bad (>0.7)", "not estimated")]
-        assert math.isclose(sum(fractions), 1.0)
+    u = torch.rand(particles, 400, generator=generator, dtype=torch.float64)
+    over = (pareto_khat(torch.log1p((u.pow(-0.5) - 1) / 0.5)) > khat_threshold(particles)).double().mean()
+    chance = khat_over_by_chance(particles)
+    assert abs(over.item() - chance) < 4 * math.sqrt(chance * (1 - chance) / 400), (over, chance)
+
+
+@pytest.mark.statistical
+def test_khat_summary_warns_on_heavy_tails_only():
+    generator = torch.Generator().manual_seed(SEED + 2)
+    light = khat_summary(pareto_khat(gpd_log_weights(0.1, generator)), K)
+    finite = khat_summary(pareto_khat(gpd_log_weights(0.5, generator)), K)
+    heavy = khat_summary(pareto_khat(gpd_log_weights(1.0, generator)), K)
+    assert light["over threshold"] == 0.0 and light["threshold"] == 0.7
+    assert "warning" not in light and "warning" not in finite
+    assert heavy["over threshold"] > 0.9 and "k̂ > 0.70 at" in heavy["warning"]
 
 
 @pytest.mark.statistical
@@ -77,16 +94,15 @@ def test_light_tailed_weights_are_good():
 
 def test_khat_edge_cases():
     assert torch.isnan(pareto_khat(torch.randn(20, 3))).all()
-    assert khat_summary(pareto_khat(torch.randn(1, 3)))["not estimated"] == 1.0
+    assert khat_summary(pareto_khat(torch.randn(1, 3)), 1)["not estimated"] == 1.0
     # constant weights (the exact posterior as proposal) and tied maxima (discrete latents)
     assert torch.isneginf(pareto_khat(torch.full((100, 2), -1.5))).all()
     assert torch.isneginf(pareto_khat(torch.randint(0, 3, (100, 2)).double())).all()
     # equal up to rounding (the exact posterior in float64): no tail to fit, and no warning
     rounding = 4.2 + 1e-15 * torch.randn(100, 2, dtype=torch.float64)
     assert torch.isneginf(pareto_khat(rounding)).all()
-    assert khat_summary(torch.tensor([float("-inf")] * 4))["verdict"] == "good"
-    assert [khat_category(k) for k in (0.1, 0.5, 0.7, 0.71, float("nan"))] == [
-        "good", "ok", "ok", "bad", "not estimated"]
+    bounded = khat_summary(torch.tensor([float("-inf")] * 4), 100)
+    assert bounded["over threshold"] == 0.0 and "warning" not in bounded
 
 
 def test_importance_ess():
