@@ -118,7 +118,7 @@ class ImportanceResult:
         if self.khat is not None:
             from inference.diagnostics import khat_summary
 
-            out["khat"] = khat_summary(self.khat)
+            out["khat"] = khat_summary(self.khat, self.num_particles)
         return out
 
 

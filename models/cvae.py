@@ -176,8 +176,8 @@ SPEC = ModelSpec(
     load_data=load_data,
     hparams={"data_dim": 784, "num_classes": 10, "hidden": (400,), "z_dim": 20, "activation": "softplus"},
     train={"epochs": 10, "batch_size": 128, "lr": 1e-3},
-    smoke_hparams={"data_dim": 64, "hidden": (64,), "z_dim": 2},
-    smoke_train={"epochs": 30, "batch_size": 128, "lr": 3e-3},
+    smoke_hparams={"data_dim": 64, "hidden": (256,), "z_dim": 8},
+    smoke_train={"epochs": 200, "batch_size": 256, "lr": 1e-2},
     objective="TraceMeanField_ELBO",
     hparams_for=hparams_for,
 )

@@ -31,7 +31,7 @@ Data: training images are grey levels in [0, 1] and :meth:`VAE.preprocess` binar
 minibatch afresh (dynamic binarisation, x_b ~ Bernoulli(x)); the test split from
 :func:`load_data` is binarised once with a fixed generator (seed 0), so every evaluation sees
 the same binary images. Data sets (see :mod:`models.data`): MNIST when a data folder is given
-(the default shape 784-400-50), else the embedded 8x8 digits (smoke shape 64-64-2);
+(the default shape 784-400-50), else the embedded 8x8 digits (smoke shape 64-256-8);
 :func:`hparams_for` sets ``data_dim`` from the data, so any of them fits any shape.
 
 Posterior collapse is monitored by the KL per latent dimension, KL(q(z_i | x) || N(0, 1))
@@ -374,8 +374,8 @@ SPEC = ModelSpec(
     hparams={"data_dim": 784, "hidden": (400,), "z_dim": 50, "activation": "softplus",
              "train_samples": 1},
     train={"epochs": 10, "batch_size": 128, "lr": 2e-3},
-    smoke_hparams={"data_dim": 64, "hidden": (64,), "z_dim": 2},
-    smoke_train={"epochs": 30, "batch_size": 128, "lr": 3e-3},
+    smoke_hparams={"data_dim": 64, "hidden": (256,), "z_dim": 8},
+    smoke_train={"epochs": 200, "batch_size": 256, "lr": 1e-2},
     objective=objective,
     hparams_for=hparams_for,
     rules={

@@ -23,6 +23,7 @@ from inference.arviz_io import from_guide
 from inference.importance import estimate_log_likelihood
 from inference.train import fit
 from models import DATA_PLATE
+from tests.conftest import SEED
 
 # --- a conditional linear-Gaussian model as plain functions ------------------------------------
 #   z_n ~ N(0, 1),  x_n | y_n, z_n ~ N(w y_n + c z_n, s)   =>   x_n | y_n ~ N(w y_n, sqrt(c^2 + s^2))
@@ -51,13 +52,14 @@ def exact_conditional_log_prob(x, y):
     return dist.Normal(w * y, (c**2 + s**2).sqrt()).log_prob(x)
 
 
-def conditional_data(n=400, seed=0):
+def conditional_data(n=400, seed=SEED):
     g = torch.Generator().manual_seed(seed)
     y = torch.randn(n, generator=g)
     x = 1.5 * y + 0.8 * torch.randn(n, generator=g) + 0.6 * torch.randn(n, generator=g)
     return x, y
 
 
+@pytest.mark.statistical
 def test_conditional_functions_train_and_is_matches_closed_form():
     x, y = conditional_data()
     result = fit(conditional_model, conditional_guide, (x, y), steps=300, lr=0.05, batch_size=100,
@@ -148,7 +150,7 @@ def regression_model(features, y):
         pyro.sample("y", dist.Normal((features * w).sum(-1), 0.5), obs=y)
 
 
-def regression_data(n=60, seed=0):
+def regression_data(n=60, seed=SEED):
     g = torch.Generator().manual_seed(seed)
     features = torch.randn(n, 2, generator=g)
     y = features @ torch.tensor([1.0, -0.5]) + 0.5 * torch.randn(n, generator=g)
@@ -170,12 +172,12 @@ def make_program(kind: str):
     if kind == "functions+param":
         return conditional_model, conditional_guide, conditional_data(64), 30, 0.05
     if kind == "functions+module":
-        torch.manual_seed(0)
+        torch.manual_seed(SEED)
         DECODER.net.reset_parameters()  # the module lives at module level, as in Pyro's tutorials
         return module_model, module_guide, torch.randn(64, 2), 30, 0.05
     if kind == "PyroModule":
         model = LocalGaussian()
-        x = torch.randn(64, generator=torch.Generator().manual_seed(1)) + 2.0
+        x = torch.randn(64, generator=torch.Generator().manual_seed(SEED + 1)) + 2.0
         return model, autoguide.AutoNormal(model), x, 30, 0.05
     guide_class = getattr(autoguide, kind)
     options = {"hidden_dim": [8]} if kind == "AutoIAFNormal" else {}
@@ -225,6 +227,7 @@ def exact_marginal_log_prob(kind: str, model, data) -> torch.Tensor:
         return dist.Normal(model.m, (1 + model.s**2).sqrt()).log_prob(data)  # x = m + z + N(0, s^2)
 
 
+@pytest.mark.statistical
 @pytest.mark.parametrize("kind", ["functions+param", "functions+module", "PyroModule"])
 def test_local_latent_programs_are_scored_by_importance_sampling(kind):
     """IS with the trained guide agrees with each program's closed-form log p(x) within 4 SE."""
@@ -239,6 +242,7 @@ def test_local_latent_programs_are_scored_by_importance_sampling(kind):
     assert abs(gap) < 4 * se + 1e-6, (kind, gap.item(), se.item())
 
 
+@pytest.mark.statistical
 @pytest.mark.parametrize("kind", AUTOGUIDES)
 def test_autoguides_reach_the_conjugate_posterior_and_convert_to_arviz(kind):
     """The guide's posterior mean of w is within a quarter posterior sd of the exact one (the

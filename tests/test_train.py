@@ -11,6 +11,7 @@ from inference.train import TrainingDiverged, fit_model
 from tests.toy import Diverging, NormalNormal
 
 
+@pytest.mark.statistical
 def test_svi_learns_the_exact_posterior_of_a_conjugate_model():
     x = torch.randn(2000) * math.sqrt(2)
     model = NormalNormal()

@@ -11,7 +11,7 @@ from models import REGISTRY
 from zoo import runs
 from zoo.folders import check_folder, run_folder
 
-DEMO_PARTICLES = 100
+DEMO_PARTICLES = 1000
 DEMO_POINTS = 200
 
 
@@ -72,7 +72,8 @@ def _headline(metrics: dict, report: dict) -> dict:
         f"test IS log p(x), K = {report['num_particles']}": report["log_px"]["value"],
         "test IS log p(x) SE": report["log_px"]["se"],
         "test ELBO (IWAE_1)": report["elbo"]["value"],
-        "PSIS k-hat": {k: report["khat"][k] for k in ("max", "median", "bad (>0.7)", "verdict")},
+        "PSIS k-hat": {k: report["khat"][k] for k in ("threshold", "over threshold", "max", "median",
+                                                      "warning") if k in report["khat"]},
     })
     if "exact" in report:
         headline["test exact log p(x)"] = report["exact"]["log_px"]
