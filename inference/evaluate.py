@@ -354,24 +354,30 @@ def _ladder_figure(report: dict, path: Path) -> Path:
         groups.append(("simulated", report["bdmc"]["data"]))
     fig = Figure(figsize=(7, 1.2 + 0.45 * len(report["ladder"]) + 0.6 * len(groups)), dpi=100)
     axes = fig.subplots(len(groups), 1, squeeze=False)[:, 0]
-    colours = {"lower bound": "C0", "stochastic lower bound": "C1", "stochastic upper bound": "C3",
-               "exact": "k"}
     for ax, (data, title) in zip(axes, groups, strict=True):
-        rungs = [r for r in report["ladder"] if r["data"] == data]
-        for y, rung in enumerate(rungs):
-            if rung["value"] is None:
-                continue
-            marker = "D" if rung["kind"] == "exact" else "o"
-            ax.errorbar(rung["value"], y, xerr=2 * _finite(rung["se"]), fmt=marker,
-                        color=colours[rung["kind"]], capsize=3)
-        ax.set_yticks(range(len(rungs)), [r["name"] for r in rungs])
-        ax.invert_yaxis()
-        ax.set_xlabel(f"mean log p(x), {UNITS} (±2 SE)")
-        ax.set_title(f"estimator ladder: {title}", fontsize=10)
-        ax.grid(axis="x", alpha=0.3)
+        plot_ladder(ax, report["ladder"], data, f"estimator ladder: {title}")
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     return path
+
+
+def plot_ladder(ax, ladder: list[dict], data: str = "evaluated", title: str = "estimator ladder"):
+    """The rungs of ``ladder`` (a report's ``"ladder"``) on ``data`` ("evaluated" or "simulated"),
+    each at its value with ±2 SE, drawn on the matplotlib axes ``ax``."""
+    colours = {"lower bound": "C0", "stochastic lower bound": "C1", "stochastic upper bound": "C3",
+               "exact": "k"}
+    rungs = [r for r in ladder if r["data"] == data]
+    for y, rung in enumerate(rungs):
+        if rung["value"] is None:
+            continue
+        marker = "D" if rung["kind"] == "exact" else "o"
+        ax.errorbar(rung["value"], y, xerr=2 * _finite(rung["se"]), fmt=marker, color=colours[rung["kind"]],
+                    capsize=3)
+    ax.set_yticks(range(len(rungs)), [r["name"] for r in rungs])
+    ax.invert_yaxis()
+    ax.set_xlabel(f"mean log p(x), {UNITS} (±2 SE)")
+    ax.set_title(title, fontsize=10)
+    ax.grid(axis="x", alpha=0.3)
 
 
 def compare_posteriors(model, inputs: tuple, num_draws: int = 1000, nuts_samples: int = 500,
@@ -490,6 +496,7 @@ def _forest_figure(idata, path: Path) -> Path:
     ax = fig.add_subplot()
     az.plot_forest(idata, combined=True, hdi_prob=0.94, ax=ax)
     ax.set_title("guide posterior of the global latents (94% HDI)")
+    ax.set_xlabel("value of the latent (guide draws: 94% HDI)")
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     return path
@@ -533,7 +540,8 @@ def _khat_figure(khat: torch.Tensor, summary: dict, path: Path) -> Path:
     if "threshold" in summary:
         ax.axvline(summary["threshold"], color="C3", ls="--",
                    label=f"{summary['threshold']:.2f}: threshold at K = {summary['num_particles']} "
-                         f"({summary['over threshold']:.0%} of points over)")
+                         f"({summary['over threshold']:.0%} of points over; "
+                         f"{summary['over threshold by chance']:.0%} by chance alone)")
     ax.set_xlabel("Pareto k̂ per data point")
     ax.set_ylabel("data points")
     notes = [f"{bounded} with bounded weights (k̂ = -inf)"] if bounded else []
@@ -627,5 +635,5 @@ def _relative(path, out_dir: Path) -> str:
 
 
 __all__ = sorted(["AIS_SETTINGS", "METHODS", "NO_IMPORTANCE_SAMPLING", "SBC_SETTINGS", "UNITS",
-                  "check_methods", "compare_posteriors", "evaluate", "ladder", "posterior_table_markdown",
-                  "to_json", "write_index"])
+                  "check_methods", "compare_posteriors", "evaluate", "ladder", "plot_ladder",
+                  "posterior_table_markdown", "to_json", "write_index"])

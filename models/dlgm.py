@@ -252,6 +252,7 @@ class DLGM(ZooModel):
             ax.plot(grid, guide[i], "--", label="q(z|x) (guide)")
             ax.set_title("x = (" + ", ".join(f"{v:.2f}" for v in picks[i].tolist()) + ")", fontsize=9)
             ax.set_xlabel("z")
+        axes[0].set_ylabel("density")
         axes[0].legend(fontsize=8)
         fig.tight_layout()
         return fig
@@ -326,7 +327,7 @@ SPEC = ModelSpec(
     hparams={"data_dim": 2, "latent_dim": 1, "decoder": "seed", "guide_hidden": 32, "decoder_hidden": 32},
     train={"steps": 2000, "batch_size": None, "lr": 1e-2},
     smoke_hparams={"guide_hidden": 16},
-    smoke_train={"steps": 50},
+    smoke_train={"steps": 300},
     objective={"name": "TraceMeanField_ELBO"},
     hparams_for=hparams_for,
     rules={

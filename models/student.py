@@ -787,7 +787,7 @@ SPEC = ModelSpec(
     query_hparams={"init": "truth"},
     train={"steps": 1000, "lr": 0.1, "batch_size": None},
     smoke_hparams={},
-    smoke_train={"steps": 20},
+    smoke_train={"steps": 300},
     objective={"name": "TraceEnum_ELBO"},
     rules={
         "prior_concentration": Hparam(float, 1e-3, 1e9),

@@ -26,6 +26,22 @@ SEED = 1000 * int(os.environ.get("ZOO_TEST_SEED", "0"))
 requires_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 
 
+def agrees_as_lower_bound(estimate, exact, se, bias=0.0, sigmas: float = 4.0, rounding: float = 0.0):
+    """Whether a stochastic lower bound (IS, IWAE, AIS: E[estimate] <= exact) agrees with the exact
+    value: not above it by more than ``sigmas`` standard errors, nor below it by more than ``sigmas``
+    standard errors plus ``bias``, its known or measured bias; ``rounding`` widens both sides (float
+    rounding where the SE is 0). Floats or tensors (elementwise)."""
+    return (estimate <= exact + sigmas * se + rounding) & (estimate >= exact - bias - sigmas * se - rounding)
+
+
+def log_mean_bias(se, num_data: int = 1):
+    """The bias of log p̂, the log of a mean of unbiased weights, by the delta method:
+    E[log p̂] = log p - SE^2 / 2 (SE of log p̂); for a mean over ``num_data`` points whose SE is ``se``
+    (sqrt(sum_n SE_n^2) / N) the bias is mean_n SE_n^2 / 2 = N se^2 / 2. Valid where the weights have
+    finite variance (k̂ < 0.5)."""
+    return num_data * se**2 / 2
+
+
 @pytest.fixture(autouse=True)
 def _pyro_state():
     pyro.set_rng_seed(SEED)

@@ -3,7 +3,8 @@
 Normal-Normal: z ~ N(0, 1), x | z ~ N(z, s^2), so p(x) = N(0, 1 + s^2) and
 p(z | x) = N(x / (1 + s^2), s^2 / (1 + s^2)). Discrete: c ~ Categorical(pi),
 x | c ~ N(mu_c, 1), p(x) = sum_c pi_c N(x; mu_c, 1). Random estimates are compared with
-the exact values at 4 of their own standard errors.
+the exact values at 4 of their own standard errors, one-sided beyond the log-mean estimator's
+known bias (-SE^2 / 2, :func:`tests.conftest.log_mean_bias`): log p̂ is a stochastic lower bound.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import torch
 
 from inference.importance import estimate_log_likelihood, log_weights, weight_statistics
 from models.base import DATA_PLATE
-from tests.conftest import SEED
+from tests.conftest import SEED, agrees_as_lower_bound, log_mean_bias
 
 S = 0.7
 PI = torch.tensor([0.5, 0.3, 0.2])
@@ -102,9 +103,11 @@ def test_estimate_matches_exact(model, guide, exact):
     result = estimate_log_likelihood(model, guide, x, 4000)
     assert result.log_px.shape == (20,)
     assert bool((result.log_px_se > 0).all())
-    assert_within(result.log_px, exact(x), result.log_px_se)
+    se = result.log_px_se
+    assert agrees_as_lower_bound(result.log_px, exact(x), se, log_mean_bias(se)).all()
     summary = result.summary()
-    assert abs(summary["log_px"] - exact(x).mean().item()) <= 4 * summary["log_px_se"]
+    se = summary["log_px_se"]
+    assert agrees_as_lower_bound(summary["log_px"], exact(x).mean().item(), se, log_mean_bias(se, len(x)))
 
 
 @pytest.mark.parametrize("model, guide, exact", [
@@ -226,4 +229,5 @@ def test_inner_plate_with_max_plate_nesting_2():
     result = estimate_log_likelihood(nested_model, nested_posterior_guide, x, 200, max_plate_nesting=2)
     torch.testing.assert_close(result.log_px, exact, rtol=1e-6, atol=1e-4)
     result = estimate_log_likelihood(nested_model, None, x, 20_000, max_plate_nesting=2)
-    assert_within(result.log_px, exact, result.log_px_se)
+    se = result.log_px_se
+    assert agrees_as_lower_bound(result.log_px, exact, se, log_mean_bias(se)).all()

@@ -23,7 +23,7 @@ from inference.arviz_io import from_guide
 from inference.importance import estimate_log_likelihood
 from inference.train import fit
 from models import DATA_PLATE
-from tests.conftest import SEED
+from tests.conftest import SEED, agrees_as_lower_bound, log_mean_bias
 
 # --- a conditional linear-Gaussian model as plain functions ------------------------------------
 #   z_n ~ N(0, 1),  x_n | y_n, z_n ~ N(w y_n + c z_n, s)   =>   x_n | y_n ~ N(w y_n, sqrt(c^2 + s^2))
@@ -71,7 +71,7 @@ def test_conditional_functions_train_and_is_matches_closed_form():
         exact = exact_conditional_log_prob(x, y).double()
     gap = estimate.log_px.double().mean() - exact.mean()
     se = estimate.log_px_se.double().square().sum().sqrt() / len(x)
-    assert abs(gap) < 4 * se + 1e-6, (gap, se)
+    assert agrees_as_lower_bound(gap, 0.0, se, log_mean_bias(se, len(x)), rounding=1e-6), (gap, se)
 
 
 def test_param_store_is_scoped_per_run():
@@ -230,7 +230,8 @@ def exact_marginal_log_prob(kind: str, model, data) -> torch.Tensor:
 @pytest.mark.statistical
 @pytest.mark.parametrize("kind", ["functions+param", "functions+module", "PyroModule"])
 def test_local_latent_programs_are_scored_by_importance_sampling(kind):
-    """IS with the trained guide agrees with each program's closed-form log p(x) within 4 SE."""
+    """IS with the trained guide agrees with each program's closed-form log p(x) within 4 SE, beyond
+    its known bias (a stochastic lower bound; :func:`tests.conftest.log_mean_bias`)."""
     model, guide, data, _, lr = _new_program(kind)
     result = fit(model, guide, data, steps=300, lr=lr, progress=False)
     with pyro.get_param_store().scope(result.param_state):
@@ -239,7 +240,8 @@ def test_local_latent_programs_are_scored_by_importance_sampling(kind):
     assert estimate.log_px.shape == (64,) and torch.isfinite(estimate.log_px).all()
     gap = estimate.log_px.double().mean() - exact.mean()
     se = estimate.log_px_se.double().square().sum().sqrt() / 64
-    assert abs(gap) < 4 * se + 1e-6, (kind, gap.item(), se.item())
+    agrees = agrees_as_lower_bound(gap, 0.0, se, log_mean_bias(se, 64), rounding=1e-6)
+    assert agrees, (kind, gap.item(), se.item())
 
 
 @pytest.mark.statistical
