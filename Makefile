@@ -1,7 +1,7 @@
 PYTHON ?= python3
 PIP_FLAGS ?= -q
 
-.PHONY: install demo test test-all lint bench clean
+.PHONY: install demo test test-all test-seeds lint bench clean
 
 install:
 	$(PYTHON) -m pip install $(PIP_FLAGS) -e ".[dev]"
@@ -15,6 +15,10 @@ test: install
 test-all: install
 	$(PYTHON) -m pytest -m ""
 
+# every statistical test and notebook check under 20 other seeds (ZOO_TEST_SEED=1..20), about 2 hours
+test-seeds: install
+	$(PYTHON) -m tests.seed_sweep --out seed-sweep
+
 lint: install
 	$(PYTHON) -m ruff check .
 
@@ -23,4 +27,4 @@ bench: install
 	$(PYTHON) -m benchmarks.run_all
 
 clean:
-	rm -rf report runs .pytest_cache
+	rm -rf report runs seed-sweep .pytest_cache

@@ -5,7 +5,7 @@ Each module runs as ``python -m benchmarks.<name> [--smoke] [--device cpu|cuda]`
 RESULTS.md.
 """
 
-BENCHMARKS = ("student", "mixture", "importance", "vae_step", "vae_epoch", "checkpointing", "distributed",
-              "ais")
+BENCHMARKS = ("student", "mixture", "importance", "importance_eval", "vae_step", "fixed_cost", "vae_epoch",
+              "checkpointing", "distributed", "ais")
 
 __all__ = ["BENCHMARKS"]

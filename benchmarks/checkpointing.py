@@ -42,6 +42,7 @@ def benchmark(args, device) -> Report:
             result = fit_model(model, x, steps=steps, batch_size=BATCH, lr=spec.train["lr"], progress=False,
                                objective=objective, log_every=100,
                                checkpoint=None if checkpoint_seconds is None else folder / "c.pt",
+                               overwrite=checkpoint_seconds is not None,
                                checkpoint_seconds=checkpoint_seconds or 0.0)
             return Clocked(result.seconds)
         return run

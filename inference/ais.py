@@ -74,6 +74,7 @@ from pyro.poutine.util import site_is_subsample
 from torch.distributions import biject_to
 
 from inference.importance import weight_statistics
+from inference.settings import positive_number, whole_number
 
 SCHEDULES = ("sigmoid", "linear")
 PROPOSALS = ("guide", "prior")
@@ -83,8 +84,7 @@ SIGMOID_SHARPNESS = 4.0
 
 def beta_schedule(num_steps: int, schedule: str = "sigmoid", device=None) -> torch.Tensor:
     """Inverse temperatures beta_0 = 0 < ... < beta_T = 1, shape (num_steps + 1,), float64."""
-    if num_steps < 1:
-        raise ValueError(f"num_steps must be at least 1, got {num_steps}")
+    num_steps = whole_number("num_steps", num_steps)
     t = torch.linspace(0.0, 1.0, num_steps + 1, dtype=torch.float64, device=device)
     if schedule == "linear":
         return t
@@ -336,6 +336,12 @@ def ais(
     reverse AIS from them and returns the upper bound (see :func:`bdmc`).
     """
     start = time.perf_counter()
+    num_chains, num_steps, num_leapfrog, pilot_chains = (whole_number(name, value) for name, value in (
+        ("num_chains", num_chains), ("num_steps", num_steps), ("num_leapfrog", num_leapfrog),
+        ("pilot_chains", pilot_chains)))
+    data_chunk = None if data_chunk is None else whole_number("data_chunk", data_chunk)
+    chunk_elements = whole_number("chunk_elements", chunk_elements)
+    adapt_rate = positive_number("adapt_rate", adapt_rate)
     if proposal == "guide" and guide is None:
         raise ValueError("proposal='guide' needs a guide; pass one or use proposal='prior'")
     if adaptation not in ADAPTATIONS:

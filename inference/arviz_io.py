@@ -208,6 +208,7 @@ def plot_vi_vs_nuts(idata_vi, idata_nuts, path, var_names=None) -> Path:
     az.plot_forest([idata_vi, idata_nuts], model_names=["VI (guide)", "NUTS"], var_names=var_names,
                    combined=True, hdi_prob=0.94, ax=ax)
     ax.set_title("posterior of the global latents: VI guide vs NUTS (94% HDI)")
+    ax.set_xlabel("value of the latent (posterior draws: 94% HDI)")
     fig.tight_layout()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -2,14 +2,21 @@ r"""Diagnostics of importance weights and of how a Gaussian-type guide uses its 
 
 Pareto k̂ (Vehtari et al. 2024, "Pareto smoothed importance sampling", JMLR 25(72)). The
 largest importance weights w = p(x, z) / q(z | x) are fitted by a generalised Pareto
-distribution with shape k; the weights have finite moments of order < 1/k, so
+distribution with shape k; the weights have finite moments of order < 1/k: finite variance (the
+importance-sampling estimate and its delta-method SE valid) for k < 1/2. With S particles an
+estimate is reliable up to the sample-size-aware threshold (the paper's section 3, as ArviZ's
+``loo`` uses it)
 
-    k̂ < 0.5         good: finite variance, the IS estimate converges at the usual rate
-    0.5 <= k̂ <= 0.7 usable: infinite variance, but PSIS still gives a usable estimate
-    k̂ > 0.7         unreliable: the estimate of log p(x) cannot be trusted at any practical K
+    tau(S) = min(1 - 1 / log10 S, 0.7)          (0.5 at S = 100, 0.67 at 1000, 0.7 from 2154)
 
-k̂ comes from ArviZ's ``psislw`` (see :func:`inference.importance.pareto_khat`): NaN where K is
-too small to fit a tail, -inf where the largest weights are tied (bounded weights).
+k̂ comes from ArviZ's ``psislw`` (see :func:`inference.importance.pareto_khat`), one per data point:
+NaN where S is too small to fit a tail, -inf where the largest weights are tied (bounded weights).
+:func:`khat_summary` reports the fraction of data points over tau(S), never one word for the whole
+set, and warns when that fraction is more than chance alone puts there where every point's weights
+have finite variance: k̂ fits M = ceil(min(S / 5, 3 sqrt S)) tail draws, so at k = 1/2 it scatters
+(about normally) with sd (1 + k) / sqrt(M) (the maximum-likelihood asymptotics, shrunk by ArviZ's
+weak prior to (M k + 5) / (M + 10)); the share over tau by chance is then 50 % at S = 100, 12 % at
+S = 1000 and 2 % at S = 5000, and the summary warns above that share plus 4 binomial SEs.
 
 Importance-sampling effective sample size (Kong 1992): ESS = (sum_k w_k)^2 / sum_k w_k^2, in
 [1, K]; ESS / K near 1 means q(z | x) is close to p(z | x).
@@ -40,41 +47,55 @@ from inference.importance import MIN_PSIS_PARTICLES, pareto_khat
 from inference.programs import as_tensors
 from models.base import DATA_PLATE
 
-KHAT_GOOD = 0.5
-KHAT_BAD = 0.7
+#: k < 1/2: the weights have finite variance
+FINITE_VARIANCE_K = 0.5
+#: the largest threshold, reached from S = 10^(1 / 0.3) = 2154 particles
+KHAT_MAX_THRESHOLD = 0.7
 ACTIVE_THRESHOLD = 0.01
 
 
-def khat_category(k: float) -> str:
-    """"good" (k̂ < 0.5), "ok" (0.5 <= k̂ <= 0.7), "bad" (k̂ > 0.7) or "not estimated" (NaN)."""
-    if math.isnan(k):
-        return "not estimated"
-    if k < KHAT_GOOD:
-        return "good"
-    return "ok" if k <= KHAT_BAD else "bad"
+def khat_threshold(num_particles: int) -> float:
+    """tau(S) = min(1 - 1 / log10 S, 0.7) of Vehtari et al. (2024) for S = ``num_particles``."""
+    return min(1 - 1 / math.log10(num_particles), KHAT_MAX_THRESHOLD)
 
 
-def khat_summary(khat: torch.Tensor) -> dict:
-    """Fractions of data points per k̂ band, max and median of the estimated k̂, and a verdict.
+def khat_over_by_chance(num_particles: int) -> float:
+    """The share of data points whose k̂ exceeds tau(S) by chance alone where the weights have
+    finite variance (k = 1/2): P(N(mean, sd^2) > tau) with the mean and sd of the module docstring."""
+    tail = math.ceil(min(num_particles / 5, 3 * math.sqrt(num_particles)))
+    mean = (tail * FINITE_VARIANCE_K + 5) / (tail + 10)
+    sd = (1 + FINITE_VARIANCE_K) / math.sqrt(tail) * tail / (tail + 10)
+    return 0.5 * math.erfc((khat_threshold(num_particles) - mean) / (sd * math.sqrt(2)))
 
-    The verdict is the band of the largest k̂: the mean log p(x) over data points is only as
-    reliable as its worst term.
-    """
+
+def khat_summary(khat: torch.Tensor, num_particles: int) -> dict:
+    """k̂ per data point against tau(S), S = ``num_particles``: the threshold, the fraction of data
+    points over it, the fraction chance alone puts there (finite-variance weights), the fractions
+    not estimated, max and median; and a ``warning`` when the fraction over tau exceeds the chance
+    share by more than 4 binomial standard errors (see the module docstring)."""
+    if num_particles < MIN_PSIS_PARTICLES:
+        return {"num_particles": num_particles, "not estimated": 1.0,
+                "note": f"PSIS needs at least {MIN_PSIS_PARTICLES} particles"}
     k = torch.as_tensor(khat, dtype=torch.float32).reshape(-1).cpu()
     estimated = k[~torch.isnan(k)]
     n = max(k.numel(), 1)
+    threshold, chance = khat_threshold(num_particles), khat_over_by_chance(num_particles)
+    over = (estimated > threshold).sum().item() / n
     out = {
-        "thresholds": {"good": KHAT_GOOD, "bad": KHAT_BAD},
-        "good (<0.5)": (estimated < KHAT_GOOD).sum().item() / n,
-        "ok (0.5-0.7)": ((estimated >= KHAT_GOOD) & (estimated <= KHAT_BAD)).sum().item() / n,
-        "bad (>0.7)": (estimated > KHAT_BAD).sum().item() / n,
+        "num_particles": num_particles,
+        "threshold": threshold,
+        "over threshold": over,
+        "over threshold by chance": chance,
         "not estimated": 1 - estimated.numel() / n,
         "max": estimated.max().item() if estimated.numel() else float("nan"),
         "median": estimated.median().item() if estimated.numel() else float("nan"),
     }
-    out["verdict"] = khat_category(out["max"])
-    if out["verdict"] == "not estimated":
-        out["note"] = f"PSIS needs at least {MIN_PSIS_PARTICLES} particles"
+    allowed = chance + 4 * math.sqrt(chance * (1 - chance) / n)
+    if over > allowed:
+        out["warning"] = (
+            f"k̂ > {threshold:.2f} at {over:.0%} of the data points, more than chance puts there where the "
+            f"weights have finite variance (up to {allowed:.0%}): there the importance-sampling estimate "
+            "and its SE are unreliable; use more particles, a better proposal or AIS")
     return out
 
 
@@ -97,7 +118,7 @@ def ess_summary(ess: torch.Tensor, num_particles: int) -> dict:
 def psis_diagnostics(log_w: torch.Tensor) -> dict:
     """k̂ summary and ESS summary of log weights (K, N) in one dict."""
     return {
-        "khat": khat_summary(pareto_khat(log_w)),
+        "khat": khat_summary(pareto_khat(log_w), log_w.shape[0]),
         "ess": ess_summary(importance_ess(log_w), log_w.shape[0]),
     }
 
@@ -206,6 +227,7 @@ def _plain(value):
 
 
 __all__ = sorted([
-    "ACTIVE_THRESHOLD", "KHAT_BAD", "KHAT_GOOD", "ess_summary", "importance_ess", "khat_category",
-    "khat_summary", "latent_usage", "model_latent_usage", "pareto_khat", "psis_diagnostics",
+    "ACTIVE_THRESHOLD", "FINITE_VARIANCE_K", "KHAT_MAX_THRESHOLD", "ess_summary", "importance_ess",
+    "khat_over_by_chance", "khat_summary", "khat_threshold", "latent_usage", "model_latent_usage",
+    "pareto_khat", "psis_diagnostics",
 ])

@@ -51,14 +51,18 @@ from __future__ import annotations
 import atexit
 import contextlib
 import hashlib
+import json
 import os
 import sys
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
 import torch.distributed as dist
 from tqdm.auto import tqdm
+
+from inference.settings import SettingError
 
 
 @dataclass(frozen=True)
@@ -88,11 +92,29 @@ def local_device(device: str | torch.device) -> torch.device:
     return device
 
 
+def _launched_rank() -> int:
+    """This process's rank as the launcher set it (0 without a launcher); no process group needed."""
+    return int(os.environ.get("RANK", "0")) if launched() else 0
+
+
 def quiet_unless_main() -> None:
     """Send this process's stdout to the null device unless it is rank 0 (or alone): a
     command-line run under ``torchrun`` prints its result once. Errors (stderr) stay on."""
-    if launched() and int(os.environ.get("RANK", "0")) != 0:
+    if _launched_rank() != 0:
         sys.stdout = open(os.devnull, "w")  # held for the life of the process
+
+
+def report_error(line: str) -> None:
+    """A user error's one line: printed on stderr by rank 0 (or alone), so ``torchrun`` shows it
+    once, and written by every rank to the error file torchrun gives it (``TORCHELASTIC_ERROR_FILE``),
+    so torchrun's failure summary names it for each rank (an error only one rank meets included)."""
+    if _launched_rank() == 0:
+        print(line, file=sys.stderr)
+    error_file = os.environ.get("TORCHELASTIC_ERROR_FILE") if launched() else None
+    if error_file:  # the layout of torch.distributed.elastic's ErrorHandler.record_exception, our line as its
+        extra = {"py_callstack": line, "timestamp": str(int(time.time()))}  # "traceback"
+        with open(error_file, "w") as handle:
+            json.dump({"message": {"message": line, "extraInfo": extra}}, handle)
 
 
 def world(device: str | torch.device | None = None) -> World:
@@ -236,9 +258,10 @@ class Replicas:
             return
         last = num_data - (-(-num_data // batch_size) - 1) * batch_size
         if min(batch_size, last) < self.size:
-            raise ValueError(f"a minibatch of {min(batch_size, last)} rows cannot be split over {self.size} "
-                             f"ranks; choose a batch size (--batch-size) of at least {self.size} whose last "
-                             f"batch of the epoch ({num_data} rows) keeps at least {self.size} rows")
+            rows, size = min(batch_size, last), self.size
+            raise SettingError("batch_size", f"a minibatch of {rows} rows cannot be split over {size} ranks; "
+                                             f"choose a `batch_size` of at least {size} whose last batch of "
+                                             f"the epoch ({num_data} rows) keeps at least {size} rows")
 
     def shard(self, rows: torch.Tensor) -> torch.Tensor:
         """This rank's contiguous block of the global batch ``rows``."""

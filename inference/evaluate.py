@@ -7,11 +7,12 @@ For a zoo model and a data split, :func:`evaluate` estimates per data point, wit
 
 then averages over the N data points; the standard error of a mean is sqrt(sum_n SE_n^2) / N
 (importance-sampling noise given the data). Where the model has an exact log p(x), the report
-adds it and the gap (log p̂ - log p) / SE. Diagnostics: PSIS k̂ per data point (thresholds 0.5
-and 0.7, :mod:`inference.diagnostics`), the IS effective sample size, KL per latent unit and
-active units (generic, for real-valued local latents, and the model's own ``kl_per_dim`` /
-``active_units`` where it has them), ``model.metrics(data)`` and wall time. Every
-log-likelihood is in nats per data point.
+adds it and the gap (log p̂ - log p) / SE. Diagnostics: PSIS k̂ per data point and the fraction
+of points over the sample-size-aware threshold min(1 - 1/log10 K, 0.7), with a warning when more
+are over it than chance explains (:mod:`inference.diagnostics`), the IS effective sample size,
+KL per latent unit and active units (generic, for real-valued local latents, and the model's own
+``kl_per_dim`` / ``active_units`` where it has them), ``model.metrics(data)`` and wall time.
+Every log-likelihood is in nats per data point.
 
 The estimator ladder (``report["ladder"]``): every estimate of the mean log p(x) side by side,
 with its SE and wall time, in the order the theory guarantees on average,
@@ -27,17 +28,14 @@ that does not apply to the model (AIS on discrete latents, SBC without global la
 
 With ``out_dir`` it writes ``report.json``, ``bound_vs_k.png`` (ELBO, IWAE_k, IS log p(x) and
 the exact value against k), ``ladder.png`` (the ladder), ``khat.png`` (histogram of k̂ with the
-0.5 / 0.7 lines), ``sbc.png`` (rank histograms, with "sbc") and the model's own figures;
+threshold and the finite-variance line 0.5), ``sbc.png`` (rank histograms, with "sbc") and the
+model's own figures;
 :func:`write_index` writes an ``index.md`` over several such reports.
 
 A model whose latents are global (``capabilities.importance_sampling`` False) has no
 per-data-point proposal: its report says so in ``log_px.estimator`` and compares posterior means
 and sds of the global latents instead -- guide draws, NUTS and the exact posterior where the
 model declares one (:func:`compare_posteriors`; ``posterior_table.md`` and ``vi_vs_nuts.png``).
-
-With ``out_dir`` it writes ``report.json``, ``bound_vs_k.png`` (ELBO, IWAE_k, IS log p(x) and
-the exact value against k), ``khat.png`` (histogram of k̂ with the 0.5 / 0.7 lines) and the
-model's own figures; :func:`write_index` writes an ``index.md`` over several such reports.
 """
 
 from __future__ import annotations
@@ -57,8 +55,7 @@ from inference.arviz_io import from_guide, from_nuts, plot_vi_vs_nuts
 from inference.arviz_io import summary as arviz_summary
 from inference.checkpoint import write_atomic
 from inference.diagnostics import (
-    KHAT_BAD,
-    KHAT_GOOD,
+    FINITE_VARIANCE_K,
     ess_summary,
     khat_summary,
     latent_usage,
@@ -195,7 +192,7 @@ def _importance_report(model, local_model, local_guide, inputs, result, max_plat
         "elbo": {"value": summary["iwae"][1], "se": summary["iwae_se"][1]},
         "iwae": {str(k): {"value": v, "se": summary["iwae_se"][k]} for k, v in summary["iwae"].items()},
         "ess": ess_summary(result.ess, num_particles),
-        "khat": khat_summary(result.khat),
+        "khat": khat_summary(result.khat, num_particles),
     })
     x = inputs[0]
     if model.capabilities.exact_log_prob:
@@ -362,24 +359,30 @@ def _ladder_figure(report: dict, path: Path) -> Path:
         groups.append(("simulated", report["bdmc"]["data"]))
     fig = Figure(figsize=(7, 1.2 + 0.45 * len(report["ladder"]) + 0.6 * len(groups)), dpi=100)
     axes = fig.subplots(len(groups), 1, squeeze=False)[:, 0]
-    colours = {"lower bound": "C0", "stochastic lower bound": "C1", "stochastic upper bound": "C3",
-               "exact": "k"}
     for ax, (data, title) in zip(axes, groups, strict=True):
-        rungs = [r for r in report["ladder"] if r["data"] == data]
-        for y, rung in enumerate(rungs):
-            if rung["value"] is None:
-                continue
-            marker = "D" if rung["kind"] == "exact" else "o"
-            ax.errorbar(rung["value"], y, xerr=2 * _finite(rung["se"]), fmt=marker,
-                        color=colours[rung["kind"]], capsize=3)
-        ax.set_yticks(range(len(rungs)), [r["name"] for r in rungs])
-        ax.invert_yaxis()
-        ax.set_xlabel(f"mean log p(x), {UNITS} (±2 SE)")
-        ax.set_title(f"estimator ladder: {title}", fontsize=10)
-        ax.grid(axis="x", alpha=0.3)
+        plot_ladder(ax, report["ladder"], data, f"estimator ladder: {title}")
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     return path
+
+
+def plot_ladder(ax, ladder: list[dict], data: str = "evaluated", title: str = "estimator ladder"):
+    """The rungs of ``ladder`` (a report's ``"ladder"``) on ``data`` ("evaluated" or "simulated"),
+    each at its value with ±2 SE, drawn on the matplotlib axes ``ax``."""
+    colours = {"lower bound": "C0", "stochastic lower bound": "C1", "stochastic upper bound": "C3",
+               "exact": "k"}
+    rungs = [r for r in ladder if r["data"] == data]
+    for y, rung in enumerate(rungs):
+        if rung["value"] is None:
+            continue
+        marker = "D" if rung["kind"] == "exact" else "o"
+        ax.errorbar(rung["value"], y, xerr=2 * _finite(rung["se"]), fmt=marker, color=colours[rung["kind"]],
+                    capsize=3)
+    ax.set_yticks(range(len(rungs)), [r["name"] for r in rungs])
+    ax.invert_yaxis()
+    ax.set_xlabel(f"mean log p(x), {UNITS} (±2 SE)")
+    ax.set_title(title, fontsize=10)
+    ax.grid(axis="x", alpha=0.3)
 
 
 def compare_posteriors(model, inputs: tuple, num_draws: int = 1000, nuts_samples: int = 500,
@@ -470,7 +473,8 @@ def _figures(model, data: DataSplit, result, report: dict, out_dir: Path, idata,
     if result is not None:
         paths["bounds vs number of particles k"] = _bound_figure(report, out_dir / "bound_vs_k.png")
     if result is not None and result.khat is not None:
-        paths["PSIS k-hat of the importance weights"] = _khat_figure(result.khat, out_dir / "khat.png")
+        paths["PSIS k-hat of the importance weights"] = _khat_figure(result.khat, report["khat"],
+                                                                     out_dir / "khat.png")
     if idata is not None:
         caption = "guide posterior of the global latents (ArviZ)"
         paths[caption] = _forest_figure(idata, out_dir / "posterior.png")
@@ -496,6 +500,7 @@ def _forest_figure(idata, path: Path) -> Path:
     ax = fig.add_subplot()
     az.plot_forest(idata, combined=True, hdi_prob=0.94, ax=ax)
     ax.set_title("guide posterior of the global latents (94% HDI)")
+    ax.set_xlabel("value of the latent (guide draws: 94% HDI)")
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     return path
@@ -525,7 +530,7 @@ def _bound_figure(report: dict, path: Path) -> Path:
     return path
 
 
-def _khat_figure(khat: torch.Tensor, path: Path) -> Path:
+def _khat_figure(khat: torch.Tensor, summary: dict, path: Path) -> Path:
     from matplotlib.figure import Figure
 
     k = khat[torch.isfinite(khat)].numpy()
@@ -535,13 +540,17 @@ def _khat_figure(khat: torch.Tensor, path: Path) -> Path:
     ax = fig.add_subplot()
     if k.size:
         ax.hist(k, bins=min(50, max(10, k.size // 10)), color="C0")
-    ax.axvline(KHAT_GOOD, color="C2", ls="--", label=f"{KHAT_GOOD} (good below)")
-    ax.axvline(KHAT_BAD, color="C3", ls="--", label=f"{KHAT_BAD} (unreliable above)")
+    ax.axvline(FINITE_VARIANCE_K, color="C2", ls="--", label=f"{FINITE_VARIANCE_K} (finite variance below)")
+    if "threshold" in summary:
+        ax.axvline(summary["threshold"], color="C3", ls="--",
+                   label=f"{summary['threshold']:.2f}: threshold at K = {summary['num_particles']} "
+                         f"({summary['over threshold']:.0%} of points over; "
+                         f"{summary['over threshold by chance']:.0%} by chance alone)")
     ax.set_xlabel("Pareto k̂ per data point")
     ax.set_ylabel("data points")
     notes = [f"{bounded} with bounded weights (k̂ = -inf)"] if bounded else []
     notes += [f"{missing} not estimated"] if missing else []
-    ax.set_title("PSIS k̂ of the importance weights" + "".join(f"; {n}" for n in notes))
+    ax.set_title("PSIS k̂ of the importance weights" + "".join(f"; {n}" for n in notes), fontsize=10)
     ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
@@ -630,5 +639,5 @@ def _relative(path, out_dir: Path) -> str:
 
 
 __all__ = sorted(["AIS_SETTINGS", "METHODS", "NO_IMPORTANCE_SAMPLING", "SBC_SETTINGS", "UNITS",
-                  "check_methods", "compare_posteriors", "evaluate", "ladder", "posterior_table_markdown",
-                  "to_json", "write_index"])
+                  "check_methods", "compare_posteriors", "evaluate", "ladder", "plot_ladder",
+                  "posterior_table_markdown", "to_json", "write_index"])

@@ -31,7 +31,9 @@ import torch
 from pyro.poutine.util import site_is_subsample
 
 from inference import distributed
+from inference.arviz_io import arviz
 from inference.programs import as_tensors
+from inference.settings import whole_number
 from models.base import DATA_PLATE
 
 #: the fewest particles for which PSIS has the five tail draws it needs (ceil(K / 5) > 4).
@@ -116,7 +118,7 @@ class ImportanceResult:
         if self.khat is not None:
             from inference.diagnostics import khat_summary
 
-            out["khat"] = khat_summary(self.khat)
+            out["khat"] = khat_summary(self.khat, self.num_particles)
         return out
 
 
@@ -141,7 +143,8 @@ def weight_statistics(log_w: torch.Tensor, iwae_ks=(1, 10, 100, 1000)) -> dict[s
 
 
 class EstimateTooLarge(ValueError):
-    """An estimate whose importance weights would not fit in the memory at hand."""
+    """An estimate whose importance weights would not fit in the memory at hand (the message names
+    ``num_particles`` in backquotes, like :class:`~inference.settings.SettingError`)."""
 
 
 #: float32-sized copies of the (K, N) weights held at once (log w, w, groups, PSIS's float64
@@ -184,7 +187,7 @@ def plan_chunks(num_data: int, width: int, num_particles: int, device: torch.dev
         raise EstimateTooLarge(
             f"{num_particles} particles need about {per_point / 2**30:.1f} GiB for one data point's "
             f"importance weights, more than the {budget / 2**30:.1f} GiB at hand; lower the number of "
-            f"particles (--k) to at most {budget // (4 * WEIGHT_COPIES)}")
+            f"particles (`num_particles`) to at most {budget // (4 * WEIGHT_COPIES)}")
     by_passes = chunk_elements // (64 * width)
     data_chunk = data_chunk or max(1, min(num_data, by_passes, budget // per_point))
     particle_chunk = max(1, min(num_particles, chunk_elements // (data_chunk * width)))
@@ -222,9 +225,13 @@ def estimate_log_likelihood(
     of chunks per rank, results gathered on every rank), and the estimates are identical whatever
     the number of ranks. ``seed=None`` with one process draws from the global torch RNG.
     """
+    if psis:
+        arviz()  # imports ArviZ: seconds in a fresh process, a cost of the process, not of the estimate
     start = time.perf_counter()
-    if int(num_particles) < 1:
-        raise ValueError(f"num_particles must be a positive integer, got {num_particles}")
+    num_particles = whole_number("num_particles", num_particles)
+    data_chunk = None if data_chunk is None else whole_number("data_chunk", data_chunk)
+    chunk_elements = None if chunk_elements is None else whole_number("chunk_elements", chunk_elements)
+    iwae_ks = tuple(whole_number("iwae_ks", k) for k in iwae_ks)
     data = as_tensors(data)
     x = data[0]
     width = max(1, sum(t[0].numel() for t in data))
@@ -270,10 +277,7 @@ def pareto_khat(log_w: torch.Tensor) -> torch.Tensor:
     proposal), or largest weights tied (a few distinct weights from discrete latents, where
     ArviZ reports +inf).
     """
-    from inference.arviz_io import arviz
-
     az = arviz()
-
     if log_w.shape[0] < MIN_PSIS_PARTICLES:
         return torch.full(log_w.shape[1:2], float("nan"))
     values = log_w.detach().double().cpu()

@@ -32,7 +32,9 @@ rank 0 alone writes checkpoints.
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import logging
 import math
 import time
 import warnings
@@ -47,9 +49,10 @@ from pyro.infer import RenyiELBO, Trace_ELBO, TraceEnum_ELBO, TraceGraph_ELBO, T
 from pyro.poutine.messenger import Messenger
 from tqdm.auto import tqdm
 
-from inference import distributed
+from inference import compiled, distributed
 from inference.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from inference.programs import as_tensors
+from inference.settings import MAX_STEPS, SettingError, positive_number, whole_number
 from models.base import DATA_PLATE
 
 ELBOS = {
@@ -63,10 +66,15 @@ ELBOS = {
 DIFFERENTIABLE = ("Trace_ELBO", "TraceMeanField_ELBO", "TraceEnum_ELBO")
 #: seconds between checkpoints when training runs long (and always one at the end)
 CHECKPOINT_SECONDS = 60.0
+#: the settings a resume may change (one logged line says so); the others must match the checkpoint
+RESUME_CHANGEABLE = ("lr", "clip_norm", "fast")
+#: the words of torch's argument validation when a distribution meets NaN or infinite values
+INVALID_VALUES = "invalid values"
+logger = logging.getLogger(__name__)
 
 
 class TrainingDiverged(RuntimeError):
-    pass
+    """The loss or the parameters became non-finite; the message names the settings that help."""
 
 
 @dataclass
@@ -81,8 +89,7 @@ class Objective:
     def __post_init__(self):
         if self.name not in ELBOS:
             raise ValueError(f"unknown objective {self.name!r}; choose one of {', '.join(ELBOS)}")
-        if int(self.num_particles) < 1:
-            raise ValueError(f"num_particles must be a positive integer, got {self.num_particles}")
+        self.num_particles = whole_number("num_particles", self.num_particles)
 
     @property
     def label(self) -> str:
@@ -132,12 +139,34 @@ class TrainConfig:
     tol: float | None = None
     log_every: int | None = None
 
-    def total_steps(self, num_data: int) -> int:
-        if (self.steps is None) == (self.epochs is None):
-            raise ValueError("give exactly one of steps or epochs")
+    def __post_init__(self):
+        """Each setting checked (:class:`~inference.settings.SettingError` naming it) and made plain."""
         if self.steps is not None:
-            return int(self.steps)
-        return int(math.ceil(self.epochs * math.ceil(num_data / self.batch(num_data))))
+            self.steps = whole_number("steps", self.steps, 1, MAX_STEPS)
+        if self.epochs is not None:
+            self.epochs = positive_number("epochs", self.epochs)
+        for name in ("batch_size", "log_every"):
+            if getattr(self, name) is not None:
+                setattr(self, name, whole_number(name, getattr(self, name)))
+        self.lr = positive_number("lr", self.lr)
+        for name in ("clip_norm", "tol"):
+            if getattr(self, name) is not None:
+                setattr(self, name, positive_number(name, getattr(self, name)))
+        if self.seed is not None:
+            self.seed = whole_number("seed", self.seed, 0, 2**32 - 1)
+
+    def total_steps(self, num_data: int) -> int:
+        """The run's length in steps: ``steps``, or ``epochs`` of ceil(N / B) steps, at most
+        :data:`~inference.settings.MAX_STEPS`."""
+        if (self.steps is None) == (self.epochs is None):
+            raise SettingError("steps", "give exactly one of `steps` or `epochs`")
+        if self.steps is not None:
+            return self.steps
+        per_epoch = math.ceil(num_data / self.batch(num_data))
+        if self.epochs * per_epoch > MAX_STEPS:
+            raise SettingError("epochs", f"`epochs` = {self.epochs:g} of {per_epoch} steps each is more than "
+                                         f"the {MAX_STEPS} steps one run may take; ask for fewer")
+        return math.ceil(self.epochs * per_epoch)
 
     def batch(self, num_data: int) -> int:
         return min(self.batch_size or num_data, num_data)
@@ -174,22 +203,31 @@ class _DataScale(Messenger):
 
 def fit(model, guide, data, config: TrainConfig | None = None, *, objective="Trace_ELBO",
         max_plate_nesting: int = 1, loss: Callable | None = None, preprocess: Callable | None = None,
-        checkpoint: str | Path | None = None, resume: bool = False, meta: dict | None = None,
-        checkpoint_seconds: float = CHECKPOINT_SECONDS, progress: bool = True, compile: bool = False,
-        **settings) -> TrainResult:
+        checkpoint: str | Path | None = None, resume: bool = False, overwrite: bool = False,
+        meta: dict | None = None, checkpoint_seconds: float = CHECKPOINT_SECONDS, progress: bool = True,
+        compile: bool = False, **settings) -> TrainResult:
     """Train ``guide`` (and ``model``'s parameters) on ``data`` by SVI; see the module docstring.
 
     ``config`` or its fields as keywords (``steps=``, ``lr=``...) set the schedule. ``loss``:
     an optional ``loss(*batch, num_data=N)`` computing the same objective in closed form (the
-    fast path); ``compile`` runs it through ``torch.compile``. ``preprocess(*batch)`` maps each
-    minibatch before model and guide see it (e.g. dynamic binarisation). With ``checkpoint``,
-    ``meta`` (plain JSON-like values) is stored beside the state; ``resume`` continues from it.
+    fast path); ``compile`` runs that through ``torch.compile``, and the Pyro objective of a program
+    of static structure through a trace recorded once per batch shape and replayed
+    (:mod:`inference.compiled`: same loss and gradients, no per-step Pyro cost).
+    ``preprocess(*batch)`` maps each minibatch before model and guide see it (e.g. dynamic
+    binarisation). With ``checkpoint``, ``meta`` (plain JSON-like values) is stored beside the
+    state; an existing file there is refused unless ``resume`` (continue it; ``lr``, ``clip_norm``
+    and ``loss`` may change, with one logged line) or ``overwrite`` (replace it).
+    ``checkpoint_seconds``: seconds between checkpoints (0: at every log point; inf: only at the
+    end and on divergence).
     """
     config = config or TrainConfig(**settings)
     objective = as_objective(objective)
     tensors = as_tensors(data)
     num_data = tensors[0].shape[0]
     total = config.total_steps(num_data)
+    checkpoint_seconds = positive_number("checkpoint_seconds", checkpoint_seconds, allow_zero=True,
+                                         allow_inf=True)
+    _check_checkpoint_path(checkpoint, resume, overwrite)
     if config.seed is not None:
         pyro.set_rng_seed(config.seed)
     result = TrainResult(checkpoint=Path(checkpoint) if checkpoint else None, objective=objective.label)
@@ -197,10 +235,22 @@ def fit(model, guide, data, config: TrainConfig | None = None, *, objective="Tra
     replicas = distributed.Replicas(distributed.world(tensors[0].device))
     with pyro.get_param_store().scope(result.param_state):
         run = _Run(model, guide, tensors, config, step_fn, preprocess, result, total, replicas)
-        run.prepare(resume, meta, objective, checkpoint_seconds)
+        run.prepare(resume, {**(meta or {}), "fast": loss is not None}, objective, checkpoint_seconds)
         run.loop(progress)
     pyro.get_param_store().set_state(_merged(pyro.get_param_store().get_state(), result.param_state))
     return result
+
+
+def _check_checkpoint_path(checkpoint, resume: bool, overwrite: bool) -> None:
+    """Refuse to resume without a checkpoint, or to start a run over an existing file unasked."""
+    if resume and overwrite:
+        raise SettingError("overwrite", "`resume=True` continues the checkpoint and `overwrite=True` "
+                                        "replaces it; pass only one")
+    if resume and not checkpoint:
+        raise SettingError("checkpoint", "`resume=True` needs the `checkpoint` path to continue")
+    if checkpoint and not (resume or overwrite) and Path(checkpoint).exists():
+        raise CheckpointError(f"{checkpoint} already exists; continue that run with `resume=True`, "
+                              "replace it with `overwrite=True`, or choose another `checkpoint` path")
 
 
 class _Run:
@@ -222,15 +272,21 @@ class _Run:
     def prepare(self, resume, meta, objective, checkpoint_seconds):
         """Create the parameters (one pass on the first rows), the optimiser, and restore."""
         first = tuple(t[:self.batch_size] for t in self.tensors)
-        with torch.no_grad(), poutine.trace(param_only=True) as captured:
-            self.step_fn(self.preprocess(*first), self.num_data / len(first[0]), backward=False)
+        try:
+            with torch.no_grad(), poutine.trace(param_only=True) as captured, _nan_is_guarded():
+                self.step_fn(self.preprocess(*first), self.num_data / len(first[0]), backward=False)
+        except ValueError as err:  # a distribution rejecting NaN data or NaN arguments under validation
+            if INVALID_VALUES not in str(err):
+                raise
+            raise TrainingDiverged(_before_training(err)) from err
         self.modules = _modules(self.model, self.guide)
         self.params = _parameters(self.modules, captured.trace)
         if not self.params:
             raise ValueError("the model and guide have no parameters to train")
         self.optimizer = torch.optim.Adam(self.params, lr=self.config.lr, fused=_fusable(self.params))
-        self.meta = {**(meta or {}), "objective": objective.to_dict(), "lr": self.config.lr,
-                     "batch_size": self.batch_size, **self.replicas.meta()}
+        self.meta = {**meta, "objective": objective.to_dict(), "lr": self.config.lr,
+                     "clip_norm": self.config.clip_norm, "batch_size": self.batch_size,
+                     **self.replicas.meta()}
         self.checkpoint_seconds = checkpoint_seconds
         if resume:
             self.restore()
@@ -242,9 +298,8 @@ class _Run:
 
     def restore(self):
         path = self.result.checkpoint
-        if path is None:
-            raise ValueError("resume needs a checkpoint path")
         state = load_checkpoint(path)
+        self.check_resumable(state, path)
         _load_modules(self.modules, state["modules"], path)
         load_params(state["params"], path)
         try:
@@ -252,11 +307,30 @@ class _Run:
         except (ValueError, KeyError) as err:
             raise CheckpointError(f"{path} does not fit this program's parameters ({err}); "
                                   "start a new run instead of resuming") from None
+        for group in self.optimizer.param_groups:
+            group["lr"] = self.config.lr  # the rate asked now (check_resumable logged a change)
         _set_rng(state["rng"])
         self.replicas.restore(state)
         self.result.step, self.result.losses = state["step"], list(state["losses"])
         order = state.get("order")
         self.order = None if order is None else order.to(self.tensors[0].device)
+
+    def check_resumable(self, state: dict, path):
+        """Refuse a resume that changes the batch size or asks for fewer steps than were done; log
+        one line naming the settings that change (:data:`RESUME_CHANGEABLE`)."""
+        saved = state.get("batch_size", self.batch_size)
+        if saved != self.batch_size:
+            raise SettingError("batch_size", f"{path} was trained with `batch_size` = {saved}, not "
+                                             f"{self.batch_size}; resume it with the same batch size")
+        if state["step"] > self.total:
+            length = "steps" if self.config.steps is not None else "epochs"
+            raise SettingError(length, f"{path} is at step {state['step']}, beyond the {self.total} steps "
+                                       f"asked for; ask for more `{length}` to continue it")
+        changed = [name for name in RESUME_CHANGEABLE if name in state and state[name] != self.meta[name]]
+        if changed and self.writes:
+            now = ", ".join(f"`{name}` = {self.meta[name]}" for name in changed)
+            before = ", ".join(str(state[name]) for name in changed)
+            logger.warning("resuming %s with %s (the checkpoint had %s)", path, now, before)
 
     def loop(self, progress: bool):
         config, result = self.config, self.result
@@ -267,8 +341,7 @@ class _Run:
         bar = tqdm(total=self.total, initial=result.step, disable=not (progress and self.writes), unit="step",
                    dynamic_ncols=True)
         try:
-            with warnings.catch_warnings():  # a NaN loss is caught by guard(), with a message naming the fix
-                warnings.filterwarnings("ignore", message="Encountered NaN", category=UserWarning)
+            with _nan_is_guarded():
                 self._steps(bar, log_every, validate, first_step)
         finally:
             bar.close()
@@ -321,10 +394,12 @@ class _Run:
     def step(self, batch, scale) -> torch.Tensor:
         try:
             value = self.step_fn(batch, scale)
-        except ValueError as err:  # a distribution rejecting NaN arguments under validation
-            if self.result.step == 0 or (_finite(self.params) and "invalid values" not in str(err)):
+        except ValueError as err:  # a distribution rejecting NaN data or NaN arguments under validation
+            if INVALID_VALUES not in str(err) and _finite(self.params):
                 raise
-            self.diverged(f"parameters became non-finite before step {self.result.step + 1}", err)
+            if self.result.step == 0:
+                raise TrainingDiverged(_before_training(err)) from err
+            self.diverged(f"the program gave non-finite values at step {self.result.step + 1}", err)
         if self.config.clip_norm:
             torch.nn.utils.clip_grad_norm_(self.params, self.config.clip_norm)
         self.optimizer.step()
@@ -337,6 +412,8 @@ class _Run:
         for offset, value in enumerate(values):
             if not math.isfinite(value):
                 step = self.result.step - len(values) + offset + 1
+                if step == 1:
+                    raise TrainingDiverged(_before_training(f"the loss is {value}"))
                 self.diverged(f"the loss became {value} at step {step}")
         if not self.replicas.all_true(_finite(self.params)):  # one verdict for every rank
             self.diverged(f"parameters became non-finite by step {self.result.step}")
@@ -349,11 +426,12 @@ class _Run:
                 self.save(self.good)
             if self.result.checkpoint.is_file():
                 saved = load_checkpoint(self.result.checkpoint)["step"]
-                kept = f"; the last good checkpoint (step {saved}) is kept at {self.result.checkpoint}"
+                kept = (f"; the last good checkpoint (step {saved}) is kept at {self.result.checkpoint}: "
+                        "continue it with `resume=True` and either change")
             else:
                 kept = "; no checkpoint was written before it diverged"
-        raise TrainingDiverged(f"{what}; lower the learning rate (--lr) or clip gradients "
-                               f"(--clip-norm){kept}") from cause
+        raise TrainingDiverged(f"{what}; lower the learning rate (`lr`) or clip gradients "
+                               f"(`clip_norm`){kept}") from cause
 
     def snapshot(self) -> dict:
         """Everything a resume needs, copied (so later steps cannot change it)."""
@@ -375,6 +453,25 @@ class _Run:
             self.last_save = time.monotonic()
 
 
+@contextlib.contextmanager
+def _nan_is_guarded():
+    """Silence Pyro's "Encountered NaN" warnings: a NaN loss is caught by the guard, whose message
+    names the fix."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Encountered NaN", category=UserWarning)
+        yield
+
+
+def _before_training(cause) -> str:
+    """The divergence message when the very first pass is not finite: no step has run, so the
+    data or the program, not the learning rate, is at fault."""
+    lines = [line.strip() for line in str(cause).splitlines() if line.strip()]
+    # Pyro's message may name the site on a line of its own ("Error while computing log_prob at site 'x':")
+    said = " ".join(lines[:2] if lines[0].endswith(":") else lines[:1]).rstrip(":")
+    return (f"the program is not finite before any training step ({said}); check the data for NaN or "
+            "infinite values and the program's log-densities")
+
+
 def _step_function(model, guide, objective: Objective, max_plate_nesting: int, loss, compile: bool):
     """``step(batch, scale, backward=True) -> loss tensor``, gradients accumulated by backward;
     ``step.loss(batch, scale)`` is the differentiable loss where the objective has one (what
@@ -393,13 +490,8 @@ def _step_function(model, guide, objective: Objective, max_plate_nesting: int, l
 
         closed_step.loss = closed_loss
         return closed_step
-    if compile:
-        raise ValueError("compile needs a closed-form loss (the fast path); Pyro's ELBOs are not compiled")
     elbo = objective.build(max_plate_nesting)
-
-    def pyro_loss(batch, scale):
-        with _DataScale(scale):
-            return elbo.differentiable_loss(model, guide, *batch)
+    pyro_loss = _pyro_loss(elbo, model, guide, compile)
 
     def pyro_step(batch, scale, backward=True):
         if objective.name in DIFFERENTIABLE and backward:
@@ -413,6 +505,22 @@ def _step_function(model, guide, objective: Objective, max_plate_nesting: int, l
 
     pyro_step.loss = pyro_loss if objective.name in DIFFERENTIABLE else None
     return pyro_step
+
+
+def _pyro_loss(elbo, model, guide, compile: bool):
+    """``loss(batch, scale)``, the ELBO's differentiable loss with the data plate scaled; with
+    ``compile``, traced once per batch signature and replayed (:mod:`inference.compiled`)."""
+    if compile and compiled.compilable(elbo):
+        return compiled.CompiledLoss(elbo, model, guide, scaled=_DataScale)
+    if compile:
+        logger.warning("compile: %s has no traced form (compile covers %s); training continues with "
+                       "the uncompiled Pyro objective", type(elbo).__name__, ", ".join(DIFFERENTIABLE))
+
+    def pyro_loss(batch, scale):
+        with _DataScale(scale):
+            return elbo.differentiable_loss(model, guide, *batch)
+
+    return pyro_loss
 
 
 def _as_batch_map(preprocess):

@@ -24,10 +24,10 @@ from models.registry import (
     is_file_spec,
     registered_spec,
 )
-from models.spec import ModelSpec
+from models.spec import MAX_PARAMETERS, ModelSpec
 
 __all__ = sorted([
-    "DATA_PLATE", "ENTRY_POINT_GROUP", "MAX_DIM", "MAX_LAYERS", "MAX_UNITS", "NUM_DATA", "REGISTRY",
+    "DATA_PLATE", "ENTRY_POINT_GROUP", "MAX_DIM", "MAX_LAYERS", "MAX_PARAMETERS", "MAX_UNITS", "NUM_DATA", "REGISTRY",
     "Capabilities", "Config", "DataError", "DataSplit", "HparamError", "ModelSpec", "UnknownModelError",
     "ZooModel", "all_specs", "entry_points", "get_spec", "hparam", "is_file_spec", "registered_spec",
 ])

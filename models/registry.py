@@ -54,8 +54,11 @@ def get_spec(name: str | Path) -> ModelSpec:
     name = str(name)
     if name in REGISTRY or name in entry_points():
         return registered_spec(name)
-    if name.endswith(".py") or _is_file(name):
+    if name.endswith(".py"):
         return _file_spec(Path(name))
+    if _is_file(name):
+        raise UnknownModelError(f"{_echo(name)} is not a .py file; give the path of a .py file that defines "
+                                "SPEC, or a model name (see `zoo list`)")
     raise UnknownModelError(f"unknown model {_echo(name)}; choose one of {', '.join(known_names())} "
                             "(see `zoo list`) or give the path of a .py file that defines SPEC")
 

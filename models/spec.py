@@ -11,8 +11,15 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from models.base import DataSplit, ZooModel
+import pyro
+import torch
+
+from models.base import DataError, DataSplit, ZooModel
 from models.config import Config
+
+#: the most numbers (parameters and buffers) one model may hold: 400 MB in float32, about 1.6 GB
+#: with its gradient and Adam's two moments (see :meth:`ModelSpec.check_size`)
+MAX_PARAMETERS = 100_000_000
 
 #: the training settings a spec may give (the keyword names of ``inference.train.TrainConfig``)
 TRAIN_SETTINGS = ("steps", "epochs", "batch_size", "lr", "clip_norm")
@@ -67,6 +74,22 @@ class ModelSpec:
         config = config or (self.config.smoke() if smoke else self.config())
         return self.build(config.replace(**overrides) if overrides else config)
 
+    def check_size(self, config: Config) -> None:
+        """Refuse, with :class:`DataError`, a ``config`` whose model would hold more than
+        :data:`MAX_PARAMETERS` numbers. The model is built on the ``meta`` device (shapes only,
+        nothing allocated); a model whose construction reads real values (a user's program) is
+        not sized here."""
+        try:
+            with pyro.validation_enabled(False), torch.device("meta"):
+                model = self.build(config)
+        except (RuntimeError, NotImplementedError):  # values read on the meta device
+            return
+        size = sum(t.numel() for t in (*model.parameters(), *model.buffers()))
+        if size > MAX_PARAMETERS:
+            raise DataError(f"{self.name} with {config.to_dict()} would hold {size:,} parameters "
+                            f"({4 * size / 1e9:.3g} GB in float32), over the {MAX_PARAMETERS:,} the zoo "
+                            "builds; choose smaller layers or fewer data columns")
+
     def objective_for(self, config: Config) -> dict:
         """The objective (see the class docstring) of a model built from ``config``."""
         objective = self.objective(config) if callable(self.objective) else self.objective
@@ -86,4 +109,4 @@ class ModelSpec:
             settings.update(layer)
         return settings
 
-__all__ = ["TRAIN_SETTINGS", "ModelSpec"]
+__all__ = ["MAX_PARAMETERS", "TRAIN_SETTINGS", "ModelSpec"]

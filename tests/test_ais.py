@@ -17,21 +17,10 @@ from models.dlgm import DLGM, DLGMConfig, true_model
 from models.dlgm import load_data as dlgm_data
 from models.ppca import PPCA, PPCAConfig
 from models.ppca import load_data as ppca_data
-from tests.conftest import requires_cuda
+from tests.conftest import SEED, requires_cuda
+from tests.toy import sharp_dlgm
 
 pytestmark = pytest.mark.usefixtures("one_thread")
-
-
-def sharp_dlgm(data_dim: int) -> DLGM:
-    """A seed-decoder DLGM whose many steep sigmoids make p(z | x) far narrower than the prior."""
-    model = DLGM(DLGMConfig(data_dim=data_dim, latent_dim=1, decoder="seed")).eval()
-    generator = torch.Generator().manual_seed(1)
-    with torch.no_grad():
-        model.A.copy_(8 * torch.randn(data_dim, 1, generator=generator))
-        model.B.copy_(2 * torch.randn(data_dim, 1, generator=generator))
-        model.c.copy_(torch.randn(data_dim, generator=generator))
-        model.d.copy_(torch.full((data_dim,), -2.0))
-    return model
 
 
 def gap_in_se(result, exact: torch.Tensor) -> float:
@@ -47,6 +36,7 @@ def test_beta_schedules():
         beta_schedule(10, "cosine")
 
 
+@pytest.mark.statistical
 @pytest.mark.parametrize("proposal", ["guide", "prior"])
 def test_ais_on_dlgm_matches_quadrature(proposal):
     # the guide is untrained, a poor proposal that AIS has to correct
@@ -60,9 +50,10 @@ def test_ais_on_dlgm_matches_quadrature(proposal):
     assert 0.5 < result.acceptance.mean() < 0.8
 
 
+@pytest.mark.statistical
 def test_ais_from_prior_where_importance_sampling_from_prior_fails():
-    model = sharp_dlgm(1000)
-    x = model.sample(20, generator=torch.Generator().manual_seed(2))
+    model = sharp_dlgm(1000, torch.Generator().manual_seed(SEED + 1))
+    x = model.sample(20, generator=torch.Generator().manual_seed(SEED + 2))
     exact = model.exact_log_prob(x)
     naive = estimate_log_likelihood(model.model, None, x, 10, iwae_ks=(), psis=False)
     naive_gap = gap_in_se(naive, exact)
@@ -75,6 +66,7 @@ def test_ais_from_prior_where_importance_sampling_from_prior_fails():
     assert abs(gap) < 4
 
 
+@pytest.mark.statistical
 def test_ais_on_ppca_matches_closed_form():
     model = PPCA(PPCAConfig(data_dim=64, latent_dim=10)).eval()
     model.fit_closed_form(ppca_data("train", data="synthetic").x)
@@ -99,6 +91,7 @@ def gamma_poisson(x):
         pyro.sample("x", dist.Poisson(rate), obs=x)
 
 
+@pytest.mark.statistical
 def test_constrained_latent_through_its_support_transform():
     x = torch.tensor([0.0, 3.0, 7.0, 15.0])
     # rate ~ Gamma(a, b), x | rate ~ Poisson(rate)  =>  x ~ NegativeBinomial(a, p = 1 / (1 + b))
@@ -109,8 +102,9 @@ def test_constrained_latent_through_its_support_transform():
     assert abs(gap) < 4
 
 
+@pytest.mark.statistical
 def test_bdmc_sandwiches_the_exact_value_and_tightens():
-    model = sharp_dlgm(100)
+    model = sharp_dlgm(100, torch.Generator().manual_seed(SEED + 1))
     template = torch.zeros(50, 100)
     gaps = []
     for num_steps in (3, 30, 200):

@@ -19,6 +19,8 @@ from pyro.ops.indexing import Vindex
 from inference.arviz_io import from_guide, from_nuts, plot_vi_vs_nuts, pointwise_log_likelihood, summary
 from models.base import DATA_PLATE
 from models.student import VARIABLES, StudentConfig, StudentNetwork, joint_table, load_data
+from models.student import VARIABLES, StudentNetwork, joint_table, load_data
+from tests.conftest import SEED
 
 X = torch.tensor([[0, 0]] * 6 + [[0, 1]] * 3 + [[0, 2]] * 1 + [[1, 0]] * 2 + [[1, 2]] * 8)
 PRIOR = 1.0
@@ -70,6 +72,7 @@ def test_from_guide_groups_shapes_and_values():
     torch.testing.assert_close(torch.as_tensor(idata.log_likelihood["x"].values[0]), expected)
 
 
+@pytest.mark.statistical
 def test_from_guide_posterior_mean_matches_exact():
     draws = 4000
     idata = from_guide(conjugate_model, exact_posterior_guide, X, draws, log_likelihood=False)
@@ -79,8 +82,9 @@ def test_from_guide_posterior_mean_matches_exact():
         assert bool(((sample_mean - mean).abs() < 4 * sd / draws**0.5).all()), name
 
 
+@pytest.mark.statistical
 def test_nuts_matches_exact_posterior(tmp_path):
-    idata = from_nuts(conjugate_model, X, num_samples=300, warmup=200, seed=0)
+    idata = from_nuts(conjugate_model, X, num_samples=300, warmup=200, seed=SEED)
     assert {"posterior", "sample_stats", "log_likelihood", "observed_data"} <= set(idata.groups())
     assert idata.posterior["theta"].shape == (1, 300, 2, 3)
     assert idata.log_likelihood["x"].shape == (1, 300, len(X))
@@ -130,10 +134,11 @@ def test_student_log_likelihood_is_the_joint_table():
 
 
 @pytest.mark.slow
+@pytest.mark.statistical
 def test_student_nuts_matches_dirichlet_posterior():
     model = StudentNetwork(StudentConfig(prior_concentration=1.0))
     x = load_data("test", smoke=True).x[:200]
-    idata = from_nuts(model.model, x, num_samples=200, warmup=150, seed=0)
+    idata = from_nuts(model.model, x, num_samples=200, warmup=150, seed=SEED)
     table = summary(idata)
     d_counts = torch.bincount(x[:, 0], minlength=2).double()
     alpha = 1.0 + d_counts

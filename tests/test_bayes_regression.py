@@ -12,6 +12,7 @@ import torch
 from inference.evaluate import NO_IMPORTANCE_SAMPLING, compare_posteriors, evaluate
 from inference.train import fit_model
 from models import get_spec
+from tests.conftest import SEED
 
 STEPS = 2000
 NUTS_SAMPLES = 200
@@ -22,7 +23,7 @@ GUIDE_DRAWS = 4000
 def fitted():
     """The model trained on the train split with a learning rate decaying 100-fold (Robbins-Monro),
     and its posterior comparison (guide draws, NUTS, exact) on the same data."""
-    torch.manual_seed(0)
+    torch.manual_seed(SEED)
     spec = get_spec("bayes_regression")
     data = spec.load_data("train")
     model = spec.make()
@@ -55,6 +56,7 @@ def test_exact_posterior_is_the_least_squares_limit():
     torch.testing.assert_close(posterior.mean.double(), ols, atol=1e-4, rtol=1e-4)
 
 
+@pytest.mark.statistical
 def test_guide_is_within_a_quarter_posterior_sd_of_the_exact_posterior(fitted):
     """|E_q[w_d] - m_N,d| < sd_N,d / 4 + 4 MCSE: the exact posterior is Gaussian and lies inside the
     full-covariance family, so at the ELBO's optimum q is the posterior and the only error left is
@@ -68,6 +70,7 @@ def test_guide_is_within_a_quarter_posterior_sd_of_the_exact_posterior(fitted):
         assert abs(row["guide_sd"] / row["exact_sd"] - 1) < 0.25, (name, row)
 
 
+@pytest.mark.statistical
 def test_nuts_matches_the_exact_posterior(fitted):
     """NUTS means within 4 of their Monte Carlo standard errors (ArviZ's mcse_mean) of the exact ones."""
     _, _, comparison = fitted
@@ -75,6 +78,7 @@ def test_nuts_matches_the_exact_posterior(fitted):
         assert abs(row["nuts_mean"] - row["exact_mean"]) < 4 * row["nuts_mcse"], (name, row)
 
 
+@pytest.mark.statistical
 def test_guide_and_nuts_means_agree(fitted):
     """Guide and NUTS means within 4 combined MC standard errors, sqrt(MCSE_guide^2 + MCSE_nuts^2).
     Both estimate the same posterior mean (the family holds it exactly); what is not Monte Carlo

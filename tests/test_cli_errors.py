@@ -11,6 +11,7 @@ argparse's errors that way instead of printing a usage block), and no file may a
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 from pathlib import Path
@@ -108,6 +109,19 @@ CASES = {
     "demo out is a file": ["demo", "--out", "{a_file}", "--no-progress"],
     "demo out under /sys": pytest.param(["demo", "--out", "/sys/zoo-demo", "--no-progress"], marks=NEEDS_SYS),
     "eval wrong model": ["eval", "vae", "--checkpoint", "{nan_student}", "--out", "{out}", "--no-progress"],
+    "steps 10**23": [*TRAIN, "--steps", "99999999999999999999999"],
+    "epochs 1e300": [*TRAIN, "--epochs", "1e300"],
+    "checkpoint-every nan": [*TRAIN, "--checkpoint-every", "nan"],
+    "checkpoint-every -1": [*TRAIN, "--checkpoint-every", "-1"],
+    "checkpoint-every 0": [*TRAIN, "--checkpoint-every", "0"],
+    "checkpoint-every inf": [*TRAIN, "--checkpoint-every", "inf"],
+    "out empty": ["train", "mixture", "--smoke", "--out", "", "--no-progress"],
+    "eval out empty": ["eval", "mixture", "--checkpoint", "{missing}", "--out", "", "--no-progress"],
+    "demo out empty": ["demo", "--out", "", "--no-progress"],
+    "train a file that is not .py": ["train", "{a_file}", "--out", "{out}", "--no-progress"],
+    "set 17 layers": [*VAE, "--set", "hidden=" + str((8,) * 17)],
+    "set 12 layers of 10000": [*VAE, "--set", "hidden=" + str((10_000,) * 12)],
+    "100,000-column CSV (mixture)": csv_train("mixture", "{columns}"),
     "query 100 KB": ["query", "student", "I | " + "G=C," * 25_000],
     "query huge value": ["query", "student", "I | S=" + "9" * 5000],
     "query non-finite student": ["query", "student", "I | G=C", "--checkpoint", "{nan_student}"],
@@ -130,6 +144,7 @@ def paths(tmp_path) -> dict[str, str]:
         "huge_float": b"1e300,1\n2,3\n4,5\n6,7\n",
         "huge_int": b"D,I,G,S,L\n0,0,0,0,0\n1,1,1,1,1\n99999999999999999999999,0,0,0,0\n",
         "fraction": b"0,0,0,0,0\n1,0.5,1,1,1\n0,0,0,0,0\n",
+        "columns": wide_csv(),
     }
     out = {name: str(_write(files / f"{name}.csv", data)) for name, data in written.items()}
     with (files / "oversized.csv").open("wb") as handle:
@@ -150,6 +165,13 @@ def paths(tmp_path) -> dict[str, str]:
     out["missing"] = str(files / "missing.pt")
     out["out"] = str(tmp_path / "run")
     return out
+
+
+@functools.cache
+def wide_csv(rows: int = 4, columns: int = 100_000) -> bytes:
+    """A CSV of small integers, ``columns`` wide: a full-covariance mixture of it would need 80 GB."""
+    values = np.random.default_rng(1).integers(0, 9, (rows, columns))
+    return "\n".join(",".join(map(str, row)) for row in values).encode()
 
 
 def _write(path: Path, data: bytes) -> Path:
@@ -178,7 +200,7 @@ def _nan_student(path: Path) -> Path:
 def checkpoint_state(model: str, config: dict, module_state: dict, **meta) -> dict:
     """A checkpoint as ``zoo train`` writes one (see inference.checkpoint), with the given module state."""
     return {"model": model, "config": config, **meta, "modules": {"model": module_state}, "params": {},
-            "optimizer_state": {}, "step": 0, "losses": [], "rng": {}}
+            "optimizer_state": {}, "step": 0, "losses": [], "rng": {"torch": torch.get_rng_state()}}
 
 
 def snapshot(root: Path) -> set[Path]:
@@ -211,8 +233,13 @@ def test_every_case_fails_for_its_own_reason(paths, tmp_path, capsys, monkeypatc
         "huge integers (student)": "column D holds 1e+23", "oversized CSV (dlgm)": f"{MAX_CSV_MB} MB",
         "truncated MNIST": "train-images-idx3-ubyte is damaged", "swapped MNIST": "it holds images",
         "garbage MNIST": "t10k-images-idx3-ubyte is damaged", "out is a file": "existing file",
-        "query 100 KB": "(100004 characters)", "query non-finite student": "not finite",
+        "query 100 KB": "(100004 characters)", "query non-finite student": "NaN or infinite",
         "resume with another --set": "num_components=2",
+        "steps 10**23": "from 1 to 10000000", "epochs 1e300": "the 10000000 steps one run may take",
+        "checkpoint-every nan": "--checkpoint-every", "out empty": "--out is empty",
+        "eval out empty": "--out is empty", "demo out empty": "--out is empty",
+        "train a file that is not .py": "not a .py file", "set 17 layers": "at most 16",
+        "set 12 layers of 10000": "over the 100,000,000", "100,000-column CSV (mixture)": "80 GB",
     }
     for case, fragment in expected.items():
         assert main([arg.format(**paths) for arg in CASES[case]]) == 2

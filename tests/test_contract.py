@@ -80,6 +80,7 @@ def test_one_svi_step(name, device):
     assert all(torch.isfinite(g).all() for g in grads)
 
 
+@pytest.mark.statistical
 @pytest.mark.parametrize("name", MODELS)
 def test_closed_form_loss_has_the_pyro_objective_expectation(name):
     """A declared closed-form ``elbo_loss`` (the opt-in fast path) and the spec's Pyro objective

@@ -11,6 +11,7 @@ import torch
 from inference.importance import estimate_log_likelihood
 from inference.train import fit_model
 from models import DataError, get_spec
+from tests.conftest import SEED
 
 
 def _setup():
@@ -26,23 +27,29 @@ def _elbo_per_image(model, inputs) -> torch.Tensor:
         return estimate_log_likelihood(model.model, model.guide, inputs, 1, psis=False).log_px.double()
 
 
+#: a sixth of the smoke run (the demo's), enough for the checks below
+EPOCHS = 30
+
+
 @pytest.fixture(scope="module")
 def trained():
-    torch.manual_seed(0)
+    torch.manual_seed(SEED)
     spec, model, train, test = _setup()
     before = _elbo_per_image(model, test)
     fit_model(model, train, objective=spec.objective_for(model.config), progress=False,
-              **spec.train_settings(smoke=True))
+              **spec.train_settings(smoke=True, epochs=EPOCHS))
     return model, test, before
 
 
-def test_smoke_training_lowers_the_test_loss(trained):
+@pytest.mark.statistical
+def test_training_lowers_the_test_loss(trained):
     """The per-image test ELBO rises by more than 4 standard errors of the paired difference."""
     model, test, before = trained
     gain = _elbo_per_image(model, test) - before
     assert gain.mean() > 4 * gain.std() / math.sqrt(len(gain)), gain.mean()
 
 
+@pytest.mark.statistical
 def test_importance_sampling_is_above_the_elbo_and_finite(trained):
     """E[IS log p(x | y)] >= ELBO per image on average (IWAE_K >= IWAE_1 in expectation), both finite;
     the gap is positive by more than 4 standard errors of its mean over the images."""

@@ -10,6 +10,7 @@ guard's message. ``torchrun`` itself launches the scenario where one rank raises
 
 from __future__ import annotations
 
+import logging.handlers
 import os
 import socket
 import subprocess
@@ -27,6 +28,7 @@ from torch import nn
 
 from inference import distributed
 from inference.importance import estimate_log_likelihood
+from inference.settings import SettingError
 from inference.train import TrainingDiverged, fit
 from tests.toy import NormalNormal
 
@@ -125,6 +127,10 @@ def library_scenarios(out: Path, rank: int):
     result, params = train_regression()
     found["regression"] = (result.losses, params)
     found["regression_skewed"] = train_regression(skew=True)[0].losses
+    compile_log = logging.handlers.BufferingHandler(100)
+    logging.getLogger("inference").addHandler(compile_log)
+    found["regression_compiled"] = train_regression(compile=True)
+    found["compile_log"] = [record.getMessage() for record in compile_log.buffer]  # a fallback would log
     found["toy_full"] = train_toy(out / "full.pt", steps=9)
     train_toy(out / "resumed.pt", steps=4)
     found["toy_resumed"] = train_toy(out / "resumed.pt", steps=9, resume=True)
@@ -209,7 +215,7 @@ def test_rank_blocks_cover_the_batch_once_and_their_mean_loss_is_the_batch_loss(
 def test_a_batch_too_small_for_the_ranks_is_refused_with_the_fix():
     replicas = distributed.Replicas(distributed.World(0, 4))
     replicas.check(num_data=100, batch_size=32)  # last batch of the epoch: 4 rows, one per rank
-    with pytest.raises(ValueError, match="--batch-size"):
+    with pytest.raises(SettingError, match="`batch_size`"):
         replicas.check(num_data=99, batch_size=32)  # last batch: 3 rows for 4 ranks
 
 
@@ -224,6 +230,17 @@ def test_two_ranks_at_half_batch_train_like_one_process_at_the_full_batch(ranks)
         for name, value in params.items():
             torch.testing.assert_close(got_params[name], value, rtol=1e-5, atol=1e-6)
     assert losses[-1] < losses[0] / 2  # it learned something, so the comparison is not vacuous
+
+
+def test_two_ranks_train_the_compiled_objective_like_one_uncompiled_process(ranks):
+    """compile=True under torchrun: DDP and the all_reduce average the replayed graph's gradients."""
+    result, params = train_regression()
+    for found in ranks:
+        assert found["compile_log"] == []
+        got, got_params = found["regression_compiled"]
+        assert got.losses == pytest.approx(result.losses, rel=1e-5, abs=1e-6)
+        for name, value in params.items():
+            torch.testing.assert_close(got_params[name], value, rtol=1e-5, atol=1e-6)
 
 
 def test_ranks_follow_rank_zeros_permutation_even_when_their_random_streams_differ(ranks):
@@ -254,7 +271,7 @@ def test_a_resumed_two_rank_run_continues_exactly_and_rank_zero_alone_writes(ran
 
 def test_a_nan_on_one_rank_stops_every_rank_with_the_guards_message(ranks):
     for found in ranks:
-        assert found["diverged"].startswith("the loss became nan at step 3; lower the learning rate (--lr)")
+        assert found["diverged"].startswith("the loss became nan at step 3; lower the learning rate (`lr`)")
     assert "the last good checkpoint (step 2) is kept" in ranks[0]["diverged"]  # rank 0 writes it
 
 

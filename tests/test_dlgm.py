@@ -24,6 +24,7 @@ from models.dlgm import (
     load_data,
     true_model,
 )
+from tests.conftest import SEED
 
 
 def numpy_log_joint(x, z, a, b, c, d):
@@ -53,12 +54,13 @@ def test_true_parameters_are_the_documented_constants():
         np.testing.assert_array_equal(got, np.array(want))
 
 
+@pytest.mark.statistical
 @pytest.mark.parametrize("latent_dim", [1, 2])
 def test_exact_log_prob_matches_brute_force_prior_monte_carlo(latent_dim):
     # p(x) = E_{z ~ N(0, I)} p(x | z), estimated in numpy from 200k prior draws; delta-method SE.
     model = true_model().double() if latent_dim == 1 else two_latent_model()
     x = torch.cat([load_data("test").x[:12].double(), torch.tensor([[4.0, -3.0], [-2.5, 3.5]])])
-    z = np.random.default_rng(1).standard_normal((200_000, latent_dim))
+    z = np.random.default_rng(SEED + 1).standard_normal((200_000, latent_dim))
     log_lik = numpy_log_joint(x.numpy()[:, None, :], z, *seed_params(model)) - norm.logpdf(z).sum(-1)
     weights = np.exp(log_lik - log_lik.max(-1, keepdims=True))
     estimate = np.log(weights.mean(-1)) + log_lik.max(-1)
@@ -134,6 +136,7 @@ def test_posterior_kl_matches_independent_grid_for_guide_and_gaussian_fit():
     assert np.all(got_fit < got)
 
 
+@pytest.mark.statistical
 def test_log_prob_minus_monte_carlo_elbo_is_posterior_kl():
     # ELBO_MC from Pyro's own model/guide traces under a particles plate, 4000 guide draws per x.
     model = DLGM(DLGMConfig(latent_dim=1))
@@ -161,14 +164,15 @@ def test_config_refuses_three_latent_dimensions():
         DLGMConfig(latent_dim=3)
 
 
+@pytest.mark.statistical
 def test_svi_training_approaches_the_true_models_exact_log_likelihood(one_thread):
     # held out: 20000 fresh draws from the true model (seed 7), so SEs of mean differences are ~5e-4
-    held_out = true_model().sample(20_000, generator=torch.Generator().manual_seed(7))
+    held_out = true_model().sample(20_000, generator=torch.Generator().manual_seed(SEED + 7))
     truth = true_model().exact_log_prob(held_out).double()
     model = DLGM(DLGMConfig(latent_dim=1))
     before = model.exact_log_prob(held_out).double()
     train = load_data("train").x
-    fit_model(model, train, steps=400, lr=3e-2, seed=0, progress=False)
+    fit_model(model, train, steps=400, lr=3e-2, seed=SEED, progress=False)
     after = model.exact_log_prob(held_out).double()
     gain, gap = after - before, after - truth
     assert gain.mean() > 4 * gain.std() / len(gain) ** 0.5

@@ -5,8 +5,10 @@ the exact value is the enumeration sum, computed here by hand over the 24 joint 
 Koller-Friedman tables. ppca: the closed-form marginal N(mu, W W^T + sigma^2 I), and the exact
 posterior as guide. dlgm: quadrature over the 1-d latent (``exact_log_prob``, ``elbo_quadrature``,
 ``posterior_kl``). Random estimates are compared at 4 of their own standard errors (of the mean
-over data points); the dlgm guide is trained briefly (200 steps), since the untrained one gives
-k̂ > 0.7 on a third of the points, where the delta-method standard error is not trustworthy.
+over data points), the stochastic lower bounds (IS, IWAE, AIS) one-sided beyond their bias: the
+delta method's for IS (:func:`tests.conftest.log_mean_bias`), a measured one for AIS. The dlgm guide
+is trained briefly (200 steps), since the untrained one gives k̂ > 0.7 on a third of the points,
+where the delta-method standard error is not trustworthy.
 """
 
 from __future__ import annotations
@@ -26,6 +28,13 @@ from inference.train import fit_model
 from models import get_spec
 from models.ppca import PPCA, PPCAConfig
 from models.student import TRUE_CPDS, StudentConfig, StudentNetwork
+from models import REGISTRY, get_spec
+from models.ppca import PPCA
+from models.ppca import load_data as ppca_data
+from models.student import TRUE_CPDS, StudentNetwork
+from tests.conftest import SEED, agrees_as_lower_bound, log_mean_bias
+from zoo import runs
+from zoo.demo import DEMO_PARTICLES, DEMO_POINTS
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -60,14 +69,16 @@ def test_student_exact_evidence_probability():
     torch.testing.assert_close(model.exact_log_prob(EVIDENCE), expected.float())
 
 
+@pytest.mark.statistical
 def test_student_prior_proposal_matches_enumeration():
     model = StudentNetwork(StudentConfig(init="truth"))
     exact = torch.tensor([enumerate_student(row) for row in EVIDENCE.tolist()])
     result = estimate_log_likelihood(*model.local_pair(), EVIDENCE, 20_000)
-    gap = (result.log_px.double() - exact).abs()
+    se = result.log_px_se.double()
     # the last three rows have constant weights (their missing entries have no observed
-    # descendants): SE 0 and the exact value, up to float32 rounding
-    assert bool((gap <= 4 * result.log_px_se + 1e-5).all()), (gap / result.log_px_se).tolist()
+    # descendants): SE 0 and the exact value, up to float32 rounding (1e-5 nats)
+    agrees = agrees_as_lower_bound(result.log_px.double(), exact, se, log_mean_bias(se), rounding=1e-5)
+    assert bool(agrees.all()), ((result.log_px.double() - exact) / se).tolist()
     assert bool((result.log_px_se[:4] > 1e-3).all()) and result.log_px_se[4:].max() < 1e-4
 
 
@@ -77,6 +88,7 @@ def digits():
     return spec.load_data("train", smoke=True).x, spec.load_data("test", smoke=True).x
 
 
+@pytest.mark.statistical
 def test_ppca_importance_sampling_matches_closed_form(digits):
     train, test = digits
     model = PPCA(PPCAConfig(latent_dim=4)).fit_closed_form(train)
@@ -89,8 +101,9 @@ def test_ppca_importance_sampling_matches_closed_form(digits):
         model.encoder.bias.add_(0.5 * scale_tril.sum(-1))
     summary = estimate_log_likelihood(*model.local_pair(), test, 2000).summary()
     exact = model.exact_log_prob(test).double().mean().item()
-    assert summary["log_px_se"] > 1e-4
-    assert abs(summary["log_px"] - exact) <= 4 * summary["log_px_se"]
+    se = summary["log_px_se"]
+    assert se > 1e-4
+    assert agrees_as_lower_bound(summary["log_px"], exact, se, log_mean_bias(se, len(test)))
 
 
 def test_ppca_exact_posterior_guide_is_exact(digits):
@@ -109,18 +122,20 @@ def test_ppca_exact_posterior_guide_is_exact(digits):
 @pytest.fixture(scope="module")
 def dlgm():
     spec = get_spec("dlgm")
-    pyro.set_rng_seed(0)
+    pyro.set_rng_seed(SEED)
     model = spec.make(smoke=True)
     fit_model(model, spec.load_data("train", smoke=True).x, steps=200, lr=1e-2, progress=False)
     return model, spec.load_data("test", smoke=True)
 
 
+@pytest.mark.statistical
 def test_dlgm_importance_sampling_matches_quadrature(dlgm):
     model, data = dlgm
     x = data.x
     summary = estimate_log_likelihood(*model.local_pair(), x, 2000, iwae_ks=(1, 10, 100)).summary()
     exact = model.exact_log_prob(x).double().mean().item()
-    assert abs(summary["log_px"] - exact) <= 4 * summary["log_px_se"]
+    bias = log_mean_bias(summary["log_px_se"], len(x))
+    assert agrees_as_lower_bound(summary["log_px"], exact, summary["log_px_se"], bias)
     iwae, se = summary["iwae"], summary["iwae_se"]
     # ELBO = E[IWAE_1] <= E[IWAE_10] <= E[IWAE_100] <= log p(x)
     assert abs(iwae[1] - model.elbo_quadrature(x).double().mean().item()) <= 4 * se[1]
@@ -131,9 +146,11 @@ def test_dlgm_importance_sampling_matches_quadrature(dlgm):
     # log p(x) - ELBO = KL(q(z | x) || p(z | x))
     kl = model.posterior_kl(x).double().mean().item()
     assert abs((exact - iwae[1]) - kl) <= 4 * se[1]
-    assert abs((summary["log_px"] - iwae[1]) - kl) <= 4 * math.hypot(se[1], summary["log_px_se"])
+    both = math.hypot(se[1], summary["log_px_se"])
+    assert agrees_as_lower_bound(summary["log_px"] - iwae[1], kl, both, bias)
 
 
+@pytest.mark.statistical
 def test_evaluate_report_and_index(dlgm, tmp_path):
     model, data = dlgm
     out = tmp_path / "dlgm"
@@ -142,11 +159,12 @@ def test_evaluate_report_and_index(dlgm, tmp_path):
     assert json.loads((out / "report.json").read_text()) == report
     exact = model.exact_log_prob(data.x).double().mean().item()
     assert report["exact"]["log_px"] == pytest.approx(exact, abs=1e-6)
-    assert abs(report["exact"]["gap_in_se"]) < 4
+    se = report["log_px"]["se"]
+    assert agrees_as_lower_bound(report["log_px"]["value"], exact, se, log_mean_bias(se, report["num_data"]))
     assert report["elbo"] == report["iwae"]["1"]
     assert set(report["iwae"]) == {"1", "10", "100", "500"}
-    bands = ("good (<0.5)", "ok (0.5-0.7)", "bad (>0.7)", "not estimated")
-    assert sum(report["khat"][band] for band in bands) == pytest.approx(1.0)
+    assert report["khat"]["threshold"] == pytest.approx(1 - 1 / math.log10(500))
+    assert 0 <= report["khat"]["over threshold"] <= 1 and report["khat"]["not estimated"] == 0
     assert 0 < report["ess"]["relative_mean"] <= 1
     # KL(N(m, s^2) || N(0, 1)) in closed form from the encoder
     with torch.no_grad():
@@ -163,6 +181,43 @@ def test_evaluate_report_and_index(dlgm, tmp_path):
     assert json.loads((tmp_path / "index.json").read_text())["dlgm"] == report
 
 
+
+#: every registered model with an exact log p(x): the k̂ summary of its report is held to the truth
+EXACT_MODELS = [name for name in sorted(REGISTRY)
+                if get_spec(name).make(smoke=True).capabilities.exact_log_prob]
+
+
+@pytest.mark.statistical
+@pytest.mark.parametrize("name", EXACT_MODELS)
+def test_khat_summary_agrees_with_the_measured_error(name, tmp_path):
+    """The demo's report of each model with an exact log p(x) (smoke training, K = DEMO_PARTICLES
+    on the first DEMO_POINTS test points): its importance-sampling estimate is within 4 SE of the
+    exact value beyond its known bias (a stochastic lower bound, :func:`tests.conftest.log_mean_bias`),
+    and its k̂ summary gives no warning; 1e-5 nats allow float32 rounding (the student's weights are
+    constant on complete rows, SE 0)."""
+    runs.train(name, out=tmp_path, smoke=True, seed=SEED, progress=False)
+    report = runs.evaluate(tmp_path / "checkpoint.pt", k=DEMO_PARTICLES, limit=DEMO_POINTS, seed=SEED,
+                           progress=False)
+    gap, se = report["exact"]["is_minus_exact"], report["log_px"]["se"]
+    bias = log_mean_bias(se, report["num_data"])
+    assert agrees_as_lower_bound(gap, 0.0, se, bias, rounding=1e-5), (gap, se, bias)
+    assert "warning" not in report["khat"], report["khat"]
+
+
+@pytest.mark.statistical
+def test_khat_warns_where_the_estimate_is_far_off():
+    """Built to fail, as notebook 7's prior proposal on a sharp posterior, here in ten latent
+    dimensions so that K = DEMO_PARTICLES does not rescue it: PPCA on the digits with the prior as
+    proposal. The summary warns, k̂ is over the threshold at (nearly) every point, and the estimate
+    is indeed far off: more than 10 of its own standard errors below the exact value."""
+    model = PPCA(latent_dim=10).fit_closed_form(ppca_data("train").x).eval()
+    x = ppca_data("test").x[:DEMO_POINTS]
+    summary = estimate_log_likelihood(model.model, None, x, DEMO_PARTICLES).summary()
+    exact = model.exact_log_prob(x).double().mean().item()
+    assert "warning" in summary["khat"] and summary["khat"]["over threshold"] > 0.9, summary["khat"]
+    assert summary["log_px"] - exact < -10 * summary["log_px_se"], (summary["log_px"], exact)
+
+@pytest.mark.statistical
 def test_eval_report_summarises_the_guide_posterior_of_global_latents(tmp_path):
     from models.student import StudentNetwork, load_data
 
@@ -178,6 +233,7 @@ def test_eval_report_summarises_the_guide_posterior_of_global_latents(tmp_path):
             assert abs(row["mean"] - cpd[index].item()) < 4 * row["sd"] / math.sqrt(row["ess_bulk"]) + 1e-3
 
 
+@pytest.mark.statistical
 def test_ladder_orders_the_estimators_and_brackets_the_exact_value(dlgm, tmp_path):
     model, data = dlgm
     report = evaluate(model, data, num_particles=100, iwae_ks=(1, 10), out_dir=tmp_path, progress=False,
@@ -209,6 +265,7 @@ def test_unknown_or_inapplicable_methods_are_data_errors():
                  methods=("sbc",), progress=False)
 
 
+@pytest.mark.statistical
 def test_sbc_in_the_report(tmp_path):
     from models.student import load_data
 

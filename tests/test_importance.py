@@ -3,7 +3,8 @@
 Normal-Normal: z ~ N(0, 1), x | z ~ N(z, s^2), so p(x) = N(0, 1 + s^2) and
 p(z | x) = N(x / (1 + s^2), s^2 / (1 + s^2)). Discrete: c ~ Categorical(pi),
 x | c ~ N(mu_c, 1), p(x) = sum_c pi_c N(x; mu_c, 1). Random estimates are compared with
-the exact values at 4 of their own standard errors.
+the exact values at 4 of their own standard errors, one-sided beyond the log-mean estimator's
+known bias (-SE^2 / 2, :func:`tests.conftest.log_mean_bias`): log p̂ is a stochastic lower bound.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import torch
 
 from inference.importance import estimate_log_likelihood, log_weights, weight_statistics
 from models.base import DATA_PLATE
+from tests.conftest import SEED, agrees_as_lower_bound, log_mean_bias
 
 S = 0.7
 PI = torch.tensor([0.5, 0.3, 0.2])
@@ -89,6 +91,7 @@ def assert_within(estimate, exact, se, sigmas=4.0):
     assert bool((gap <= sigmas * se).all()), f"max |gap|/SE = {(gap / se).max().item():.2f}"
 
 
+@pytest.mark.statistical
 @pytest.mark.parametrize("model, guide, exact", [
     (normal_model, rough_guide, normal_exact),
     (normal_model, None, normal_exact),
@@ -100,9 +103,11 @@ def test_estimate_matches_exact(model, guide, exact):
     result = estimate_log_likelihood(model, guide, x, 4000)
     assert result.log_px.shape == (20,)
     assert bool((result.log_px_se > 0).all())
-    assert_within(result.log_px, exact(x), result.log_px_se)
+    se = result.log_px_se
+    assert agrees_as_lower_bound(result.log_px, exact(x), se, log_mean_bias(se)).all()
     summary = result.summary()
-    assert abs(summary["log_px"] - exact(x).mean().item()) <= 4 * summary["log_px_se"]
+    se = summary["log_px_se"]
+    assert agrees_as_lower_bound(summary["log_px"], exact(x).mean().item(), se, log_mean_bias(se, len(x)))
 
 
 @pytest.mark.parametrize("model, guide, exact", [
@@ -122,6 +127,7 @@ def test_exact_posterior_gives_constant_weights(model, guide, exact):
     assert bool((result.khat < 0.5).all())
 
 
+@pytest.mark.statistical
 def test_bounds_increase_with_k():
     x = data()
     exact = normal_exact(x).mean().item()
@@ -153,6 +159,7 @@ def test_weight_statistics_against_numpy_formulas():
     torch.testing.assert_close(stats["iwae_se_10"], groups.std(0) / 10)
 
 
+@pytest.mark.statistical
 def test_chunking_gives_the_same_result():
     x = data(23)
     exact = normal_exact(x)
@@ -162,9 +169,9 @@ def test_chunking_gives_the_same_result():
     # every row keeps its own estimate: with the exact posterior each one is exact
     torch.testing.assert_close(chunked.log_px, exact, rtol=1e-6, atol=1e-5)
     torch.testing.assert_close(chunked.log_px, one.log_px, rtol=1e-6, atol=1e-5)
-    pyro.set_rng_seed(1)
+    pyro.set_rng_seed(SEED + 1)
     one = estimate_log_likelihood(normal_model, rough_guide, x, 1000)
-    pyro.set_rng_seed(1)
+    pyro.set_rng_seed(SEED + 1)
     chunked = estimate_log_likelihood(normal_model, rough_guide, x, 1000, data_chunk=5, chunk_elements=1500)
     assert set(one.iwae) == set(chunked.iwae) == {1, 10, 100, 1000}
     for k in (1, 10, 100):
@@ -215,10 +222,12 @@ def nested_posterior_guide(x):
             pyro.sample("u", dist.Normal((z + x.T / S**2) / cell_precision, cell_precision**-0.5))
 
 
+@pytest.mark.statistical
 def test_inner_plate_with_max_plate_nesting_2():
     x = torch.stack([torch.linspace(-2.0, 2.0, 10) + offset for offset in (0.0, 0.5, -1.0, 1.5)], -1)
     exact = nested_exact(x)
     result = estimate_log_likelihood(nested_model, nested_posterior_guide, x, 200, max_plate_nesting=2)
     torch.testing.assert_close(result.log_px, exact, rtol=1e-6, atol=1e-4)
     result = estimate_log_likelihood(nested_model, None, x, 20_000, max_plate_nesting=2)
-    assert_within(result.log_px, exact, result.log_px_se)
+    se = result.log_px_se
+    assert agrees_as_lower_bound(result.log_px, exact, se, log_mean_bias(se)).all()

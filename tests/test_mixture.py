@@ -153,6 +153,7 @@ def test_collapsed_component_keeps_a_finite_density(covariance):
     assert torch.isfinite(model.exact_log_prob(x)).all()
 
 
+@pytest.mark.statistical
 def test_sample_moments_match_parameters():
     truth = true_parameters("synthetic2d")
     model = MixtureModel(MixtureConfig(num_components=3, dim=2))
@@ -169,6 +170,7 @@ def test_sample_moments_match_parameters():
 
 
 # --- SVI fits ----------------------------------------------------------------------------------
+@pytest.mark.statistical
 def test_svi_on_synthetic2d_matches_sklearn_and_recovers_truth():
     model, x_train, x_test = _fitted("synthetic2d")
     gm = _sklearn(x_train, 3)
@@ -182,6 +184,7 @@ def test_svi_on_synthetic2d_matches_sklearn_and_recovers_truth():
     _assert_recovers(model, x_train, "synthetic2d")
 
 
+@pytest.mark.statistical
 def test_svi_on_cats_recovers_both_components():
     model, x_train, x_test = _fitted("cats")
     gm = _sklearn(x_train, 2)
@@ -192,6 +195,7 @@ def test_svi_on_cats_recovers_both_components():
     _assert_recovers(model, x_train, "cats")
 
 
+@pytest.mark.statistical
 def test_em_initialisation_then_svi_matches_sklearn():
     model, x_train, x_test = _fitted("synthetic2d", init="em", steps=50)
     gm = _sklearn(x_train, 3)
@@ -224,6 +228,7 @@ def test_elbo_loss_initialises_on_first_use():
     assert bool(model.initialised)
 
 
+@pytest.mark.statistical
 def test_minibatch_first_use_initialises_and_trains():
     data = load_data("train", data="synthetic2d")
     x_test = load_data("test", data="synthetic2d").x
@@ -239,6 +244,7 @@ def test_minibatch_first_use_initialises_and_trains():
     assert abs(ours_test - sk_test) <= 0.01 * abs(sk_test)
 
 
+@pytest.mark.statistical
 def test_initialise_from_small_batch_is_near_truth():
     truth = true_parameters("synthetic2d")
     batch = load_data("train", data="synthetic2d").x[:200]

@@ -14,6 +14,8 @@ from inference.train import fit_model
 from models import get_spec
 from models.base import DataError, DataSplit
 from models.ppca import PPCA, SPEC, PPCAConfig, closed_form_ml, hparams_for, load_data, synthetic_parameters
+from models.ppca import PPCA, closed_form_ml, hparams_for, load_data, synthetic_parameters
+from tests.conftest import SEED
 
 
 def random_ppca(data_dim=6, latent_dim=2, guide="amortized") -> PPCA:
@@ -114,6 +116,7 @@ def test_closed_form_is_a_maximum_and_makes_the_linear_guide_exact():
     assert (log_w - model.exact_log_prob(x[:40]).detach()).abs().max() < 1e-8
 
 
+@pytest.mark.statistical
 def test_svi_with_amortized_guide_approaches_closed_form_ml(one_thread):
     # Tolerance: Wilks' theorem puts the ML fit k / (2 N) nats per point above the generating
     # parameters on the training set (k free parameters), so an SVI fit within k / (2 N) of the ML
@@ -123,7 +126,7 @@ def test_svi_with_amortized_guide_approaches_closed_form_ml(one_thread):
     tolerance = num_free_parameters(64, latent_dim) / (2 * train.shape[0])
     ml = PPCA(PPCAConfig(latent_dim=latent_dim)).fit_closed_form(train)
     model = PPCA(PPCAConfig(latent_dim=latent_dim))
-    fit_model(model, train, steps=300, lr=3e-2, seed=0, progress=False)
+    fit_model(model, train, steps=300, lr=3e-2, seed=SEED, progress=False)
     with torch.no_grad():
         gap = ml.exact_log_prob(train).mean() - model.exact_log_prob(train).mean()
         held_out = model.exact_log_prob(test) - ml.exact_log_prob(test)
@@ -133,12 +136,13 @@ def test_svi_with_amortized_guide_approaches_closed_form_ml(one_thread):
 
 
 @pytest.mark.slow
+@pytest.mark.statistical
 def test_default_training_reaches_closed_form_ml_on_digits(one_thread):
     spec = get_spec("ppca")
     train = spec.load_data("train").x
     model = spec.make()
     settings = spec.train_settings()
-    fit_model(model, train, steps=settings["steps"], lr=settings["lr"], seed=0, progress=False)
+    fit_model(model, train, steps=settings["steps"], lr=settings["lr"], seed=SEED, progress=False)
     ml = PPCA(PPCAConfig(latent_dim=model.latent_dim)).fit_closed_form(train)
     tolerance = num_free_parameters(64, model.latent_dim) / (2 * train.shape[0])
     with torch.no_grad():

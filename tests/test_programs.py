@@ -23,6 +23,7 @@ from inference.arviz_io import from_guide
 from inference.importance import estimate_log_likelihood
 from inference.train import fit
 from models import DATA_PLATE
+from tests.conftest import SEED, agrees_as_lower_bound, log_mean_bias
 
 # --- a conditional linear-Gaussian model as plain functions ------------------------------------
 #   z_n ~ N(0, 1),  x_n | y_n, z_n ~ N(w y_n + c z_n, s)   =>   x_n | y_n ~ N(w y_n, sqrt(c^2 + s^2))
@@ -51,13 +52,14 @@ def exact_conditional_log_prob(x, y):
     return dist.Normal(w * y, (c**2 + s**2).sqrt()).log_prob(x)
 
 
-def conditional_data(n=400, seed=0):
+def conditional_data(n=400, seed=SEED):
     g = torch.Generator().manual_seed(seed)
     y = torch.randn(n, generator=g)
     x = 1.5 * y + 0.8 * torch.randn(n, generator=g) + 0.6 * torch.randn(n, generator=g)
     return x, y
 
 
+@pytest.mark.statistical
 def test_conditional_functions_train_and_is_matches_closed_form():
     x, y = conditional_data()
     result = fit(conditional_model, conditional_guide, (x, y), steps=300, lr=0.05, batch_size=100,
@@ -69,7 +71,7 @@ def test_conditional_functions_train_and_is_matches_closed_form():
         exact = exact_conditional_log_prob(x, y).double()
     gap = estimate.log_px.double().mean() - exact.mean()
     se = estimate.log_px_se.double().square().sum().sqrt() / len(x)
-    assert abs(gap) < 4 * se + 1e-6, (gap, se)
+    assert agrees_as_lower_bound(gap, 0.0, se, log_mean_bias(se, len(x)), rounding=1e-6), (gap, se)
 
 
 def test_param_store_is_scoped_per_run():
@@ -148,7 +150,7 @@ def regression_model(features, y):
         pyro.sample("y", dist.Normal((features * w).sum(-1), 0.5), obs=y)
 
 
-def regression_data(n=60, seed=0):
+def regression_data(n=60, seed=SEED):
     g = torch.Generator().manual_seed(seed)
     features = torch.randn(n, 2, generator=g)
     y = features @ torch.tensor([1.0, -0.5]) + 0.5 * torch.randn(n, generator=g)
@@ -170,12 +172,12 @@ def make_program(kind: str):
     if kind == "functions+param":
         return conditional_model, conditional_guide, conditional_data(64), 30, 0.05
     if kind == "functions+module":
-        torch.manual_seed(0)
+        torch.manual_seed(SEED)
         DECODER.net.reset_parameters()  # the module lives at module level, as in Pyro's tutorials
         return module_model, module_guide, torch.randn(64, 2), 30, 0.05
     if kind == "PyroModule":
         model = LocalGaussian()
-        x = torch.randn(64, generator=torch.Generator().manual_seed(1)) + 2.0
+        x = torch.randn(64, generator=torch.Generator().manual_seed(SEED + 1)) + 2.0
         return model, autoguide.AutoNormal(model), x, 30, 0.05
     guide_class = getattr(autoguide, kind)
     options = {"hidden_dim": [8]} if kind == "AutoIAFNormal" else {}
@@ -225,9 +227,11 @@ def exact_marginal_log_prob(kind: str, model, data) -> torch.Tensor:
         return dist.Normal(model.m, (1 + model.s**2).sqrt()).log_prob(data)  # x = m + z + N(0, s^2)
 
 
+@pytest.mark.statistical
 @pytest.mark.parametrize("kind", ["functions+param", "functions+module", "PyroModule"])
 def test_local_latent_programs_are_scored_by_importance_sampling(kind):
-    """IS with the trained guide agrees with each program's closed-form log p(x) within 4 SE."""
+    """IS with the trained guide agrees with each program's closed-form log p(x) within 4 SE, beyond
+    its known bias (a stochastic lower bound; :func:`tests.conftest.log_mean_bias`)."""
     model, guide, data, _, lr = _new_program(kind)
     result = fit(model, guide, data, steps=300, lr=lr, progress=False)
     with pyro.get_param_store().scope(result.param_state):
@@ -236,9 +240,11 @@ def test_local_latent_programs_are_scored_by_importance_sampling(kind):
     assert estimate.log_px.shape == (64,) and torch.isfinite(estimate.log_px).all()
     gap = estimate.log_px.double().mean() - exact.mean()
     se = estimate.log_px_se.double().square().sum().sqrt() / 64
-    assert abs(gap) < 4 * se + 1e-6, (kind, gap.item(), se.item())
+    agrees = agrees_as_lower_bound(gap, 0.0, se, log_mean_bias(se, 64), rounding=1e-6)
+    assert agrees, (kind, gap.item(), se.item())
 
 
+@pytest.mark.statistical
 @pytest.mark.parametrize("kind", AUTOGUIDES)
 def test_autoguides_reach_the_conjugate_posterior_and_convert_to_arviz(kind):
     """The guide's posterior mean of w is within a quarter posterior sd of the exact one (the

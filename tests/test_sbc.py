@@ -12,6 +12,8 @@ import torch
 from inference.sbc import SBCResult, sbc
 from models.dlgm import DLGM
 from models.student import StudentConfig, StudentNetwork
+from models.student import StudentNetwork
+from tests.conftest import SEED
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -29,6 +31,7 @@ def overconfident(model, x):
             log_strength.add_(math.log(3.0))
 
 
+@pytest.mark.statistical
 def test_sbc_passes_for_the_conjugate_guide_and_fails_when_it_is_overconfident(tmp_path):
     good = sbc(StudentNetwork, TEMPLATE, num_replications=100, fit_guide=conjugate)
     bad = sbc(StudentNetwork, TEMPLATE, num_replications=100, fit_guide=overconfident)
@@ -45,8 +48,9 @@ def test_sbc_passes_for_the_conjugate_guide_and_fails_when_it_is_overconfident(t
     assert (tmp_path / "sbc.png").read_bytes()[:4] == b"\x89PNG"
 
 
+@pytest.mark.statistical
 def test_uniformity_test_on_known_ranks():
-    rng = np.random.default_rng(0)
+    rng = np.random.default_rng(SEED)
     uniform = SBCResult({"a": rng.integers(0, 100, 2000)}, num_draws=99, num_replications=2000, bins=10)
     skewed = SBCResult({"a": rng.integers(0, 60, 2000)}, num_draws=99, num_replications=2000, bins=10)
     assert uniform.histogram("a").sum() == 2000 and uniform.p_values["a"] > 1e-3
@@ -59,6 +63,7 @@ def test_sbc_needs_global_latents():
 
 
 @pytest.mark.slow
+@pytest.mark.statistical
 def test_sbc_of_natural_gradient_svi_passes():
     result = sbc(StudentNetwork, TEMPLATE, num_replications=200,
                  fit_guide=lambda model, x: model.natural_gradient_svi(x, steps=100))
@@ -67,6 +72,7 @@ def test_sbc_of_natural_gradient_svi_passes():
 
 
 @pytest.mark.slow
+@pytest.mark.statistical
 def test_sbc_of_adam_svi_started_near_the_expected_counts_passes():
     # the default fit (inference.train.fit, Adam on TraceEnum_ELBO, 200 steps): Adam barely moves a row's
     # strength, so it starts near the expected count of a row (50 rows / a few parent configurations)

@@ -11,6 +11,7 @@ from inference.train import TrainingDiverged, fit_model
 from tests.toy import Diverging, NormalNormal
 
 
+@pytest.mark.statistical
 def test_svi_learns_the_exact_posterior_of_a_conjugate_model():
     x = torch.randn(2000) * math.sqrt(2)
     model = NormalNormal()
@@ -147,5 +148,3 @@ def test_compiled_loss_trains_like_the_eager_one():
                                compile=compile)
         runs.append(result.losses)
     assert runs[1] == pytest.approx(runs[0], rel=1e-4)
-    with pytest.raises(ValueError, match="closed-form"):
-        fit_model(NormalNormal(), torch.zeros(4), steps=1, progress=False, compile=True)

@@ -16,6 +16,7 @@ import models
 from inference.checkpoint import load_checkpoint
 from inference.evaluate import NO_IMPORTANCE_SAMPLING
 from models import ENTRY_POINT_GROUP, REGISTRY, UnknownModelError, get_spec
+from tests.conftest import SEED
 from tests.test_contract import USER_FILE
 from zoo.cli import main
 from zoo.runs import load
@@ -72,18 +73,20 @@ def test_zoo_list_shows_where_each_model_comes_from(installed_package, capsys):
     assert rows["sepal_length"] == "package my-zoo-models"
 
 
+@pytest.mark.statistical
 def test_train_then_eval_a_user_file(tmp_path, capsys):
     """`zoo train FILE --smoke` then `zoo eval FILE --checkpoint`: the checkpoint records the file,
     the report says why importance sampling does not apply and compares guide and NUTS; the
     posterior mean of mu is the sample mean within 4 posterior sds (the prior N(5, 2^2) is weak)."""
     out = tmp_path / "run"
-    assert main(["train", USER_FILE, "--smoke", "--out", str(out), "--json", "--no-progress"]) == 0
+    assert main(["train", USER_FILE, "--smoke", "--out", str(out), "--json", "--no-progress",
+                 "--seed", str(SEED)]) == 0
     metrics = _last_json(capsys.readouterr().out)
     assert metrics["model"] == "sepal_length" and metrics["steps"] == 1000
     checkpoint = out / "checkpoint.pt"
     assert load_checkpoint(checkpoint)["model_file"] == str(Path(USER_FILE).resolve())
     assert main(["eval", USER_FILE, "--checkpoint", str(checkpoint), "--k", "500", "--json",
-                 "--no-progress"]) == 0
+                 "--no-progress", "--seed", str(SEED)]) == 0
     report = _last_json(capsys.readouterr().out)
     assert report["log_px"]["value"] is None
     assert report["log_px"]["estimator"] == NO_IMPORTANCE_SAMPLING

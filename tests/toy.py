@@ -1,4 +1,5 @@
-"""A conjugate toy model for testing shared machinery: z ~ N(0, 1), x | z ~ N(z, 1)."""
+"""Toy models for testing shared machinery: a conjugate z ~ N(0, 1), x | z ~ N(z, 1); a model whose
+loss diverges; a DLGM whose posterior is far narrower than its prior."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import torch
 from torch import nn
 
 from models import ZooModel
+from models.dlgm import DLGM, DLGMConfig
 
 
 class NormalNormal(ZooModel):
@@ -53,3 +55,15 @@ class Diverging(ZooModel):
 
     def guide(self, x, num_data=None):
         pass
+
+
+def sharp_dlgm(data_dim: int, generator: torch.Generator) -> DLGM:
+    """A seed-decoder DLGM whose many steep sigmoids make p(z | x) far narrower than the prior
+    (importance sampling from the prior fails on it; notebook 7)."""
+    model = DLGM(DLGMConfig(data_dim=data_dim, latent_dim=1, decoder="seed")).eval()
+    with torch.no_grad():
+        model.A.copy_(8 * torch.randn(data_dim, 1, generator=generator))
+        model.B.copy_(2 * torch.randn(data_dim, 1, generator=generator))
+        model.c.copy_(torch.randn(data_dim, generator=generator))
+        model.d.copy_(torch.full((data_dim,), -2.0))
+    return model

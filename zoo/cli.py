@@ -1,7 +1,9 @@
 """`zoo list | train | eval | query | demo` — see README.md for the contract.
 
 Every command validates its inputs (model name, device, data, checkpoint) before it writes
-anything; user errors print one sentence on stderr and exit with status 2.
+anything; user errors print one sentence on stderr and exit with status 2 (under ``torchrun``:
+rank 0 prints it, every rank exits with 2). Library messages name settings in backquotes
+(```lr```); :func:`flagged` turns those into this command line's flags (``--lr``).
 """
 
 from __future__ import annotations
@@ -9,20 +11,28 @@ from __future__ import annotations
 import argparse
 import ast
 import json
+import logging
 import math
+import re
 import sys
 from pathlib import Path
 
+from inference import distributed
 from inference.checkpoint import CheckpointError
 from inference.devices import DeviceError
 from inference.importance import EstimateTooLarge
+from inference.settings import SettingError
 from inference.train import TrainingDiverged
 from models import DataError, UnknownModelError
 
-USER_ERRORS = (CheckpointError, DataError, DeviceError, EstimateTooLarge, TrainingDiverged, UnknownModelError,
-               FileExistsError)
+USER_ERRORS = (CheckpointError, DataError, DeviceError, EstimateTooLarge, SettingError, TrainingDiverged,
+               UnknownModelError, FileExistsError)
 MAX_SEED = 2**32 - 1
 ECHO_CHARS = 80
+#: the flag of each setting a library message names in backquotes
+FLAGS = {"steps": "--steps", "epochs": "--epochs", "batch_size": "--batch-size", "lr": "--lr",
+         "clip_norm": "--clip-norm", "checkpoint_seconds": "--checkpoint-every", "num_particles": "--k",
+         "fast": "--fast", "seed": "--seed", "resume=True": "--resume", "overwrite=True": "--overwrite"}
 
 
 class UsageError(Exception):
@@ -113,12 +123,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default=None, help="run folder (default: runs/NAME)")
     p.add_argument("--smoke", action="store_true", help="tiny model, data and run")
     p.add_argument("--resume", action="store_true", help="continue from the run folder's checkpoint")
-    p.add_argument("--overwrite", action="store_true", help="replace an existing checkpoint")
+    p.add_argument("--overwrite", action="store_true", help="replace the run in --out (removing its files)")
     p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="hyperparameters")
-    p.add_argument("--fast", action="store_true",
-                   help="train on the model's closed-form objective instead of its Pyro program")
-    p.add_argument("--checkpoint-every", type=float, default=60.0, metavar="SECONDS",
-                   help="seconds between checkpoints (one is always written at the end; default 60)")
+    p.add_argument("--fast", action=argparse.BooleanOptionalAction, default=None,
+                   help="train on the model's closed-form objective instead of its Pyro program (with "
+                        "--resume: switch it on or off; default: as the checkpoint was trained)")
+    p.add_argument("--checkpoint-every", type=positive_float, default=60.0, metavar="SECONDS",
+                   help="seconds between checkpoints, > 0 (one is always written at the end; default 60)")
 
     p = sub.add_parser("eval", parents=[common], help="evaluate a trained model")
     p.add_argument("name")
@@ -128,7 +139,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--limit", type=positive_int, default=None, help="evaluate the first N data points only")
     p.add_argument("--method", nargs="+", default=["is"], metavar="METHOD",
                    help="estimators beyond the report's base (is): ais, bdmc, sbc; several allowed")
-    p.add_argument("--out", default=None, help="report folder (default: next to the checkpoint)")
+    p.add_argument("--out", default=None, help="report folder (default: eval/ next to the checkpoint)")
+    p.add_argument("--overwrite", action="store_true", help="replace the report in --out (removes its files)")
 
     p = sub.add_parser("query", help="exact posterior query, e.g. zoo query student 'I | G=C,S=1'")
     p.add_argument("name")
@@ -146,16 +158,17 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from inference.distributed import quiet_unless_main
-
-    quiet_unless_main()  # under torchrun, rank 0 alone prints the result
+    distributed.quiet_unless_main()  # under torchrun, rank 0 alone prints the result
+    logger = logging.getLogger("inference")
+    if LOG_HANDLER not in logger.handlers:
+        logger.addHandler(LOG_HANDLER)
     try:
         args = build_parser().parse_args(argv)
         from zoo import commands
 
         result = getattr(commands, f"cmd_{args.command}")(args)
     except (UsageError, *USER_ERRORS) as err:
-        print(f"zoo: error: {one_line(err)}", file=sys.stderr)
+        distributed.report_error(f"zoo: error: {one_line(err)}")
         return 2
     if getattr(args, "json", False):
         print(json.dumps(result, default=_jsonable))
@@ -163,8 +176,25 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def one_line(err: BaseException) -> str:
-    """The error's message with newlines folded, so stderr holds exactly one line."""
-    return " ".join(str(err).split())
+    """The error's message with newlines folded, so stderr holds exactly one line, and its
+    settings named by their flags."""
+    return flagged(" ".join(str(err).split()))
+
+
+def flagged(text: str) -> str:
+    """``text`` with each setting in backquotes (```lr```) written as its flag (``--lr``)."""
+    return re.sub(r"`([^`]+)`", lambda found: FLAGS.get(found[1], found[0]), text)
+
+
+class _LogLine(logging.Handler):
+    """The library's log lines (e.g. a resume that changes the learning rate) on stderr, as
+    ``zoo: ...`` with flags for settings."""
+
+    def emit(self, record):
+        print(f"zoo: {flagged(record.getMessage())}", file=sys.stderr)
+
+
+LOG_HANDLER = _LogLine(logging.INFO)
 
 
 def _jsonable(value):

@@ -26,7 +26,7 @@ def cmd_list(args) -> list[dict]:
 def cmd_train(args) -> dict:
     spec = get_spec(args.name)
     resolve_device(args.device)
-    writable_folder(args.out or Path("runs") / args.name)
+    writable_folder(Path("runs") / spec.name if args.out is None else args.out)
     hparams = parse_hparams(args.set)
     metrics = runs.train(
         args.name, out=args.out, smoke=args.smoke, device=args.device, seed=args.seed,
@@ -44,10 +44,10 @@ def cmd_train(args) -> dict:
 def cmd_eval(args) -> dict:
     get_spec(args.name)
     resolve_device(args.device)
-    writable_folder(args.out or Path(args.checkpoint).parent / "eval")
+    writable_folder(Path(args.checkpoint).parent / "eval" if args.out is None else args.out)
     report = runs.evaluate(
         args.checkpoint, name=args.name, k=args.k, split=args.split, limit=args.limit,
-        data_dir=args.data_dir, data=args.data, device=args.device, out=args.out,
+        data_dir=args.data_dir, data=args.data, device=args.device, out=args.out, overwrite=args.overwrite,
         progress=not args.no_progress, seed=args.seed, methods=args.method,
     )
     if not args.json:

@@ -6,8 +6,11 @@
 
 A run folder holds ``checkpoint.pt``, ``history.json``, ``metrics.json``, ``loss.png`` and the
 model's figures. It is locked while a run writes it (a second ``train`` into it is refused), an
-existing run is replaced only with ``overwrite``, every file is written atomically, and a resume
-takes its settings from the checkpoint (a differing setting is refused, not ignored).
+existing run is replaced only with ``overwrite`` (which first removes the old run's files), a
+folder holding another kind of run (an evaluation, a demo) is refused (:mod:`zoo.folders`), and
+every file is written atomically. A resume takes its settings from the checkpoint: it may change
+the learning rate, the clipping and the fast path (one logged line says so); a differing batch
+size, data set or hyperparameter is refused, not ignored.
 
 Under ``torchrun`` every rank runs the same call: training is data-parallel and evaluation
 sharded (:mod:`inference.distributed`), ``cuda`` means each rank's own GPU, and rank 0 alone
@@ -16,11 +19,9 @@ holds the lock and writes the run folder.
 
 from __future__ import annotations
 
-import fcntl
 import json
-import os
 import time
-from contextlib import contextmanager, nullcontext
+from contextlib import nullcontext
 from pathlib import Path
 
 import pyro
@@ -28,23 +29,27 @@ import pyro.poutine as poutine
 import torch
 
 from inference import distributed
-from inference.checkpoint import CheckpointError, load_checkpoint, remove_stale_temporaries, write_atomic
+from inference.checkpoint import CheckpointError, load_checkpoint, write_atomic
 from inference.devices import resolve_device
 from inference.plots import plot_loss
-from inference.train import CHECKPOINT_SECONDS, as_objective, evaluate_objective, fit_model, load_params
+from inference.settings import SettingError
+from inference.train import (
+    CHECKPOINT_SECONDS,
+    TrainConfig,
+    as_objective,
+    evaluate_objective,
+    fit_model,
+    load_params,
+)
 from models import DataError, DataSplit, HparamError, ModelSpec, UnknownModelError, get_spec, is_file_spec
+from zoo.folders import CHECKPOINT, RunFolderError, check_folder, run_folder
 
 UNITS = "nats per data point"
-CHECKPOINT = "checkpoint.pt"
-LOCK = ".zoo.lock"
-#: settings a resumed run must share with its checkpoint (steps and epochs may grow)
-RESUME_FIXED = ("lr", "batch_size", "clip_norm")
+#: settings a resumed run must share with its checkpoint (lr, clip_norm and fast may change; steps and
+#: epochs may grow)
+RESUME_FIXED = ("batch_size",)
 #: NUTS draws (and as many warm-up steps) behind the posterior comparison of global-latent models
 NUTS, NUTS_SMOKE = 1000, 100
-
-
-class RunFolderError(FileExistsError):
-    """A run folder that is in use, or holds a run that would be overwritten."""
 
 
 def load_split(spec: ModelSpec, split: str, *, data_dir=None, data=None, smoke=False,
@@ -62,70 +67,54 @@ def _settings(spec: ModelSpec, smoke: bool, **given) -> dict:
     return settings
 
 
-@contextmanager
-def locked(folder: Path):
-    """Hold ``folder``'s run lock (an OS file lock, released even when the process is killed).
-
-    A folder this call made is removed again when the run fails before writing anything in it.
-    """
-    made = [parent for parent in (folder, *folder.parents) if not parent.exists()]
-    folder.mkdir(parents=True, exist_ok=True)
-    try:
-        with _lock(folder):
-            yield
-    except BaseException:
-        if made and [p.name for p in folder.iterdir()] == [LOCK]:
-            (folder / LOCK).unlink()
-            for parent in made:
-                parent.rmdir()
-        raise
-
-
-@contextmanager
-def _lock(folder: Path):
-    with open(folder / LOCK, "a+") as handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            handle.seek(0)
-            holder = handle.read().strip() or "another process"
-            raise RunFolderError(f"{folder} is being written by another zoo run ({holder}); wait for it "
-                                 "to finish or choose another --out") from None
-        handle.seek(0)
-        handle.truncate()
-        handle.write(f"pid {os.getpid()}")
-        handle.flush()
-        remove_stale_temporaries(folder)
-        yield
-
-
-def check_new_run(out: Path, overwrite: bool) -> None:
-    """Refuse a new run into ``out`` when it holds one and ``overwrite`` is not given."""
-    _check_folder(Path(out), resume=False, overwrite=overwrite)
+def out_folder(out, default: Path) -> Path:
+    """``out`` as a folder path (``default`` when None); an empty path is refused."""
+    if out is None:
+        return Path(default)
+    if not str(out).strip():
+        raise DataError("--out is empty; give a folder path, or leave --out out for the default")
+    return Path(out)
 
 
 def _check_folder(out: Path, resume: bool, overwrite: bool) -> None:
-    """Refuse to start a run that would overwrite one, or resume one that is not there."""
+    """Refuse to start a run that would replace one unasked, or resume one that is not there."""
     checkpoint = out / CHECKPOINT
     if resume and overwrite:
         raise RunFolderError("--resume continues a run and --overwrite replaces it; pass only one")
+    check_folder(out, "train", resume=resume, overwrite=overwrite)
     if resume and not checkpoint.is_file():
         raise CheckpointError(f"there is no checkpoint to resume at {checkpoint}; drop --resume to start "
                               "a new run")
-    existing = [name for name in (CHECKPOINT, "metrics.json", "history.json") if (out / name).exists()]
-    if existing and not (resume or overwrite):
-        raise RunFolderError(f"{out} already holds a run ({', '.join(existing)}); pass --resume to continue "
-                             "it, --overwrite to replace it, or choose another --out")
 
 
-def _resumed_settings(state: dict, given: dict, hparams: dict, smoke: bool, data, data_dir) -> dict:
-    """The checkpoint's settings, with the run length given now; a differing setting is an error."""
+def _resumed(spec: ModelSpec, out: Path, overwrite: bool, given: dict, hparams, smoke: bool, data, data_dir,
+             fast) -> tuple:
+    """(settings, smoke, data, data_dir, hparams, fast) of the run in ``out``, resumed with ``given``."""
+    _check_folder(out, True, overwrite)
+    path = out / CHECKPOINT
+    state = load_checkpoint(path)
+    if (state.get("model"), state.get("model_file")) != (spec.name, _model_file(spec)):
+        raise CheckpointError(f"{path} holds a {state.get('model')!r} run, not {spec.name!r}")
+    settings = _resumed_settings(state, given, hparams, smoke, data, data_dir, path)
+    fast = state.get("fast", False) if fast is None else fast
+    return (settings, state.get("smoke", False), state.get("data"), state.get("data_dir"),
+            state.get("explicit_hparams") or {}, fast)
+
+
+def _resumed_settings(state: dict, given: dict, hparams: dict, smoke: bool, data, data_dir, path) -> dict:
+    """The checkpoint's settings with the run length, ``lr`` and ``clip_norm`` given now; any other
+    differing setting is an error."""
     for name, value in (hparams or {}).items():
         trained = state["config"].get(name)
         if _plain(trained) != _plain(value):
             raise CheckpointError(f"the checkpoint was trained with {name}={trained!r}; drop --set {name} "
                                   "to resume it, or start a new run with --overwrite")
     saved = state.get("settings", {})
+    try:
+        TrainConfig(**saved)
+    except (SettingError, TypeError) as err:
+        raise CheckpointError(f"{path} is damaged: its training settings are not valid ({err}); retrain it "
+                              "or use another checkpoint") from None
     asked = {**{k: given.get(k) for k in RESUME_FIXED}, "smoke": smoke or None, "data": data,
              "data_dir": data_dir}
     have = {**{k: saved.get(k) for k in RESUME_FIXED}, "smoke": state.get("smoke") or None,
@@ -136,6 +125,7 @@ def _resumed_settings(state: dict, given: dict, hparams: dict, smoke: bool, data
                                   "drop that option to resume with the checkpoint's, or start a new run "
                                   "with --overwrite")
     settings = {k: v for k, v in saved.items() if k not in ("steps", "epochs")}
+    settings.update({k: given[k] for k in ("lr", "clip_norm") if given.get(k) is not None})
     length = {k: given[k] for k in ("steps", "epochs") if given.get(k) is not None}
     return {**settings, **(length or {k: saved[k] for k in ("steps", "epochs") if k in saved})}
 
@@ -146,59 +136,57 @@ def _plain(value):
 
 def train(name: str, *, out=None, smoke=False, device="cpu", seed=0, data_dir=None, data=None,
           hparams=None, epochs=None, steps=None, batch_size=None, lr=None, clip_norm=None,
-          resume=False, overwrite=False, fast=False, progress=True,
+          resume=False, overwrite=False, fast=None, progress=True,
           checkpoint_seconds: float = CHECKPOINT_SECONDS) -> dict:
     """Train model ``name`` (a registered name, a user's ``.py`` file or a package's entry point;
-    see :func:`models.get_spec`) by SVI on its Pyro objective (``fast``: its closed form); writes
-    checkpoint, history, loss curve, figures and metrics.json under ``out``."""
+    see :func:`models.get_spec`) by SVI on its Pyro objective (``fast``: its closed form; None: the
+    checkpoint's choice when resuming, else False); writes checkpoint, history, loss curve,
+    figures and metrics.json under ``out``. Everything asked is checked before anything is written."""
     spec = get_spec(name)
     device = distributed.local_device(resolve_device(device))
     main = distributed.world(device).main
-    out = Path(out or Path("runs") / spec.name)
+    out = out_folder(out, Path("runs") / spec.name)
     given = {"epochs": epochs, "steps": steps, "batch_size": batch_size, "lr": lr, "clip_norm": clip_norm}
-    state = None
     if resume:
-        _check_folder(out, resume, overwrite)
-        state = load_checkpoint(out / CHECKPOINT)
-        if (state.get("model"), state.get("model_file")) != (spec.name, _model_file(spec)):
-            raise CheckpointError(f"{out / CHECKPOINT} holds a {state.get('model')!r} run, not {name!r}")
-        settings = _resumed_settings(state, given, hparams, smoke, data, data_dir)
-        smoke, data, data_dir = state.get("smoke", False), state.get("data"), state.get("data_dir")
-        hparams, fast = state.get("explicit_hparams") or {}, state.get("fast", False)
+        settings, smoke, data, data_dir, hparams, fast = _resumed(spec, out, overwrite, given, hparams, smoke,
+                                                                  data, data_dir, fast)
     else:
-        settings = _settings(spec, smoke, **given)
+        settings, fast = _settings(spec, smoke, **given), bool(fast)
     train_set = load_split(spec, "train", data_dir=data_dir, data=data, smoke=smoke, device=device)
     test_set = load_split(spec, "test", data_dir=data_dir, data=data, smoke=smoke, device=device)
+    TrainConfig(**settings).total_steps(len(train_set.x))  # bounded and well-typed before anything runs
     config = spec.resolve(smoke=smoke, data=train_set, overrides=hparams)
+    spec.check_size(config)
     pyro.set_rng_seed(seed)
     model = spec.build(config).to(device)
-    train_inputs, test_inputs = train_set.inputs(model.inputs), test_set.inputs(model.inputs)
-    model.check_inputs(train_inputs)
-    model.check_inputs(test_inputs)
+    model.check_inputs(train_set.inputs(model.inputs))
+    model.check_inputs(test_set.inputs(model.inputs))
     objective = as_objective(spec.objective_for(config))
     meta = {"model": spec.name, "model_file": _model_file(spec), "config": config.to_dict(),
             "explicit_hparams": hparams or {}, "smoke": smoke,
             "data": data, "data_dir": None if data_dir is None else str(data_dir), "seed": seed,
             "settings": settings, "fast": fast}
     _check_folder(out, resume, overwrite)
-    with locked(out) if main else nullcontext():
-        if main:
-            _check_folder(out, resume, overwrite)
-        result = fit_model(model, train_inputs, objective=objective, fast=fast,
+    with run_folder(out, "train", spec.name, resume=resume, overwrite=overwrite) if main else nullcontext():
+        result = fit_model(model, train_set.inputs(model.inputs), objective=objective, fast=fast,
                            max_plate_nesting=spec.max_plate_nesting, checkpoint=out / CHECKPOINT,
-                           resume=resume, meta=meta, progress=progress,
+                           resume=resume, overwrite=overwrite, meta=meta, progress=progress,
                            checkpoint_seconds=checkpoint_seconds, **settings)
         metrics = _train_metrics(spec, model, objective, result, test_set, settings, device, fast)
         metrics["checkpoint"] = str(out / CHECKPOINT)
-        if not main:
-            return metrics
-        write_atomic(out / "history.json", json.dumps({"objective": objective.label, "loss": result.losses}))
-        figures = {"loss curve": plot_loss(result.losses, out / "loss.png", f"{name}: {objective.label}")}
-        if spec.figures:
-            figures.update(spec.figures(model, test_set, out))
-        metrics["figures"] = {title: str(path) for title, path in figures.items()}
-        write_atomic(out / "metrics.json", json.dumps(metrics, indent=2, default=str))
+        if main:
+            _write_run(out, spec, model, objective, result, test_set, metrics)
     return metrics
+
+
+def _write_run(out: Path, spec: ModelSpec, model, objective, result, test_set, metrics: dict) -> None:
+    """history.json, the loss curve, the model's figures and metrics.json (which lists them)."""
+    write_atomic(out / "history.json", json.dumps({"objective": objective.label, "loss": result.losses}))
+    figures = {"loss curve": plot_loss(result.losses, out / "loss.png", f"{spec.name}: {objective.label}")}
+    if spec.figures:
+        figures.update(spec.figures(model, test_set, out))
+    metrics["figures"] = {title: str(path) for title, path in figures.items()}
+    write_atomic(out / "metrics.json", json.dumps(metrics, indent=2, default=str))
 
 
 def _train_metrics(spec, model, objective, result, test_set, settings, device, fast) -> dict:
@@ -231,9 +219,11 @@ def _model_file(spec: ModelSpec) -> str | None:
 def load(checkpoint, device="cpu", name=None):
     """(spec, model, state) from a checkpoint written by :func:`train`, checked before any copy.
 
-    A checkpoint of a user's file records the file's path; that file is imported only when the
-    caller names it too (``name``, e.g. ``zoo eval my_model.py --checkpoint ...``): a checkpoint
-    alone never makes the zoo run code.
+    A checkpoint's model name is looked up among registered names and installed entry points
+    only; a checkpoint of a user's file records the file's path, and that file is imported only
+    when the caller names it too (``name``, e.g. ``zoo eval my_model.py --checkpoint ...``): a
+    checkpoint alone never makes the zoo run code. The hyperparameters are checked, and the
+    model's size bounded (:meth:`models.ModelSpec.check_size`), before anything is built.
     """
     device = resolve_device(device)
     state = load_checkpoint(checkpoint)
@@ -243,7 +233,9 @@ def load(checkpoint, device="cpu", name=None):
                               "`zoo train`")
     spec = _checkpoint_spec(checkpoint, state, name)
     try:
-        model = spec.build(spec.config.from_dict(saved_config))
+        config = spec.config.from_dict(saved_config)
+        spec.check_size(config)
+        model = spec.build(config)
     except (HparamError, TypeError, ValueError) as err:
         raise CheckpointError(f"{checkpoint} holds a {model_name!r} model this zoo cannot build ({err}); "
                               "retrain it with `zoo train`") from None
@@ -261,7 +253,8 @@ def load(checkpoint, device="cpu", name=None):
 
 
 def _checkpoint_spec(checkpoint, state: dict, name) -> ModelSpec:
-    """The spec a checkpoint was trained from; a user's file only when ``name`` names it too."""
+    """The spec a checkpoint was trained from: a registered name or an entry point, never a file
+    the checkpoint names; a user's file only when ``name`` names the same file."""
     model_name, model_file = state.get("model"), state.get("model_file")
     if model_file is not None:
         asked = None if name is None else Path(str(name)).expanduser().resolve()
@@ -274,7 +267,7 @@ def _checkpoint_spec(checkpoint, state: dict, name) -> ModelSpec:
             raise CheckpointError(f"{checkpoint} was trained from {model_file}, which is gone "
                                   f"({err})") from None
     try:
-        return get_spec(model_name)
+        return get_spec(model_name, files=False)
     except UnknownModelError as err:
         raise CheckpointError(f"{checkpoint} holds a {model_name!r} model this zoo cannot build ({err}); "
                               "retrain it with `zoo train`") from None
@@ -296,8 +289,10 @@ def _create_params(spec: ModelSpec, model, state: dict) -> None:
 
 
 def evaluate(checkpoint, *, name=None, k=1000, split="test", limit=None, data_dir=None, data=None,
-             device="cpu", out=None, progress=True, seed=0, methods=("is",)) -> dict:
-    """Evaluation report of a trained model with the estimators ``methods`` (see inference.evaluate)."""
+             device="cpu", out=None, overwrite=False, progress=True, seed=0, methods=("is",)) -> dict:
+    """Evaluation report of a trained model with the estimators ``methods`` (see inference.evaluate),
+    written to ``out`` (default: ``eval`` beside the checkpoint); a folder holding a report is
+    replaced only with ``overwrite``, a folder holding another kind of run never."""
     from inference.evaluate import check_methods
     from inference.evaluate import evaluate as evaluate_model
 
@@ -313,10 +308,11 @@ def evaluate(checkpoint, *, name=None, k=1000, split="test", limit=None, data_di
     if limit:
         data_split = data_split.head(limit)
     model.check_inputs(data_split.inputs(model.inputs))
-    out = Path(out or Path(checkpoint).parent / "eval")
+    out = out_folder(out, Path(checkpoint).parent / "eval")
+    check_folder(out, "eval", overwrite=overwrite)
     pyro.set_rng_seed(seed)
     start = time.perf_counter()
-    with locked(out) if main else nullcontext():
+    with run_folder(out, "eval", spec.name, overwrite=overwrite) if main else nullcontext():
         posterior_data = None
         if not model.capabilities.importance_sampling:  # the guide approximates p(globals | training data)
             posterior_data = load_split(spec, "train", data_dir=data_dir or state.get("data_dir"),

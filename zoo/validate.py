@@ -21,6 +21,8 @@ def writable_folder(path, flag: str = "--out") -> Path:
     removed at once (``os.access`` alone says yes to root on a read-only folder and to
     everyone on a read-only file system).
     """
+    if not str(path).strip():
+        raise DataError(f"{flag} is empty; give a folder path, or leave {flag} out for the default")
     path = Path(path)
     if path.exists() and not path.is_dir():
         raise DataError(f"{flag} {path} is an existing file, not a folder; choose a folder path for {flag}")

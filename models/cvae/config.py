@@ -20,4 +20,4 @@ class CVAEConfig(Config):
     z_dim: int = hparam(20, low=1, high=MAX_UNITS, help="latent dimensions K")
     activation: str = hparam("softplus", choices=tuple(ACTIVATIONS), help="nonlinearity after each layer")
 
-    SMOKE: ClassVar[dict] = {"data_dim": 64, "hidden": (64,), "z_dim": 2}
+    SMOKE: ClassVar[dict] = {"data_dim": 64, "hidden": (256,), "z_dim": 8}

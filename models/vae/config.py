@@ -21,4 +21,4 @@ class VAEConfig(Config):
     train_samples: int = hparam(1, low=1, high=10_000,
                                 help="k > 1 trains the IWAE bound L_k (RenyiELBO, alpha = 0)")
 
-    SMOKE: ClassVar[dict] = {"data_dim": 64, "hidden": (64,), "z_dim": 2}
+    SMOKE: ClassVar[dict] = {"data_dim": 64, "hidden": (256,), "z_dim": 8}

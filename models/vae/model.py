@@ -31,7 +31,7 @@ Data: training images are grey levels in [0, 1] and :meth:`VAE.preprocess` binar
 minibatch afresh (dynamic binarisation, x_b ~ Bernoulli(x)); the test split from
 :func:`load_data` is binarised once with a fixed generator (seed 0), so every evaluation sees
 the same binary images. Data sets (see :mod:`models.data`): MNIST when a data folder is given
-(the default shape 784-400-50), else the embedded 8x8 digits (smoke shape 64-64-2);
+(the default shape 784-400-50), else the embedded 8x8 digits (smoke shape 64-256-8);
 :func:`hparams_for` sets ``data_dim`` from the data, so any of them fits any shape.
 
 Posterior collapse is monitored by the KL per latent dimension, KL(q(z_i | x) || N(0, 1))
