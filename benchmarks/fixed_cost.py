@@ -22,7 +22,8 @@ instead of the wall clock: with one thread it is the same on a quiet machine and
 on a shared one. Targets (compiled Pyro program / plain PyTorch): <= 1.10 at batch 128 and <= 1.3
 at batch 1; the other rows are information.
 
-    python -m benchmarks.fixed_cost [--smoke] [--device cpu|cuda] [--clock wall|cpu] [--repeats R] [--warmup W]
+    python -m benchmarks.fixed_cost [--smoke] [--device cpu|cuda] [--clock wall|cpu] [--repeats R]
+        [--warmup W]
 """
 
 from __future__ import annotations
@@ -175,7 +176,7 @@ def rounds(paths: dict[str, Callable[[int], object]], steps: int, warmup: int, r
 
 def vae_paths(x, device, batch: int, seed: int) -> tuple[dict, str, bool]:
     spec = get_spec("vae")
-    lr, objective = spec.train["lr"], spec.objective_for(spec.hparams)
+    lr, objective = spec.train["lr"], spec.objective_for(spec.config())
     pyro.set_rng_seed(seed)
     zoo_model = spec.make(data_dim=784).to(device)
     plain = PlainVAE().to(device)

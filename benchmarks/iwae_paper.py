@@ -59,7 +59,8 @@ def burda_decay(steps_per_epoch: int):
 
 
 def build(k: int, device: torch.device) -> VAE:
-    return VAE(VAEConfig(data_dim=784, hidden=(200, 200), z_dim=50, activation="tanh", train_samples=k)).to(device)
+    config = VAEConfig(data_dim=784, hidden=(200, 200), z_dim=50, activation="tanh", train_samples=k)
+    return VAE(config).to(device)
 
 
 def train(model: VAE, x: torch.Tensor, args, seconds: float) -> dict:

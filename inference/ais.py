@@ -510,5 +510,7 @@ def bdmc(model, guide, x_template: torch.Tensor, num_chains: int = 16, num_steps
     return BDMCResult(x=x, forward=forward, reverse=reverse)
 
 
-__all__ = sorted(["ADAPTATIONS", "AISResult", "BDMCResult", "PROPOSALS", "SCHEDULES", "ais", "bdmc",
-                  "beta_schedule", "simulate", "simulated_data"])
+__all__ = [
+    "ADAPTATIONS", "AISResult", "BDMCResult", "PROPOSALS", "SCHEDULES", "ais", "bdmc", "beta_schedule",
+    "simulate", "simulated_data"
+]

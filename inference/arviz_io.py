@@ -274,5 +274,4 @@ def _numpy(t: torch.Tensor):
     return t.detach().cpu().numpy()
 
 
-__all__ = sorted(["DATA_VAR", "from_guide", "from_nuts", "plot_vi_vs_nuts", "pointwise_log_likelihood",
-                  "summary"])
+__all__ = ["DATA_VAR", "from_guide", "from_nuts", "plot_vi_vs_nuts", "pointwise_log_likelihood", "summary"]

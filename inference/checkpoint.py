@@ -194,7 +194,7 @@ FIELDS: tuple[tuple[str, Callable, str], ...] = (
     ("order", _order, "None or a permutation of the data points"),
     ("model", lambda v: isinstance(v, str), "a model name"),
     ("model_file", _optional(lambda v: isinstance(v, str)), "None or a file path"),
-    ("hparams", lambda v: isinstance(v, dict), "a dict of hyperparameters"),
+    ("config", lambda v: isinstance(v, dict), "a dict of hyperparameters"),
     ("explicit_hparams", lambda v: isinstance(v, dict), "a dict of hyperparameters"),
     ("settings", lambda v: isinstance(v, dict), "a dict of training settings"),
     ("objective", lambda v: isinstance(v, dict), "a dict describing the objective"),

@@ -226,8 +226,8 @@ def _plain(value):
     return value
 
 
-__all__ = sorted([
+__all__ = [
     "ACTIVE_THRESHOLD", "FINITE_VARIANCE_K", "KHAT_MAX_THRESHOLD", "ess_summary", "importance_ess",
     "khat_over_by_chance", "khat_summary", "khat_threshold", "latent_usage", "model_latent_usage",
-    "pareto_khat", "psis_diagnostics",
-])
+    "pareto_khat", "psis_diagnostics"
+]

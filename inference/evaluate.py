@@ -638,6 +638,8 @@ def _relative(path, out_dir: Path) -> str:
         return path.resolve().as_posix()
 
 
-__all__ = sorted(["AIS_SETTINGS", "METHODS", "NO_IMPORTANCE_SAMPLING", "SBC_SETTINGS", "UNITS",
-                  "check_methods", "compare_posteriors", "evaluate", "ladder", "plot_ladder",
-                  "posterior_table_markdown", "to_json", "write_index"])
+__all__ = [
+    "AIS_SETTINGS", "METHODS", "NO_IMPORTANCE_SAMPLING", "SBC_SETTINGS", "UNITS", "check_methods",
+    "compare_posteriors", "evaluate", "ladder", "plot_ladder", "posterior_table_markdown", "to_json",
+    "write_index"
+]

@@ -199,4 +199,4 @@ def sbc(
     )
 
 
-__all__ = sorted(["DEFAULT_FIT", "SBCResult", "global_sites", "sbc"])
+__all__ = ["DEFAULT_FIT", "SBCResult", "global_sites", "sbc"]

@@ -26,8 +26,9 @@ from models.registry import (
 )
 from models.spec import MAX_PARAMETERS, ModelSpec
 
-__all__ = sorted([
-    "DATA_PLATE", "ENTRY_POINT_GROUP", "MAX_DIM", "MAX_LAYERS", "MAX_PARAMETERS", "MAX_UNITS", "NUM_DATA", "REGISTRY",
-    "Capabilities", "Config", "DataError", "DataSplit", "HparamError", "ModelSpec", "UnknownModelError",
-    "ZooModel", "all_specs", "entry_points", "get_spec", "hparam", "is_file_spec", "registered_spec",
-])
+__all__ = [
+    "Capabilities", "Config", "DATA_PLATE", "DataError", "DataSplit", "ENTRY_POINT_GROUP", "HparamError",
+    "MAX_DIM", "MAX_LAYERS", "MAX_PARAMETERS", "MAX_UNITS", "ModelSpec", "NUM_DATA", "REGISTRY",
+    "UnknownModelError", "ZooModel", "all_specs", "entry_points", "get_spec", "hparam", "is_file_spec",
+    "registered_spec"
+]

@@ -29,7 +29,6 @@ param store (a checkpoint holds both); ``inference.train.fit`` trains any Pyro p
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import pyro
 import torch

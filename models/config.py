@@ -124,13 +124,14 @@ class Config:
 
     @classmethod
     def from_dict(cls, values: dict, base: Config | None = None) -> Config:
-        """``base`` (the defaults when None) with ``values`` set; an unknown name is an :class:`HparamError`."""
+        """``base`` (the defaults when None) with ``values`` set; an unknown name is an
+        :class:`HparamError`."""
         if not isinstance(values, dict):
             raise HparamError(f"{cls.__name__} takes a dict of hyperparameters, got {type(values).__name__}")
         unknown = [name for name in values if name not in cls.names()]
         if unknown:
             raise HparamError(f"unknown hyperparameter {_echo(unknown[0])}; valid names are "
-                              f"{', '.join(cls.names())}", name=str(unknown[0]), rule="a valid name")
+                              f"{', '.join(sorted(cls.names()))}", name=str(unknown[0]), rule="a valid name")
         start = dataclasses.asdict(base) if base is not None else {}
         return cls(**{**start, **values})
 
@@ -145,7 +146,7 @@ class Config:
     def check_num_data(self, num_data: int) -> None:
         """Check the bounds that name :data:`NUM_DATA` against the number of training points."""
         context = {**dataclasses.asdict(self), NUM_DATA: num_data}
-        for name, (kind, rule) in self.rules().items():
+        for name, (_, rule) in self.rules().items():
             if NUM_DATA in (rule.low, rule.high) and not _obeys(rule, getattr(self, name), context):
                 raise self.error(name, getattr(self, name), context)
 
@@ -202,5 +203,6 @@ def _echo(value, chars: int = 40) -> str:
     return text if len(text) <= chars else f"{text[:chars]}..."
 
 
-__all__ = sorted(["Config", "HparamError", "KINDS", "MAX_DIM", "MAX_LAYERS", "MAX_UNITS", "NUM_DATA", "Rule",
-                  "hparam"])
+__all__ = [
+    "Config", "HparamError", "KINDS", "MAX_DIM", "MAX_LAYERS", "MAX_UNITS", "NUM_DATA", "Rule", "hparam"
+]

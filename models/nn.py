@@ -90,4 +90,4 @@ def binarized(x: torch.Tensor) -> torch.Tensor:
     return x if bool(((x == 0) | (x == 1)).all()) else image_data.binarize(x.cpu()).to(x.device)
 
 
-__all__ = sorted(["ACTIVATIONS", "MIN_SCALE", "BernoulliPixels", "bernoulli_log_prob", "binarized", "mlp"])
+__all__ = ["ACTIVATIONS", "BernoulliPixels", "MIN_SCALE", "bernoulli_log_prob", "binarized", "mlp"]

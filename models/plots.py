@@ -80,4 +80,4 @@ def square_side(data_dim: int) -> int | None:
     return side if side * side == data_dim else None
 
 
-__all__ = sorted(["DPI", "data_vs_samples", "image_grid", "latent_scatter", "square_side", "tile"])
+__all__ = ["DPI", "data_vs_samples", "image_grid", "latent_scatter", "square_side", "tile"]

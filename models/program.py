@@ -52,7 +52,8 @@ class PyroProgram(ZooModel):
 
     def __init__(self, config: ProgramConfig, model: Callable, guide: Callable | None = None, *,
                  autoguide: Callable | None = None, inputs=("x",), takes_config: bool = False,
-                 capabilities: Capabilities | None = None, sample: Callable[[int], torch.Tensor] | None = None):
+                 capabilities: Capabilities | None = None,
+                 sample: Callable[[int], torch.Tensor] | None = None):
         super().__init__()
         if (guide is None) == (autoguide is None):
             raise ValueError("give either a guide function (guide=) or an AutoGuide class (autoguide=)")
@@ -128,4 +129,4 @@ def _with_event_shape(config: type[Config]) -> type[Config]:
     return dataclasses.make_dataclass(config.__name__, [], bases=(config, ProgramConfig), frozen=True)
 
 
-__all__ = sorted(["MAX_EVENT_DIMS", "ProgramConfig", "PyroProgram", "program_spec"])
+__all__ = ["MAX_EVENT_DIMS", "ProgramConfig", "PyroProgram", "program_spec"]

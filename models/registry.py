@@ -144,5 +144,7 @@ def _echo(value, chars: int = 40) -> str:
     return text if len(text) <= chars else f"{text[:chars]}..."
 
 
-__all__ = sorted(["ENTRY_POINT_GROUP", "REGISTRY", "UnknownModelError", "all_specs", "entry_points",
-                  "get_spec", "is_file_spec", "known_names", "registered_spec"])
+__all__ = [
+    "ENTRY_POINT_GROUP", "REGISTRY", "UnknownModelError", "all_specs", "entry_points", "get_spec",
+    "is_file_spec", "known_names", "registered_spec"
+]

@@ -13,8 +13,8 @@ from torch.distributions import constraints, transform_to
 
 from inference.ais import ais, bdmc, beta_schedule, simulate
 from inference.importance import estimate_log_likelihood
-from models.dlgm import DLGM, DLGMConfig, true_model
 from models.dlgm import load_data as dlgm_data
+from models.dlgm import true_model
 from models.ppca import PPCA, PPCAConfig
 from models.ppca import load_data as ppca_data
 from tests.conftest import SEED, requires_cuda

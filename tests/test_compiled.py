@@ -85,7 +85,7 @@ def same_step(loss: CompiledLoss, batch, scale=1.0, seed=5):
 @pytest.mark.parametrize("name", MODELS)
 def test_every_model_compiles_to_its_own_loss_and_gradients(name, device, caplog):
     spec, model, batch = smoke_batch(name, device)
-    elbo = as_objective(spec.objective_for(spec.hparams)).build(spec.max_plate_nesting)
+    elbo = as_objective(spec.objective_for(spec.config())).build(spec.max_plate_nesting)
     loss = CompiledLoss(elbo, model.model, model.guide, scaled=scaled)
     if name == "student":  # which columns are latent depends on the data's missing entries
         with caplog.at_level(logging.WARNING, logger="inference.compiled"):

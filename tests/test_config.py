@@ -32,7 +32,8 @@ def test_defaults_and_smoke_variant():
 
 
 @pytest.mark.parametrize("given, expected", [
-    ({"data_dim": 5.0}, ("data_dim", 5)), ({"rate": 1}, ("rate", 1.0)), ({"hidden": [3, 5]}, ("hidden", (3, 5))),
+    ({"data_dim": 5.0}, ("data_dim", 5)), ({"rate": 1}, ("rate", 1.0)),
+    ({"hidden": [3, 5]}, ("hidden", (3, 5))),
     ({"hidden": 7}, ("hidden", (7,))), ({"hidden": []}, ("hidden", ())),
 ])
 def test_values_are_made_their_declared_kind(given, expected):

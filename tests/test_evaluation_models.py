@@ -25,13 +25,10 @@ from torch.distributions import constraints, transform_to
 from inference.evaluate import evaluate, write_index
 from inference.importance import estimate_log_likelihood, log_weights
 from inference.train import fit_model
-from models import get_spec
-from models.ppca import PPCA, PPCAConfig
-from models.student import TRUE_CPDS, StudentConfig, StudentNetwork
 from models import REGISTRY, get_spec
-from models.ppca import PPCA
+from models.ppca import PPCA, PPCAConfig
 from models.ppca import load_data as ppca_data
-from models.student import TRUE_CPDS, StudentNetwork
+from models.student import TRUE_CPDS, StudentConfig, StudentNetwork
 from tests.conftest import SEED, agrees_as_lower_bound, log_mean_bias
 from zoo import runs
 from zoo.demo import DEMO_PARTICLES, DEMO_POINTS
@@ -210,7 +207,7 @@ def test_khat_warns_where_the_estimate_is_far_off():
     dimensions so that K = DEMO_PARTICLES does not rescue it: PPCA on the digits with the prior as
     proposal. The summary warns, k̂ is over the threshold at (nearly) every point, and the estimate
     is indeed far off: more than 10 of its own standard errors below the exact value."""
-    model = PPCA(latent_dim=10).fit_closed_form(ppca_data("train").x).eval()
+    model = PPCA(PPCAConfig(latent_dim=10)).fit_closed_form(ppca_data("train").x).eval()
     x = ppca_data("test").x[:DEMO_POINTS]
     summary = estimate_log_likelihood(model.model, None, x, DEMO_PARTICLES).summary()
     exact = model.exact_log_prob(x).double().mean().item()

@@ -14,7 +14,6 @@ from inference.train import fit_model
 from models import get_spec
 from models.base import DataError, DataSplit
 from models.ppca import PPCA, SPEC, PPCAConfig, closed_form_ml, hparams_for, load_data, synthetic_parameters
-from models.ppca import PPCA, closed_form_ml, hparams_for, load_data, synthetic_parameters
 from tests.conftest import SEED
 
 

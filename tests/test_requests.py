@@ -19,7 +19,7 @@ from inference.checkpoint import load_checkpoint
 from inference.importance import estimate_log_likelihood
 from inference.settings import MAX_STEPS, SettingError
 from inference.train import TrainingDiverged, fit, fit_model
-from models import MAX_LAYERS, REGISTRY, DataError, check_hparams, check_size, get_spec
+from models import MAX_LAYERS, REGISTRY, DataError, get_spec
 from tests.toy import NormalNormal
 from zoo.cli import flagged
 
@@ -160,12 +160,13 @@ def test_resume_takes_the_rate_and_clipping_asked_now_and_says_so_once(tmp_path,
 
 @pytest.mark.parametrize("name", sorted(REGISTRY))
 def test_every_registered_model_is_sized_without_allocating(name):
-    """check_size builds on the meta device; every zoo model must build there (else it is not bounded)."""
+    """ModelSpec.check_size builds on the meta device; every zoo model must build there (else it is
+    not bounded)."""
     spec = get_spec(name)
     with pyro.validation_enabled(False), torch.device("meta"):
         model = spec.make()
     assert all(tensor.is_meta for tensor in (*model.parameters(), *model.buffers()))
-    check_size(spec, spec.hparams)
+    spec.check_size(spec.config())
 
 
 @pytest.mark.parametrize(("name", "hparams", "gigabytes"), [
@@ -176,14 +177,15 @@ def test_every_registered_model_is_sized_without_allocating(name):
 ])
 def test_a_model_too_large_to_build_is_refused_with_its_size(name, hparams, gigabytes):
     with pytest.raises(DataError, match=gigabytes):
-        check_size(get_spec(name), hparams)
+        spec = get_spec(name)
+        spec.check_size(spec.config.from_dict(hparams))
 
 
 def test_layer_lists_are_bounded():
     spec = get_spec("vae")
-    assert check_hparams(spec, {"hidden": (8,) * MAX_LAYERS})["hidden"] == (8,) * MAX_LAYERS
+    assert spec.config.from_dict({"hidden": (8,) * MAX_LAYERS}).hidden == (8,) * MAX_LAYERS
     with pytest.raises(DataError, match=f"at most {MAX_LAYERS}"):
-        check_hparams(spec, {"hidden": (8,) * (MAX_LAYERS + 1)})
+        spec.config.from_dict({"hidden": (8,) * (MAX_LAYERS + 1)})
 
 
 def test_the_command_line_names_settings_by_their_flags():

@@ -12,7 +12,6 @@ import torch
 from inference.sbc import SBCResult, sbc
 from models.dlgm import DLGM
 from models.student import StudentConfig, StudentNetwork
-from models.student import StudentNetwork
 from tests.conftest import SEED
 
 pytestmark = pytest.mark.usefixtures("one_thread")

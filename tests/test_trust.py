@@ -290,7 +290,7 @@ DAMAGE = {  # name: (how, a fragment of the refusal, whether zoo eval refuses it
     "a list for modules": (lambda s: s.update(modules=[s["modules"]["model"]]), "'modules' is not", True),
     "a list for a module's state": (lambda s: s["modules"].update(model=list(s["modules"]["model"].values())),
                                     "'modules' is not", True),
-    "a list for hparams": (lambda s: s.update(hparams=list(s["hparams"].items())), "'hparams' is not", True),
+    "a list for config": (lambda s: s.update(config=list(s["config"].items())), "'config' is not", True),
     "a list for settings": (lambda s: s.update(settings=[]), "'settings' is not", True),
     "float RNG state": (lambda s: s["rng"].update(torch=s["rng"]["torch"].float()), "'rng' is not", True),
     "short RNG state": (lambda s: s["rng"].update(torch=s["rng"]["torch"][:100]), "'rng' is not", True),
@@ -307,7 +307,7 @@ DAMAGE = {  # name: (how, a fragment of the refusal, whether zoo eval refuses it
                                 True),
     "batch size 0": (lambda s: s.update(batch_size=0), "'batch_size' is not", True),
     "12 layers of 10000 units": (lambda s: [s[key].update(hidden=(10_000,) * 12) for key in
-                                            ("hparams", "explicit_hparams")], "over the 100,000,000", True),
+                                            ("config", "explicit_hparams")], "over the 100,000,000", True),
 }
 
 

@@ -16,7 +16,6 @@ from inference.train import fit_model
 from models import DataError
 from models import data as image_data
 from models.vae import SPEC, VAE, VAEConfig, hparams_for, load_data
-from models.vae import SPEC, VAE, hparams_for, load_data
 from tests.conftest import SEED
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"

@@ -40,8 +40,9 @@ class BayesRegression(ZooModel):
     capabilities = Capabilities(samples=False, importance_sampling=False, exact_global_posterior=True)
     inputs = ("x", "y")
 
-    def __init__(self, config: BayesRegressionConfig = BayesRegressionConfig()):
+    def __init__(self, config: BayesRegressionConfig | None = None):
         super().__init__()
+        config = BayesRegressionConfig() if config is None else config
         self.config = config
         self.data_dim, self.prior_scale, self.noise = config.data_dim, config.prior_scale, config.noise
         self.event_shape = (self.data_dim,)

@@ -50,8 +50,9 @@ class CVAE(ZooModel):
     capabilities = Capabilities()
     inputs = ("x", "y")
 
-    def __init__(self, config: CVAEConfig = CVAEConfig()):
+    def __init__(self, config: CVAEConfig | None = None):
         super().__init__()
+        config = CVAEConfig() if config is None else config
         self.config = config
         hidden, activation = list(config.hidden), config.activation
         self.data_dim, self.num_classes, self.z_dim = config.data_dim, config.num_classes, config.z_dim

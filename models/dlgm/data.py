@@ -43,4 +43,4 @@ def hparams_for(data: DataSplit) -> dict:
     return {"data_dim": int(data.x.shape[1])}
 
 
-__all__ = sorted(["DATA_SEED", "NUM_SMOKE", "NUM_TEST", "NUM_TRAIN", "hparams_for", "load_data"])
+__all__ = ["DATA_SEED", "NUM_SMOKE", "NUM_TEST", "NUM_TRAIN", "hparams_for", "load_data"]

@@ -70,8 +70,9 @@ class DLGM(ZooModel):
     #: log p(x) by quadrature over z (the config keeps latent_dim at 1 or 2)
     capabilities = Capabilities(exact_log_prob=True)
 
-    def __init__(self, config: DLGMConfig = DLGMConfig()):
+    def __init__(self, config: DLGMConfig | None = None):
         super().__init__()
+        config = DLGMConfig() if config is None else config
         self.config = config
         data_dim, latent_dim = config.data_dim, config.latent_dim
         guide_hidden, decoder_hidden = config.guide_hidden, config.decoder_hidden
@@ -211,5 +212,6 @@ def true_model() -> DLGM:
     return model.eval()
 
 
-__all__ = sorted(["DLGM", "ELBO_GRID_SIZE", "GRID_SIZE", "TRUE_A", "TRUE_B", "TRUE_C", "TRUE_D", "Z_MAX",
-                  "true_model"])
+__all__ = [
+    "DLGM", "ELBO_GRID_SIZE", "GRID_SIZE", "TRUE_A", "TRUE_B", "TRUE_C", "TRUE_D", "Z_MAX", "true_model"
+]

@@ -104,5 +104,6 @@ def _csv(path: Path, split: str, smoke: bool) -> DataSplit:
     return DataSplit(x, source=f"CSV file {path}", info={"dim": x.shape[1]})
 
 
-__all__ = sorted(["CATS", "DATASETS", "DATA_SEED", "SIZES", "SYNTHETIC2D", "hparams_for", "load_data",
-                  "true_parameters"])
+__all__ = [
+    "CATS", "DATASETS", "DATA_SEED", "SIZES", "SYNTHETIC2D", "hparams_for", "load_data", "true_parameters"
+]

@@ -75,4 +75,4 @@ def responsibilities(axes: Axes, model: MixtureModel, x: torch.Tensor) -> None:
     axes.set_ylabel("x[1]")
 
 
-__all__ = sorted(["densities", "figures", "responsibilities"])
+__all__ = ["densities", "figures", "responsibilities"]

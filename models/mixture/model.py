@@ -141,8 +141,9 @@ class MixtureModel(ZooModel):
 
     capabilities = Capabilities(exact_log_prob=True, closed_form_loss=True)
 
-    def __init__(self, config: MixtureConfig = MixtureConfig()):
+    def __init__(self, config: MixtureConfig | None = None):
         super().__init__()
+        config = MixtureConfig() if config is None else config
         self.config = config
         self.num_components, self.dim = config.num_components, config.dim
         self.covariance, self.init = config.covariance, config.init
@@ -398,4 +399,4 @@ def _matched_accuracy(responsibilities: torch.Tensor, labels: torch.Tensor) -> f
     return float(confusion[rows, cols].sum() / labels.numel())
 
 
-__all__ = sorted(["KMEANS_POINTS", "MIN_SCALE", "GaussianComponents", "MixtureModel"])
+__all__ = ["GaussianComponents", "KMEANS_POINTS", "MIN_SCALE", "MixtureModel"]

@@ -67,5 +67,7 @@ def _synthetic(split: str) -> torch.Tensor:
     return x[:NUM_SYNTHETIC[0]] if split == "train" else x[NUM_SYNTHETIC[0]:]
 
 
-__all__ = sorted(["NUM_SMOKE", "NUM_SYNTHETIC", "SYNTHETIC_SEED", "SYNTHETIC_SIGMA", "hparams_for",
-                  "load_data", "synthetic_parameters"])
+__all__ = [
+    "NUM_SMOKE", "NUM_SYNTHETIC", "SYNTHETIC_SEED", "SYNTHETIC_SIGMA", "hparams_for", "load_data",
+    "synthetic_parameters"
+]

@@ -45,8 +45,9 @@ class PPCA(ZooModel):
 
     capabilities = Capabilities(exact_log_prob=True, exact_posterior=True)
 
-    def __init__(self, config: PPCAConfig = PPCAConfig()):
+    def __init__(self, config: PPCAConfig | None = None):
         super().__init__()
+        config = PPCAConfig() if config is None else config
         self.config = config
         data_dim, latent_dim, guide_hidden = config.data_dim, config.latent_dim, config.guide_hidden
         self.data_dim, self.latent_dim, self.guide_kind = data_dim, latent_dim, config.guide
@@ -167,4 +168,4 @@ def closed_form_ml(x: torch.Tensor, latent_dim: int) -> dict[str, torch.Tensor]:
             "eigenvalues": eigenvalues.to(x.dtype)}
 
 
-__all__ = sorted(["PPCA", "closed_form_ml"])
+__all__ = ["PPCA", "closed_form_ml"]

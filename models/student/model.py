@@ -179,8 +179,9 @@ class StudentNetwork(ZooModel):
     event_shape = (len(VARIABLES),)
     data_dtype = torch.long
 
-    def __init__(self, config: StudentConfig = StudentConfig()):
+    def __init__(self, config: StudentConfig | None = None):
         super().__init__()
+        config = StudentConfig() if config is None else config
         self.config = config
         self.prior_concentration = config.prior_concentration
         init, init_concentration = config.init, config.init_concentration

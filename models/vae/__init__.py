@@ -33,4 +33,4 @@ SPEC = ModelSpec(
     figures=figures,
 )
 
-__all__ = sorted(["SPEC", "VAE", "VAEConfig", "hparams_for", "load_data"])
+__all__ = ["SPEC", "VAE", "VAEConfig", "hparams_for", "load_data"]

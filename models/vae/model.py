@@ -60,8 +60,9 @@ class VAE(ZooModel):
 
     capabilities = Capabilities(closed_form_loss=True, latent_usage=True)
 
-    def __init__(self, config: VAEConfig = VAEConfig()):
+    def __init__(self, config: VAEConfig | None = None):
         super().__init__()
+        config = VAEConfig() if config is None else config
         self.config = config
         hidden, activation = list(config.hidden), config.activation
         self.data_dim, self.z_dim, self.train_samples = config.data_dim, config.z_dim, config.train_samples
@@ -207,4 +208,4 @@ def objective(config: VAEConfig) -> dict:
     return {"name": "TraceMeanField_ELBO"}
 
 
-__all__ = sorted(["VAE", "objective"])
+__all__ = ["VAE", "objective"]
