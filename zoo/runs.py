@@ -41,7 +41,16 @@ from inference.train import (
     fit_model,
     load_params,
 )
-from models import DataError, DataSplit, HparamError, ModelSpec, UnknownModelError, get_spec, is_file_spec
+from models import (
+    DataError,
+    DataSplit,
+    HparamError,
+    ModelSpec,
+    UnknownModelError,
+    get_spec,
+    is_file_spec,
+    registered_spec,
+)
 from zoo.folders import CHECKPOINT, RunFolderError, check_folder, run_folder
 
 UNITS = "nats per data point"
@@ -267,7 +276,7 @@ def _checkpoint_spec(checkpoint, state: dict, name) -> ModelSpec:
             raise CheckpointError(f"{checkpoint} was trained from {model_file}, which is gone "
                                   f"({err})") from None
     try:
-        return get_spec(model_name, files=False)
+        return registered_spec(model_name)
     except UnknownModelError as err:
         raise CheckpointError(f"{checkpoint} holds a {model_name!r} model this zoo cannot build ({err}); "
                               "retrain it with `zoo train`") from None
