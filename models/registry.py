@@ -38,6 +38,7 @@ REGISTRY: dict[str, str] = {
     "bayes_regression": "models.bayes_regression",
     "cvae": "models.cvae",
     "dlgm": "models.dlgm",
+    "flow": "models.flow",
     "mixture": "models.mixture",
     "ppca": "models.ppca",
     "student": "models.student",
