@@ -177,5 +177,5 @@ def implied_pixels(data: DataSplit) -> dict:
     return {"likelihood": "bernoulli"}
 
 
-__all__ = sorted(["ACTIVATIONS", "LIKELIHOODS", "MIN_SCALE", "BernoulliPixels", "Pixels", "bernoulli_log_prob",
-                  "binarized", "implied_pixels", "mlp"])
+__all__ = sorted(["ACTIVATIONS", "LIKELIHOODS", "MIN_SCALE", "BernoulliPixels", "Pixels",
+                  "bernoulli_log_prob", "binarized", "implied_pixels", "mlp"])

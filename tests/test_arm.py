@@ -16,7 +16,7 @@ from sklearn.datasets import load_digits
 
 from inference.train import fit_model
 from models import DataError
-from models.arm import SPEC, ARM, ARMConfig, hparams_for, load_data
+from models.arm import ARM, SPEC, ARMConfig, hparams_for, load_data
 from zoo.cli import main
 
 

@@ -21,7 +21,8 @@ from zoo.cli import main
 def random_flow(data_dim: int, likelihood: str = "continuous", levels: int = 4, scale: float = 3.0) -> Flow:
     """A small flow whose couplings are far from the identity (weights scaled by ``scale``)."""
     torch.manual_seed(2)
-    flow = Flow(FlowConfig(data_dim=data_dim, likelihood=likelihood, levels=levels, num_layers=4, hidden=(16,)))
+    config = FlowConfig(data_dim=data_dim, likelihood=likelihood, levels=levels, num_layers=4, hidden=(16,))
+    flow = Flow(config)
     with torch.no_grad():
         for parameter in flow.parameters():
             parameter.copy_(torch.randn_like(parameter) * scale / math.sqrt(max(parameter.shape[-1], 1)))
@@ -58,7 +59,8 @@ def test_log_density_is_the_change_of_variables(likelihood):
     its determinant from torch.linalg.slogdet, independent of Pyro's log-determinants."""
     flow = random_flow(6, likelihood, levels=5, scale=1.0)
     torch.manual_seed(0)
-    y = torch.rand(5, 6, dtype=torch.float64) * 5 if likelihood == "discrete" else torch.randn(5, 6).double() * 2
+    y = torch.rand(5, 6, dtype=torch.float64)
+    y = y * 5 if likelihood == "discrete" else torch.randn_like(y) * 2
 
     def inverse(point):
         for transform in reversed(flow.transforms()):

@@ -25,7 +25,8 @@ def hparams_for(data: DataSplit) -> dict:
 
 SPEC = ModelSpec(
     name="arm",
-    description="Neural autoregressive model: p(x) = prod_d p(x_d | x_<d) by a masked MLP (MADE); exact log p(x)",
+    description="Neural autoregressive model: p(x) = prod_d p(x_d | x_<d) by a masked MLP (MADE); "
+                "exact log p(x)",
     config=ARMConfig,
     build=ARM,
     load_data=load_data,

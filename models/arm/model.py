@@ -36,8 +36,8 @@ import pyro
 import torch
 from pyro.nn import AutoRegressiveNN
 
-from models.base import Capabilities, DataSplit, ZooModel
 from models.arm.config import ARMConfig
+from models.base import Capabilities, DataSplit, ZooModel
 from models.nn import ACTIVATIONS, Pixels, binarized
 
 
@@ -105,9 +105,9 @@ class ARM(ZooModel):
         x = data.x.to(self.device)
         x = x if self.pixels.categorical else binarized(x)
         log_px = torch.cat([self.exact_log_prob(part) for part in x.split(2000)])
-        return {"log_px_exact": {"value": log_px.mean().item(),
-                                 "se": (log_px.std() / math.sqrt(len(log_px))).item() if len(log_px) > 1 else None,
-                                 "unit": "nats per image", "estimator": "exact (chain rule)"}}
+        se = (log_px.std() / math.sqrt(len(log_px))).item() if len(log_px) > 1 else None
+        return {"log_px_exact": {"value": log_px.mean().item(), "se": se, "unit": "nats per image",
+                                 "estimator": "exact (chain rule)"}}
 
 
 __all__ = ["ARM"]

@@ -28,7 +28,8 @@ def hparams_for(data: DataSplit) -> dict:
 
 SPEC = ModelSpec(
     name="flow",
-    description="Normalizing flow (RealNVP affine couplings); grey levels uniformly dequantised, log P(x) bounded",
+    description="Normalizing flow (RealNVP affine couplings); grey levels uniformly dequantised, log P(x) "
+                "bounded below",
     config=FlowConfig,
     build=Flow,
     load_data=load_data,

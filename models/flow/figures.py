@@ -24,8 +24,8 @@ def figures(model: Flow, data: DataSplit, out_dir: Path) -> dict[str, Path]:
     if model.discrete and side:
         return image_figures(model, side, out_dir)
     if model.data_dim == 2:
-        return {"data and samples": data_vs_samples(data.x[:2000], model.sample(2000), out_dir / "flow_samples.png"),
-                "base to data map": grid_figure(model, out_dir / "flow_map.png")}
+        samples = data_vs_samples(data.x[:2000], model.sample(2000), out_dir / "flow_samples.png")
+        return {"data and samples": samples, "base to data map": grid_figure(model, out_dir / "flow_map.png")}
     return {}
 
 

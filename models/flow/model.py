@@ -118,7 +118,8 @@ class Flow(ZooModel):
         top = self.config.levels - 1
         if self.discrete and bool((x != x.round()).any() | (x < 0).any() | (x > top).any()):
             raise DataError(f"the flow with the discrete likelihood takes whole grey levels 0..{top}; load "
-                            "grey-level data (--data digits17) or use --set likelihood=continuous for real data")
+                            "grey-level data (--data digits17), or use --set likelihood=continuous for real "
+                            "data")
 
     def exact_log_prob(self, x: torch.Tensor) -> torch.Tensor:
         """log p(x) per data point, shape (N,), for ``likelihood="continuous"``."""
@@ -143,8 +144,8 @@ class Flow(ZooModel):
         """Exact log p(x) (continuous), or the dequantisation bound with one u per image (discrete);
         means over the data points with their standard errors over data points."""
         x = data.x.to(self.device)
-        parts = x.split(1000)
-        values = torch.cat([self.dequantized_bound(p) if self.discrete else self.exact_log_prob(p) for p in parts])
+        score = self.dequantized_bound if self.discrete else self.exact_log_prob
+        values = torch.cat([score(part) for part in x.split(1000)])
         name, estimator = ("dequantized_bound", "E_u[log p(x + u)], one u ~ U(0, 1)^D per image") \
             if self.discrete else ("log_px_exact", "exact (change of variables)")
         se = (values.std() / math.sqrt(len(values))).item() if len(values) > 1 else None
