@@ -39,6 +39,7 @@ REGISTRY: dict[str, str] = {
     "cvae": "models.cvae",
     "dlgm": "models.dlgm",
     "flow": "models.flow",
+    "hvae": "models.hvae",
     "mixture": "models.mixture",
     "ppca": "models.ppca",
     "student": "models.student",
