@@ -7,7 +7,7 @@ Two data sets, each on its own protocol:
   a 17-way categorical per pixel). Every model is trained by Adam (lr 1e-3, batch 64) with early
   stopping on the validation images (:func:`inference.selection.fit_with_early_stopping`: rounds of
   ``--round`` epochs, stop after ``--patience`` rounds without a better validation loss, at most
-  ``--max-epochs``), then scored on the test images by :func:`inference.evaluate.evaluate`.
+  ``--max-epochs``), then scored on the test images.
 * ``mnist``: binarised MNIST under the IWAE protocol (Burda et al. 2016): dynamic binarisation of
   the 60,000 training images, the 10,000 test images binarised once (seed 0), Bernoulli pixels;
   a fixed budget of ``--mnist-epochs`` epochs (no validation split), batch 100.
@@ -15,7 +15,8 @@ Two data sets, each on its own protocol:
 What each family reports: the ARM its exact log p(x) (the chain rule); the flow on grey levels
 the dequantisation bound E_u[log p(x + u)] (its ELBO) and the importance-weighted bound with K
 uniform offsets (its IS), both lower bounds of log P(x); the VAE and the two-layer HVAE their
-ELBO, IWAE_k and importance-sampled log p(x) with K particles from the guide, and AIS. Each number
+ELBO, IWAE_k and importance-sampled log p(x) with K particles from the guide
+(:func:`inference.importance.estimate_log_likelihood`), and AIS (:func:`inference.ais.ais`). Each number
 comes with the standard error of the estimator (Monte Carlo noise given the test images; 0 for an
 exact value) and the standard error over test images, and each estimator with its wall time. The
 latent models train on the closed form of their Pyro objective (``fast``: the same objective,
