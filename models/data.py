@@ -12,9 +12,17 @@ Both come back as a :class:`models.DataSplit` whose ``x`` is a float32 tensor of
 * ``"digits"``: the UCI 8x8 digits shipped with scikit-learn (Alpaydin & Kaynak, 1998), 1797
   images of 8x8 with 17 grey levels, so D = 64, scaled by 1/16. Embedded and offline; a fixed
   split (a seed-0 permutation, last fifth as test) gives 1438 train / 359 test images.
+* ``"digits17"``: the same images under the protocol of Tomczak's *Deep Generative Modeling*
+  (2022): ``load_digits()`` in its own order, rows 0-999 "train", 1000-1349 "validation" (early
+  stopping), 1350-1796 "test" (447 images); ``x`` holds the grey levels themselves, the whole
+  numbers 0..16 (17 levels, ``info["levels"]``), for discrete likelihoods (a 17-way categorical
+  per pixel, a dequantised flow). It is never binarised, and the only data set with a
+  "validation" split.
 
-Which data set :func:`load_data` reads: ``data`` when named; otherwise ``"mnist"`` when a
-``data_dir`` is given and the embedded ``"digits"`` when none is (so every command runs offline
+Every split's ``info["levels"]`` gives the grey levels of the data set's pixels (17 for the
+digits, 256 for MNIST), whatever scale ``x`` is on. Which data set :func:`load_data` reads:
+``data`` when named; otherwise ``"mnist"`` when a ``data_dir`` is given and the model's default
+(the embedded ``"digits"`` unless it names another) when none is (so every command runs offline
 by default). ``data="mnist"`` without ``data_dir`` reads ``$ZOO_DATA_DIR`` or ``./data``. Models
 read their input dimension from the data (e.g. ``hparams_for`` in :mod:`models.vae`).
 
@@ -36,10 +44,16 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from sklearn.datasets import load_digits as sklearn_digits
 
 from models.base import DataError, DataSplit
 
-DATA_SETS = ("digits", "mnist")
+DATA_SETS = ("digits", "digits17", "mnist")
+SPLITS = ("train", "test")
+#: grey levels of the pixels of each data set
+LEVELS = {"digits": 17, "digits17": 17, "mnist": 256}
+#: Tomczak's digits protocol: rows of ``sklearn.datasets.load_digits()`` in its order
+DIGITS17_ROWS = {"train": slice(0, 1000), "validation": slice(1000, 1350), "test": slice(1350, None)}
 MNIST_SMOKE_SIZES = {"train": 2000, "test": 500}
 DIGITS_TEST_FRACTION = 0.2
 MAX_CSV_MB = 100
@@ -59,9 +73,11 @@ def default_data_dir() -> Path:
     return Path(os.environ.get("ZOO_DATA_DIR", "data"))
 
 
-def _check_split(split: str) -> None:
-    if split not in ("train", "test"):
-        raise DataError(f"unknown split {split!r}; use 'train' or 'test'")
+def _check_split(split: str, splits: tuple[str, ...] = SPLITS) -> None:
+    if split not in splits:
+        names = " or ".join(repr(name) for name in splits)
+        extra = "" if "validation" in splits else " (only data set digits17 has a 'validation' split)"
+        raise DataError(f"unknown split {split!r}; use {names}{extra}")
 
 
 def _missing_mnist(data_dir: Path) -> DataError:
@@ -101,7 +117,7 @@ def load_mnist(split: str, data_dir: str | Path, download: bool = True) -> DataS
         x=x,
         y=dataset.targets.to(torch.int64),
         source=f"MNIST {split} ({len(x)} images of 28x28) from {root / 'MNIST' / 'raw'}",
-        info={"data": "mnist", "image_shape": (28, 28), "split": split},
+        info={"data": "mnist", "image_shape": (28, 28), "split": split, "levels": LEVELS["mnist"]},
     )
 
 
@@ -156,8 +172,6 @@ def _idx_problem(path: Path, magic: int, item: tuple) -> tuple[str, int]:
 def load_digits(split: str) -> DataSplit:
     """scikit-learn's 8x8 digits, ``split`` of a fixed 80/20 split: ``x`` (N, 64) in [0, 1]."""
     _check_split(split)
-    from sklearn.datasets import load_digits as sklearn_digits
-
     bunch = sklearn_digits()
     order = np.random.RandomState(0).permutation(len(bunch.target))
     num_test = int(round(DIGITS_TEST_FRACTION * len(order)))
@@ -167,7 +181,21 @@ def load_digits(split: str) -> DataSplit:
         x=x,
         y=torch.as_tensor(bunch.target[rows], dtype=torch.int64),
         source=f"scikit-learn 8x8 digits {split} ({len(x)} images of 8x8)",
-        info={"data": "digits", "image_shape": (8, 8), "split": split},
+        info={"data": "digits", "image_shape": (8, 8), "split": split, "levels": LEVELS["digits"]},
+    )
+
+
+def load_digits17(split: str) -> DataSplit:
+    """Tomczak's digits protocol (module docstring): ``x`` (N, 64) of whole grey levels 0..16."""
+    _check_split(split, tuple(DIGITS17_ROWS))
+    bunch = sklearn_digits()
+    rows = DIGITS17_ROWS[split]
+    x = torch.as_tensor(bunch.data[rows], dtype=torch.float32)
+    return DataSplit(
+        x=x,
+        y=torch.as_tensor(bunch.target[rows], dtype=torch.int64),
+        source=f"scikit-learn 8x8 digits, Tomczak's {split} rows ({len(x)} images, grey levels 0..16)",
+        info={"data": "digits17", "image_shape": (8, 8), "split": split, "levels": LEVELS["digits17"]},
     )
 
 
@@ -278,10 +306,10 @@ def binarize(x: torch.Tensor, seed: int = 0) -> torch.Tensor:
     return torch.bernoulli(x, generator=generator)
 
 
-def data_name(data: str | None = None, data_dir: str | Path | None = None) -> str:
-    """The data set to read: ``data`` if named, else MNIST given a ``data_dir``, else the digits."""
+def data_name(data: str | None = None, data_dir: str | Path | None = None, default: str = "digits") -> str:
+    """The data set to read: ``data`` if named, else MNIST given a ``data_dir``, else ``default``."""
     if data is None:
-        return "digits" if data_dir is None else "mnist"
+        return default if data_dir is None else "mnist"
     name = str(data).lower()
     if name not in DATA_SETS:
         raise DataError(f"unknown image data set {data!r}; choose one of {', '.join(DATA_SETS)}")
@@ -294,13 +322,18 @@ def load_data(
     data: str | None = None,
     smoke: bool = False,
     binarize_test: bool = False,
+    default: str = "digits",
 ) -> DataSplit:
-    """Grey images of ``split`` (see the module docstring for which data set is chosen).
+    """Grey images of ``split`` (see the module docstring for which data set is chosen, ``default``
+    when neither ``data`` nor ``data_dir`` is given).
 
     ``smoke`` keeps the first 2000 train / 500 test MNIST images (the digits are small already).
-    ``binarize_test`` replaces the test images by one fixed draw of :func:`binarize` (seed 0).
+    ``binarize_test`` replaces the test images of the data sets on the [0, 1] scale by one fixed
+    draw of :func:`binarize` (seed 0); "digits17" holds grey levels, which are never binarised.
     """
-    name = data_name(data, data_dir)
+    name = data_name(data, data_dir, default)
+    if name == "digits17":
+        return load_digits17(split)
     if name == "digits":
         split_data = load_digits(split)
     else:
@@ -325,6 +358,7 @@ __all__ = [
     "default_data_dir",
     "load_data",
     "load_digits",
+    "load_digits17",
     "load_mnist",
     "read_csv",
 ]

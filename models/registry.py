@@ -34,9 +34,12 @@ from models.spec import ModelSpec
 ENTRY_POINT_GROUP = "pyro_zoo.models"
 
 REGISTRY: dict[str, str] = {
+    "arm": "models.arm",
     "bayes_regression": "models.bayes_regression",
     "cvae": "models.cvae",
     "dlgm": "models.dlgm",
+    "flow": "models.flow",
+    "hvae": "models.hvae",
     "mixture": "models.mixture",
     "ppca": "models.ppca",
     "student": "models.student",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from models import data as image_data
 from models.base import DataSplit
+from models.nn import implied_pixels
 from models.spec import ModelSpec
 from models.vae.config import VAEConfig
 from models.vae.figures import figures
@@ -11,18 +12,21 @@ from models.vae.model import VAE, objective
 
 
 def load_data(split: str, data_dir=None, data=None, smoke: bool = False) -> DataSplit:
-    """Grey train images, fixed-binarised test images; MNIST with a ``data_dir``, else the digits."""
+    """Grey train images, fixed-binarised test images; MNIST with a ``data_dir``, else the digits;
+    ``data="digits17"``: Tomczak's protocol, whole grey levels (also a "validation" split)."""
     return image_data.load_data(split, data_dir=data_dir, data=data, smoke=smoke, binarize_test=True)
 
 
 def hparams_for(data: DataSplit) -> dict:
-    """The hyperparameters the data imply: ``{"data_dim": D}``."""
-    return {"data_dim": int(data.x.shape[1])}
+    """The hyperparameters the data imply: ``data_dim`` and the likelihood (categorical over whole
+    grey levels, Bernoulli for images on the [0, 1] scale)."""
+    return {"data_dim": int(data.x.shape[1]), **implied_pixels(data)}
 
 
 SPEC = ModelSpec(
     name="vae",
-    description="Variational autoencoder: z ~ N(0, I), x | z ~ Bernoulli(MLP(z)), amortised Gaussian guide",
+    description="Variational autoencoder: z ~ N(0, I), x | z ~ Bernoulli or Categorical(MLP(z)), amortised "
+                "Gaussian guide",
     config=VAEConfig,
     build=VAE,
     load_data=load_data,

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 from models.config import MAX_DIM, MAX_LAYERS, MAX_UNITS, Config, hparam
-from models.nn import ACTIVATIONS
+from models.nn import ACTIVATIONS, LIKELIHOODS
 
 
 @dataclass(frozen=True)
@@ -20,5 +20,10 @@ class VAEConfig(Config):
     activation: str = hparam("softplus", choices=tuple(ACTIVATIONS), help="nonlinearity after each layer")
     train_samples: int = hparam(1, low=1, high=10_000,
                                 help="k > 1 trains the IWAE bound L_k (RenyiELBO, alpha = 0)")
+    likelihood: str = hparam("bernoulli", choices=LIKELIHOODS,
+                             help="pixel likelihood: Bernoulli of binarised images, or categorical over "
+                                  "whole grey levels (set from the data)")
+    levels: int = hparam(17, low=2, high=256,
+                         help="grey levels L of the categorical likelihood (set from the data)")
 
     SMOKE: ClassVar[dict] = {"data_dim": 64, "hidden": (256,), "z_dim": 8}

@@ -21,7 +21,8 @@ def figures(model: VAE, data: DataSplit, out_dir: Path) -> dict[str, Path]:
     means of the test images when ``z_dim`` is 2; returns ``{caption: path}``."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    x = binarized(data.x[:MAX_IMAGES].to(model.device))
+    x = data.x[:MAX_IMAGES].to(model.device)
+    x = x if model.pixels.categorical else binarized(x)
     side = square_side(model.data_dim)
     paths = image_figures(model, x, side, out_dir) if side and len(x) >= 2 else {}
     if model.z_dim == 2:
@@ -32,13 +33,13 @@ def figures(model: VAE, data: DataSplit, out_dir: Path) -> dict[str, Path]:
 
 def image_figures(model: VAE, x: torch.Tensor, side: int, out_dir: Path) -> dict[str, Path]:
     probs = model.decode(torch.randn(64, model.z_dim, device=model.device))
-    pairs = torch.cat([x[:10], model.reconstruct(x[:10])])
+    pairs = torch.cat([model.pixels.scaled(x[:10]), model.reconstruct(x[:10])])
     ends = model.encode(x[:2])
     t = torch.linspace(0, 1, 10, device=model.device)[:, None]
     segment = (1 - t) * ends[0] + t * ends[1]
     return {
         "samples": image_grid(probs, side, 8, out_dir / "vae_samples.png",
-                              "pixel probabilities sigmoid(f(z)), z ~ N(0, I)"),
+                              "pixel means E[x | z] (Bernoulli: sigmoid(f(z))), z ~ N(0, I)"),
         "reconstructions": image_grid(pairs, side, 10, out_dir / "vae_reconstructions.png",
                                       "top: test images; bottom: reconstructions from E_q[z | x]"),
         "latent interpolation": image_grid(model.decode(segment), side, 10, out_dir / "vae_interp.png",
