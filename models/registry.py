@@ -37,6 +37,7 @@ REGISTRY: dict[str, str] = {
     "bayes_regression": "models.bayes_regression",
     "cvae": "models.cvae",
     "dlgm": "models.dlgm",
+    "hmm": "models.hmm",
     "mixture": "models.mixture",
     "ppca": "models.ppca",
     "student": "models.student",
