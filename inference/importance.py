@@ -313,6 +313,48 @@ def estimate_log_likelihood(
     )
 
 
+def evidence_log_weights(model, guide, data, num_particles: int, max_plate_nesting: int = 1) -> torch.Tensor:
+    """Log weights (num_particles,) of the whole data set as one point: log p(D, z_k) - log q(z_k | D)
+    with every latent, global or local, drawn by ``guide`` (an AutoGuide's auxiliary site and
+    Jacobian terms count in log q) and every plate summed."""
+    data = as_tensors(data)
+    with torch.no_grad(), pyro.plate("particles", num_particles, dim=-(max_plate_nesting + 1)):
+        guide_trace = poutine.trace(guide).get_trace(*data)
+        model_trace = poutine.trace(poutine.replay(model, trace=guide_trace)).get_trace(*data)
+    model_trace.compute_log_prob()
+    guide_trace.compute_log_prob()
+    log_w = data[0].new_zeros(num_particles)
+    for trace, sign in ((model_trace, 1.0), (guide_trace, -1.0)):
+        for name, site in trace.nodes.items():
+            if site["type"] != "sample" or site_is_subsample(site):
+                continue
+            if trace is model_trace and not (site["is_observed"] or name in guide_trace.nodes):
+                raise ValueError(f"latent site {name!r} is not drawn by the guide; the evidence needs a guide "
+                                 "over every latent")
+            log_prob = site["log_prob"]
+            log_prob = log_prob.reshape((1,) * (max_plate_nesting + 1 - log_prob.dim()) + log_prob.shape)
+            log_w = log_w + sign * log_prob.sum(tuple(range(1, log_prob.dim()))).expand(num_particles)
+    return log_w
+
+
+def estimate_evidence(model, guide, data, num_particles: int = 1000, *, max_plate_nesting: int = 1,
+                      iwae_ks=(1, 10, 100, 1000), particle_chunk: int = 10_000) -> ImportanceResult:
+    """Importance-sampled log p(D) of the whole data set, for models whose latents are global:
+    :func:`evidence_log_weights` in chunks of ``particle_chunk``, summarised as one data point
+    (log p̂(D), its SE, ESS and IWAE_k including the ELBO at k = 1)."""
+    start = time.perf_counter()
+    log_w = torch.cat([
+        evidence_log_weights(model, guide, data, min(particle_chunk, num_particles - done), max_plate_nesting)
+        for done in range(0, num_particles, particle_chunk)
+    ]).unsqueeze(-1)
+    stats = {key: value.cpu() for key, value in weight_statistics(log_w, iwae_ks).items()}
+    ks = sorted(int(key.split("_")[1]) for key in stats if key.startswith("iwae_") and "se" not in key)
+    return ImportanceResult(num_particles=num_particles, log_px=stats["log_px"], log_px_se=stats["log_px_se"],
+                            ess=stats["ess"], iwae={k: stats[f"iwae_{k}"] for k in ks},
+                            iwae_se={k: stats[f"iwae_se_{k}"] for k in ks}, khat=pareto_khat(log_w),
+                            seconds=time.perf_counter() - start)
+
+
 def pareto_khat(log_w: torch.Tensor) -> torch.Tensor:
     """PSIS Pareto shape k̂ per data point from log weights (K, N), via ArviZ's ``psislw``.
 

@@ -17,7 +17,7 @@ from inference.sbc import sbc
 from inference.train import fit_model
 from models import DataError
 from models.hmm import HMM, SPEC, HMMConfig, forward, load_data, posterior_marginals, viterbi
-from models.hmm.model import check_fits_memory
+from models.hmm.model import check_sequence_memory
 
 
 def random_factors(num_seq, length, k, generator, symbols=None):
@@ -102,13 +102,13 @@ def test_summed_importance_weights_are_the_exact_value_and_pyros_enumerated_elbo
     assert loss == pytest.approx(-exact.sum().item(), abs=1e-6)
 
 
-def test_training_recovers_the_states_of_the_synthetic_data():
+def test_training_recovers_the_states_of_the_synthetic_data(one_thread):
     """SVI with the states enumerated recovers the two regimes: Viterbi at the guide's median
     labels the test steps as the true states do, to within the overlap of the two emissions
     (N(-1, 0.6^2) vs N(1, 0.6^2) misclassify 4.8% of steps even with the true parameters)."""
     train, test = load_data("train", smoke=True), load_data("test", smoke=True)
     model = SPEC.build(SPEC.resolve(smoke=True, data=train))
-    fit_model(model, train.x, objective="TraceEnum_ELBO", steps=150, lr=0.05, progress=False)
+    fit_model(model, train.x[:8], objective="TraceEnum_ELBO", steps=100, lr=0.05, progress=False)
     accuracy = model.metrics(test)["viterbi_accuracy"]["value"]
     assert accuracy > 0.9
 
@@ -128,25 +128,25 @@ def test_bad_sequences_are_refused(tmp_path):
     model = HMM(HMMConfig(length=3))
     with pytest.raises(DataError, match="NaN"):
         model.check_data(torch.tensor([[0.0, float("nan"), 1.0]]))
-    with pytest.raises(DataError, match=r"T = 1000000000 steps need about [\d.]+ GiB"):
-        check_fits_memory(1, 10**9, 2)
+    with pytest.raises(DataError, match=r"T = 1000000000 steps .* need about [\d.]+ GiB"):
+        check_sequence_memory(1, 10**9, 2)
     categorical = HMM(HMMConfig(length=3, emission="categorical", num_symbols=3))
     with pytest.raises(DataError, match="symbols 0..2"):
         categorical.check_data(torch.tensor([[0, 1, 3]]))
 
 
-def test_sbc_ranks_every_global_latent():
+def test_sbc_ranks_every_global_latent(one_thread):
     """SBC runs on the HMM's global latents (states enumerated in each refit): one rank per scalar
     of initial, transition, loc_base, loc_gaps and scales, each in 0..L."""
-    template = torch.zeros(4, 8)
+    template = torch.zeros(3, 6)
 
     def short_fit(model, x):
-        fit_model(model, x, objective="TraceEnum_ELBO", steps=20, lr=0.05, progress=False)
+        fit_model(model, x, objective="TraceEnum_ELBO", steps=10, lr=0.05, progress=False)
 
-    result = sbc(lambda: HMM(HMMConfig(length=8)), template, num_replications=3, num_draws=9, bins=2,
+    result = sbc(lambda: HMM(HMMConfig(length=6)), template, num_replications=2, num_draws=9, bins=2,
                  fit_guide=short_fit)
     assert set(result.ranks) == {"initial[0]", "initial[1]", "transition[0, 0]", "transition[0, 1]",
                                  "transition[1, 0]", "transition[1, 1]", "loc_base", "loc_gaps[0]",
                                  "scales[0]", "scales[1]"}
-    assert all(len(r) == 3 and r.min() >= 0 and r.max() <= 9 for r in result.ranks.values())
+    assert all(len(r) == 2 and r.min() >= 0 and r.max() <= 9 for r in result.ranks.values())
     pyro.clear_param_store()

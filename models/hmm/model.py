@@ -46,8 +46,6 @@ Shapes: ``x`` (N, T) float (Gaussian) or long in 0..V-1 (categorical); "initial"
 
 from __future__ import annotations
 
-import os
-
 import pyro
 import pyro.distributions as dist
 import pyro.poutine as poutine
@@ -55,7 +53,7 @@ import torch
 from pyro.infer.autoguide import AutoDelta, AutoMultivariateNormal, AutoNormal
 from pyro.ops.indexing import Vindex
 
-from models.base import Capabilities, DataError, DataSplit, ZooModel
+from models.base import Capabilities, DataError, DataSplit, ZooModel, check_fits_memory
 from models.hmm.config import HMMConfig
 
 AUTOGUIDES = {"delta": AutoDelta, "normal": AutoNormal, "mvn": AutoMultivariateNormal}
@@ -73,7 +71,7 @@ STEP_COPIES = 8
 class HMM(ZooModel):
     """Bayesian HMM with enumerated states; see the module docstring."""
 
-    capabilities = Capabilities(exact_log_prob=True, exact_posterior=True)
+    capabilities = Capabilities(exact_log_prob=True, exact_posterior=True, sequences=True)
 
     def __init__(self, config: HMMConfig = HMMConfig()):
         super().__init__()
@@ -181,7 +179,7 @@ class HMM(ZooModel):
         if self.emission == "categorical" and (x.min() < 0 or x.max() >= self.config.num_symbols):
             raise DataError(f"categorical emissions take symbols 0..{self.config.num_symbols - 1}, got values "
                             f"from {int(x.min())} to {int(x.max())}; set num_symbols or recode the data")
-        check_fits_memory(x.shape[0], x.shape[1], self.num_states)
+        check_sequence_memory(x.shape[0], x.shape[1], self.num_states)
 
     @torch.no_grad()
     def metrics(self, data: DataSplit) -> dict:
@@ -203,14 +201,11 @@ def state_locs(params: dict) -> torch.Tensor:
     return torch.cat([base, base + params["loc_gaps"].cumsum(-1)], -1)
 
 
-def check_fits_memory(num_sequences: int, length: int, num_states: int) -> None:
-    """Refuse sequences whose enumerated forward pass would not fit in a quarter of the free memory."""
+def check_sequence_memory(num_sequences: int, length: int, num_states: int) -> None:
+    """Refuse sequences whose enumerated program would not fit in a quarter of the free memory."""
     need = length * (num_sequences * num_states**2 * 4 * STEP_COPIES + STEP_BYTES)
-    have = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") // 4
-    if need > have:
-        raise DataError(f"{num_sequences} sequences of T = {length} steps need about {need / 2**30:.1f} GiB "
-                        f"for the enumerated states, more than the {have / 2**30:.1f} GiB at hand; cut them "
-                        f"into sequences of at most {max(1, length * have // need)} steps")
+    check_fits_memory(need, f"{num_sequences} sequences of T = {length} steps with {num_states} enumerated states",
+                      "cut them into shorter sequences")
 
 
 def forward(log_pi: torch.Tensor, log_a: torch.Tensor, log_e: torch.Tensor) -> torch.Tensor:
@@ -254,5 +249,5 @@ def objective(config: HMMConfig) -> dict:
     return {"name": "TraceEnum_ELBO"}
 
 
-__all__ = sorted(["AUTOGUIDES", "GLOBALS", "HMM", "backward", "check_fits_memory", "forward", "objective",
+__all__ = sorted(["AUTOGUIDES", "GLOBALS", "HMM", "backward", "check_sequence_memory", "forward", "objective",
                   "posterior_marginals", "state_locs", "viterbi"])
