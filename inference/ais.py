@@ -187,7 +187,8 @@ class _Path:
         for name, site in model_trace.nodes.items():
             if site["type"] != "sample" or site_is_subsample(site) or site["is_observed"]:
                 continue
-            if not self.global_latents_allowed and not any(frame.name == "data" for frame in site["cond_indep_stack"]):
+            in_data_plate = any(frame.name == "data" for frame in site["cond_indep_stack"])
+            if not (in_data_plate or self.global_latents_allowed):
                 raise ValueError(
                     f"latent site {name!r} is outside the 'data' plate; AIS needs per-data-point latents "
                     "only: give the model a local_pair() with global latents fixed"
@@ -209,8 +210,8 @@ class _Path:
         }
         auxiliary = [name for name in sampled if guide_trace.nodes[name]["infer"].get("is_auxiliary")]
         if auxiliary:
-            raise ValueError(f"the guide draws through the auxiliary site {auxiliary[0]!r} (an AutoGuide), so "
-                             "f_0 cannot be scored at the model's latents; use proposal='prior'")
+            raise ValueError(f"the guide draws through the auxiliary site {auxiliary[0]!r} (an AutoGuide), "
+                             "so f_0 cannot be scored at the model's latents; use proposal='prior'")
         self.guide_names = [name for name in self.names if name in sampled]
 
     def unconstrain(self, z: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -465,7 +466,8 @@ def ais_evidence(model, guide, x: torch.Tensor, num_chains: int = 16, num_steps:
     stats = weight_statistics(log_w, ())
     return AISResult(num_chains=num_chains, num_steps=num_steps, log_px=stats["log_px"],
                      log_px_se=stats["log_px_se"], log_weights=log_w, acceptance=acceptance,
-                     acceptance_per_step=per_step, step_size_per_step=used.cpu().mean(1), step_sizes=used.cpu(),
+                     acceptance_per_step=per_step, step_size_per_step=used.cpu().mean(1),
+                     step_sizes=used.cpu(),
                      seconds=time.perf_counter() - start,
                      settings={"proposal": proposal, "schedule": schedule, "num_leapfrog": num_leapfrog,
                                "adaptation": "pilot"})
@@ -550,5 +552,6 @@ def bdmc(model, guide, x_template: torch.Tensor, num_chains: int = 16, num_steps
     return BDMCResult(x=x, forward=forward, reverse=reverse)
 
 
-__all__ = sorted(["ADAPTATIONS", "AISResult", "BDMCResult", "PROPOSALS", "SCHEDULES", "ais", "ais_evidence", "bdmc",
+__all__ = sorted(["ADAPTATIONS", "AISResult", "BDMCResult", "PROPOSALS", "SCHEDULES", "ais", "ais_evidence",
+                  "bdmc",
                   "beta_schedule", "simulate", "simulated_data"])

@@ -53,6 +53,7 @@ from pathlib import Path
 import torch
 
 from inference import distributed
+from inference.ais import ais_evidence
 from inference.arviz_io import from_guide, from_nuts, plot_vi_vs_nuts
 from inference.arviz_io import summary as arviz_summary
 from inference.checkpoint import write_atomic
@@ -64,7 +65,6 @@ from inference.diagnostics import (
     latent_usage,
     model_latent_usage,
 )
-from inference.ais import ais_evidence
 from inference.importance import estimate_evidence, estimate_log_likelihood
 from models.base import DataError, DataSplit
 
@@ -263,7 +263,8 @@ def _check_applicable(methods, model, local_model, local_guide, inputs: tuple, m
         raise DataError(f"AIS, BDMC and SBC take models of one input; {type(model).__name__} takes "
                         f"{len(inputs)} ({', '.join(model.inputs)}): use --method is")
 
-    if "ais" in methods and not model.capabilities.importance_sampling and not model.capabilities.exact_evidence:
+    capabilities = model.capabilities
+    if "ais" in methods and not (capabilities.importance_sampling or capabilities.exact_evidence):
         raise DataError("AIS does not apply to this model: its latents are global, and AIS of the whole data "
                         "set's evidence needs an exact value to compare with (capabilities.exact_evidence)")
     if ("ais" in methods and model.capabilities.importance_sampling) or "bdmc" in methods:
@@ -387,22 +388,26 @@ def evidence_report(model, inputs: tuple, num_particles: int, ais_settings: dict
                                 max_plate_nesting=max_plate_nesting, iwae_ks=(1,)).summary()
     khat = summary["khat"]["max"]
     out = {"units": "nats (the whole data set)", "exact": exact,
-           "elbo": {"value": summary["iwae"][1], "se": summary["iwae_se"][1], "gap": exact - summary["iwae"][1]},
+           "elbo": {"value": summary["iwae"][1], "se": summary["iwae_se"][1],
+                    "gap": exact - summary["iwae"][1]},
            "is": {"value": summary["log_px"], "se": summary["log_px_se"], "error": summary["log_px"] - exact,
                   "khat": khat, "ess": summary["ess_mean"], "reliable": bool(khat < KHAT_GOOD),
-                  "estimator": f"importance sampling of the whole data set, K = {num_particles}, proposal: the guide"}}
+                  "estimator": f"importance sampling of the whole data set, K = {num_particles}, "
+                               "proposal: the guide"}}
     if ais_settings is not None:
-        settings = {k: v for k, v in ais_settings.items() if k not in ("proposal", "adaptation", "data_chunk")}
+        dropped = ("proposal", "adaptation", "data_chunk")
+        settings = {k: v for k, v in ais_settings.items() if k not in dropped}
         ais = ais_evidence(model.model, None, inputs[0], proposal="prior", **settings).summary()
         out["ais"] = {"value": ais["log_px"], "se": ais["log_px_se"], "error": ais["log_px"] - exact,
                       "acceptance": ais["acceptance"],
-                      "estimator": f"AIS of the whole data set, {ais['num_chains']} chains x {ais['num_steps']} "
-                                   "steps from the prior, HMC with pilot-tuned step sizes"}
+                      "estimator": f"AIS of the whole data set, {ais['num_chains']} chains x "
+                                   f"{ais['num_steps']} steps from the prior, HMC, pilot-tuned step sizes"}
     return {**out, "seconds": time.perf_counter() - start}
 
 
-def length_sweep(model, local_model, local_guide, x: torch.Tensor, num_particles: int, ais_settings: dict | None,
-                 max_plate_nesting: int = 1, seed: int | None = None) -> list[dict]:
+def length_sweep(model, local_model, local_guide, x: torch.Tensor, num_particles: int,
+                 ais_settings: dict | None, max_plate_nesting: int = 1,
+                 seed: int | None = None) -> list[dict]:
     """Each estimator's error against the exact mean log p(x) on the prefixes x[:, :T] of sequence
     data, for T in :data:`SWEEP_FRACTIONS` of the full length: ELBO, IS with ``num_particles`` and,
     with ``ais_settings``, AIS; errors (estimate - exact) and SEs in nats per sequence."""
@@ -413,7 +418,8 @@ def length_sweep(model, local_model, local_guide, x: torch.Tensor, num_particles
         with torch.no_grad():
             exact = model.exact_log_prob(prefix).double().mean().item()
         summary = estimate_log_likelihood(local_model, local_guide, prefix, num_particles, iwae_ks=(1,),
-                                          max_plate_nesting=max_plate_nesting, psis=False, seed=seed).summary()
+                                          max_plate_nesting=max_plate_nesting, psis=False,
+                                          seed=seed).summary()
         row = {"length": length, "exact": exact, "elbo_error": summary["iwae"][1] - exact,
                "elbo_se": summary["iwae_se"][1], "is_error": summary["log_px"] - exact,
                "is_se": summary["log_px_se"], "is_ess_mean": summary["ess_mean"]}
@@ -720,7 +726,7 @@ def _relative(path, out_dir: Path) -> str:
         return path.resolve().as_posix()
 
 
-__all__ = sorted(["AIS_SETTINGS", "METHODS", "NO_IMPORTANCE_SAMPLING", "SBC_SETTINGS", "SWEEP_FRACTIONS", "UNITS",
-                  "check_methods", "compare_posteriors", "evaluate", "evidence_report", "ladder", "length_sweep",
-                  "posterior_table_markdown",
+__all__ = sorted(["AIS_SETTINGS", "METHODS", "NO_IMPORTANCE_SAMPLING", "SBC_SETTINGS", "SWEEP_FRACTIONS",
+                  "UNITS", "check_methods", "compare_posteriors", "evaluate", "evidence_report", "ladder",
+                  "length_sweep", "posterior_table_markdown",
                   "to_json", "write_index"])

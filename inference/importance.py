@@ -67,7 +67,8 @@ def log_weights(model, guide, data, num_particles: int, max_plate_nesting: int =
         if site["type"] == "sample" and not site_is_subsample(site)
     }
     if any(_is_enumerated(site) for site in model_trace.nodes.values()):
-        return summed_log_weights(model_trace, guide_trace, proposed, max_plate_nesting, (num_particles, x.shape[0]))
+        shape = (num_particles, x.shape[0])
+        return summed_log_weights(model_trace, guide_trace, proposed, max_plate_nesting, shape)
     log_w = x.new_zeros(num_particles, x.shape[0])
     for name, site in model_trace.nodes.items():
         if site["type"] != "sample" or site_is_subsample(site):
@@ -105,7 +106,8 @@ def summed_log_weights(model_trace, guide_trace, proposed: set, max_plate_nestin
             raise ValueError(f"latent site {name!r} is neither sampled by the guide nor enumerated; with "
                              "enumerated sites in the model, give the guide every other latent")
         _per_datapoint(site, max_plate_nesting)  # raises for a site outside the data plate
-        ordinal = frozenset(model_trace.plate_to_symbol[f.name] for f in site["cond_indep_stack"] if f.vectorized)
+        frames = site["cond_indep_stack"]
+        ordinal = frozenset(model_trace.plate_to_symbol[f.name] for f in frames if f.vectorized)
         factors.setdefault(ordinal, []).append(site["packed"]["log_prob"])
     symbols = model_trace.plate_to_symbol
     enum_dims = set(model_trace.symbol_to_dim) - set(symbols.values())
@@ -329,8 +331,8 @@ def evidence_log_weights(model, guide, data, num_particles: int, max_plate_nesti
             if site["type"] != "sample" or site_is_subsample(site):
                 continue
             if trace is model_trace and not (site["is_observed"] or name in guide_trace.nodes):
-                raise ValueError(f"latent site {name!r} is not drawn by the guide; the evidence needs a guide "
-                                 "over every latent")
+                raise ValueError(f"latent site {name!r} is not drawn by the guide; the evidence needs a "
+                                 "guide over every latent")
             log_prob = site["log_prob"]
             log_prob = log_prob.reshape((1,) * (max_plate_nesting + 1 - log_prob.dim()) + log_prob.shape)
             log_w = log_w + sign * log_prob.sum(tuple(range(1, log_prob.dim()))).expand(num_particles)

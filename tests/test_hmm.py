@@ -95,7 +95,8 @@ def test_summed_importance_weights_are_the_exact_value_and_pyros_enumerated_elbo
     x = data.x.double()
     local_model, local_guide = model.local_pair()
     exact = model.exact_log_prob(x)
-    torch.testing.assert_close(log_weights(local_model, local_guide, x, 3), exact.expand(3, -1), rtol=0, atol=1e-8)
+    log_w = log_weights(local_model, local_guide, x, 3)
+    torch.testing.assert_close(log_w, exact.expand(3, -1), rtol=0, atol=1e-8)
     result = estimate_log_likelihood(local_model, local_guide, x, 50, psis=False)
     assert result.log_px_se.max() < 1e-6
     loss = TraceEnum_ELBO(max_plate_nesting=1).loss(local_model, lambda x: None, x)

@@ -44,7 +44,8 @@ def joint_gaussian(matrices: dict, length: int):
     A, C, d, D = matrices["A"], matrices["C"], matrices["A"].shape[0], matrices["C"].shape[0]
     # x = L w + offset, with w the T d process noises (first: the initial deviation) scaled to N(0, I)
     blocks = torch.zeros(length * d, length * d, dtype=A.dtype)
-    offsets, root = [], [torch.linalg.cholesky(matrices["P0"])] + [torch.linalg.cholesky(matrices["Q"])] * length
+    offsets = []
+    root = [torch.linalg.cholesky(matrices["P0"])] + [torch.linalg.cholesky(matrices["Q"])] * length
     for t in range(length):
         offsets.append(torch.linalg.matrix_power(A, t) @ matrices["m0"])
         for s in range(t + 1):
@@ -72,7 +73,8 @@ def test_filter_and_smoother_match_the_conditioned_joint_gaussian():
     mean, cov, nx, _ = joint_gaussian(matrices, length)
     flat = y.reshape(3, -1)
     marginal = dist.MultivariateNormal(mean[nx:], cov[nx:, nx:])
-    torch.testing.assert_close(kalman_filter(y, **matrices)["log_prob"], marginal.log_prob(flat), rtol=0, atol=1e-8)
+    log_prob = kalman_filter(y, **matrices)["log_prob"]
+    torch.testing.assert_close(log_prob, marginal.log_prob(flat), rtol=0, atol=1e-8)
     gain = cov[:nx, nx:] @ torch.linalg.inv(cov[nx:, nx:])
     exact_means = (mean[:nx] + (flat - mean[nx:]) @ gain.T).reshape(3, length, 2)
     exact_cov = cov[:nx, :nx] - gain @ cov[nx:, :nx]

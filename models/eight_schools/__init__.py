@@ -31,7 +31,8 @@ def load_data(split: str, data_dir=None, data=None, smoke: bool = False) -> Data
                          info={"data": "rubin"})
     rows = read_csv(data, hint="give two numeric columns: effect y_j and standard error sigma_j")
     if rows.shape[1] != 2:
-        raise DataError(f"{data!r} has {rows.shape[1]} columns; give two: effect y_j and standard error sigma_j")
+        raise DataError(f"{data!r} has {rows.shape[1]} columns; give two: effect y_j and standard error "
+                        "sigma_j")
     return DataSplit(x=torch.as_tensor(rows, dtype=torch.float32), source=f"{data} (effect, standard error)",
                      info={"data": str(data)})
 
@@ -54,5 +55,5 @@ SPEC = ModelSpec(
     figures=figures,
 )
 
-__all__ = sorted(["RUBIN", "SPEC", "EightSchools", "EightSchoolsConfig", "KnownScaleNormal", "hparams_for",
-                  "load_data", "quadrature"])
+__all__ = ["EightSchools", "EightSchoolsConfig", "KnownScaleNormal", "RUBIN", "SPEC", "hparams_for",
+           "load_data", "quadrature"]

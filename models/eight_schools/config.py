@@ -17,10 +17,10 @@ class EightSchoolsConfig(Config):
 
     num_schools: int = hparam(8, low=1, high=NUM_DATA, help="schools J (set from the data)")
     parameterisation: str = hparam("centred", choices=("centred", "noncentred"),
-                                   help="theta_j ~ N(mu, tau^2), or theta_j = mu + tau eta_j with eta_j ~ N(0, 1)")
+                                   help="theta_j ~ N(mu, tau^2), or mu + tau eta_j with eta_j ~ N(0, 1)")
     mu_scale: float = hparam(5.0, low=1e-3, high=1e6, help="prior sd of the grand mean mu")
     tau_scale: float = hparam(5.0, low=1e-3, high=1e6, help="scale of the half-Cauchy prior of tau")
     guide: str = hparam("normal", choices=GUIDES,
-                        help="AutoGuide: AutoNormal (mean-field), AutoMultivariateNormal, AutoIAFNormal (a flow)")
+                        help="AutoNormal (mean-field), AutoMultivariateNormal, AutoIAFNormal (a flow)")
 
     SMOKE: ClassVar[dict] = {}

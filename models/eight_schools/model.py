@@ -26,7 +26,8 @@ Exact answers by one-dimensional quadrature over tau. Given tau, everything else
     mu | y, tau ~ N(m, v),
     theta_j | y, tau ~ N(b_j m + (1 - b_j) y_j, b_j^2 v + (1/sigma_j^2 + 1/tau^2)^-1),
         b_j = sigma_j^2 / V_j,
-    eta_j | y, tau:  mean (1 - b_j)(y_j - m) / tau,  variance [(1 - b_j)^2 v + (1/sigma_j^2 + 1/tau^2)^-1] / tau^2.
+    eta_j | y, tau:  mean (1 - b_j)(y_j - m) / tau,
+                     variance [(1 - b_j)^2 v + (1/sigma_j^2 + 1/tau^2)^-1] / tau^2.
 
 With tau = s_tau tan(pi u / 2) the half-Cauchy prior becomes u ~ U(0, 1), so
 
@@ -78,7 +79,8 @@ class KnownScaleNormal(TorchDistribution):
         super().__init__(self.loc.shape, torch.Size([2]), validate_args=validate_args)
 
     def expand(self, batch_shape, _instance=None):
-        return KnownScaleNormal(self.loc.expand(batch_shape), self.sigma.expand(batch_shape), validate_args=False)
+        return KnownScaleNormal(self.loc.expand(batch_shape), self.sigma.expand(batch_shape),
+                                validate_args=False)
 
     def log_prob(self, value: torch.Tensor) -> torch.Tensor:
         return dist.Normal(self.loc, self.sigma).log_prob(value[..., 0])
@@ -130,8 +132,8 @@ class EightSchools(ZooModel):
     def check_data(self, x) -> None:
         super().check_data(x)
         if x.shape[0] != self.config.num_schools:
-            raise DataError(f"this model has {self.config.num_schools} schools but the data have {x.shape[0]}; "
-                            "set num_schools to the number of rows")
+            raise DataError(f"this model has {self.config.num_schools} schools but the data have "
+                            f"{x.shape[0]}; set num_schools to the number of rows")
         if (x[:, 1] <= 0).any():
             raise DataError("the standard errors sigma_j (second column) must be positive; fix the data")
 
@@ -192,7 +194,8 @@ def quadrature(x: torch.Tensor, config: EightSchoolsConfig, num_nodes: int = NUM
         "mu": (given["m"], given["v"]),
         "tau": (tau, np.zeros_like(tau)),
         "theta": (b * m + (1 - b) * y, b**2 * v + given["theta_noise"]),
-        "eta": ((1 - b) * (y - m) / tau[:, None], ((1 - b) ** 2 * v + given["theta_noise"]) / tau[:, None] ** 2),
+        "eta": ((1 - b) * (y - m) / tau[:, None],
+                ((1 - b) ** 2 * v + given["theta_noise"]) / tau[:, None] ** 2),
     }
     out = {"log_evidence": log_evidence}
     for name, (mean, var) in conditionals.items():

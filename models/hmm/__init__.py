@@ -22,5 +22,5 @@ SPEC = ModelSpec(
     figures=figures,
 )
 
-__all__ = sorted(["HMM", "HMMConfig", "SPEC", "backward", "forward", "hparams_for", "load_data", "objective",
-                  "posterior_marginals", "viterbi"])
+__all__ = ["HMM", "HMMConfig", "SPEC", "backward", "forward", "hparams_for", "load_data", "objective",
+           "posterior_marginals", "viterbi"]

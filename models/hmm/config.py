@@ -22,13 +22,13 @@ class HMMConfig(Config):
 
     num_states: int = hparam(2, low=2, high=MAX_STATES, help="hidden states K")
     emission: str = hparam("gaussian", choices=("gaussian", "categorical"),
-                           help="x_t | z_t: Normal(loc_z, scale_z) or Categorical(probs_z) (set from the data)")
+                           help="x_t | z_t: Normal(loc_z, scale_z) or Categorical(probs_z) (from the data)")
     num_symbols: int = hparam(4, low=2, high=MAX_SYMBOLS,
                               help="symbols V of categorical emissions (set from the data)")
     length: int = hparam(100, low=1, high=MAX_LENGTH, help="steps T per sequence (set from the data)")
     concentration: float = hparam(1.0, low=0.01, high=1000.0,
-                                  help="Dirichlet concentration of the initial, transition and emission probabilities")
+                                  help="Dirichlet concentration of initial, transition, emission probs")
     guide: str = hparam("mvn", choices=GUIDES,
-                        help="AutoGuide of the global latents: AutoDelta (MAP), AutoNormal, AutoMultivariateNormal")
+                        help="AutoGuide of theta: AutoDelta (MAP), AutoNormal, AutoMultivariateNormal")
 
     SMOKE: ClassVar[dict] = {"length": 30}

@@ -89,7 +89,8 @@ def sequences_csv(path: Path, split: str, train_fraction: float = 0.8) -> DataSp
     try:
         values = np.asarray(rows, dtype=np.float64)
     except ValueError:
-        raise DataError(f"CSV file {str(path)!r} has a non-numeric field; keep numeric sequences only") from None
+        raise DataError(f"CSV file {str(path)!r} has a non-numeric field; keep numeric sequences "
+                        "only") from None
     if len(values) < 2:
         raise DataError(f"CSV file {str(path)!r} has fewer than 2 sequences; a train/test split needs 2")
     order = np.random.default_rng(0).permutation(len(values))

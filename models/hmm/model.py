@@ -89,8 +89,9 @@ class HMM(ZooModel):
     def global_latents(self) -> dict[str, torch.Tensor]:
         k, alpha = self.num_states, self.config.concentration
         ones = self.anchor.new_ones(k)
+        rows = dist.Dirichlet(alpha * ones.expand(k, k)).to_event(1)
         params = {"initial": pyro.sample("initial", dist.Dirichlet(alpha * ones)),
-                  "transition": pyro.sample("transition", dist.Dirichlet(alpha * ones.expand(k, k)).to_event(1))}
+                  "transition": pyro.sample("transition", rows)}
         if self.emission == "categorical":
             symbols = self.anchor.new_ones(k, self.config.num_symbols)
             params["emission"] = pyro.sample("emission", dist.Dirichlet(alpha * symbols).to_event(1))
@@ -177,8 +178,8 @@ class HMM(ZooModel):
     def check_data(self, x) -> None:
         super().check_data(x)
         if self.emission == "categorical" and (x.min() < 0 or x.max() >= self.config.num_symbols):
-            raise DataError(f"categorical emissions take symbols 0..{self.config.num_symbols - 1}, got values "
-                            f"from {int(x.min())} to {int(x.max())}; set num_symbols or recode the data")
+            raise DataError(f"categorical emissions take symbols 0..{self.config.num_symbols - 1}, got "
+                            f"values from {int(x.min())} to {int(x.max())}; set num_symbols or recode")
         check_sequence_memory(x.shape[0], x.shape[1], self.num_states)
 
     @torch.no_grad()
@@ -204,8 +205,8 @@ def state_locs(params: dict) -> torch.Tensor:
 def check_sequence_memory(num_sequences: int, length: int, num_states: int) -> None:
     """Refuse sequences whose enumerated program would not fit in a quarter of the free memory."""
     need = length * (num_sequences * num_states**2 * 4 * STEP_COPIES + STEP_BYTES)
-    check_fits_memory(need, f"{num_sequences} sequences of T = {length} steps with {num_states} enumerated states",
-                      "cut them into shorter sequences")
+    what = f"{num_sequences} sequences of T = {length} steps with {num_states} enumerated states"
+    check_fits_memory(need, what, "cut them into shorter sequences")
 
 
 def forward(log_pi: torch.Tensor, log_a: torch.Tensor, log_e: torch.Tensor) -> torch.Tensor:

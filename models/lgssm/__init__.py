@@ -22,4 +22,4 @@ SPEC = ModelSpec(
     figures=figures,
 )
 
-__all__ = sorted(["LGSSM", "LGSSMConfig", "SPEC", "hparams_for", "kalman_filter", "load_data", "rts_smoother"])
+__all__ = ["LGSSM", "LGSSMConfig", "SPEC", "hparams_for", "kalman_filter", "load_data", "rts_smoother"]

@@ -28,7 +28,8 @@ def figures(model: LGSSM, data: DataSplit, out_dir: Path) -> dict[str, Path]:
     ax = figure.add_subplot()
     ax.plot(steps, y[0, :, 0].cpu(), ".", color="0.4", label="y_t (first coordinate)")
     ax.plot(steps, signal, color="C0", label="E[C x_t | y] (RTS smoother)")
-    ax.fill_between(steps, signal - 2 * sd, signal + 2 * sd, color="C0", alpha=0.2, label="±2 sd of C x_t | y")
+    ax.fill_between(steps, signal - 2 * sd, signal + 2 * sd, color="C0", alpha=0.2,
+                    label="±2 sd of C x_t | y")
     ax.set_xlabel("step t")
     ax.set_ylabel("observation (data units)")
     ax.set_title(f"{data.source}: first sequence and the exact posterior of the signal")

@@ -113,7 +113,8 @@ class LGSSM(ZooModel):
         """The model's parameters as matrices in ``dtype``: A, C, m_0, P_0, Q, R."""
         as_cov = lambda raw: positive(raw).to(dtype).square().diag_embed()  # noqa: E731
         return {"A": self.transition.to(dtype), "C": self.emission.to(dtype), "m0": self.init_loc.to(dtype),
-                "P0": as_cov(self.raw_init_sd), "Q": as_cov(self.raw_process_sd), "R": as_cov(self.raw_obs_sd)}
+                "P0": as_cov(self.raw_init_sd), "Q": as_cov(self.raw_process_sd),
+                "R": as_cov(self.raw_obs_sd)}
 
     @torch.no_grad()
     def exact_log_prob(self, y: torch.Tensor) -> torch.Tensor:
@@ -150,7 +151,8 @@ class LGSSM(ZooModel):
     def metrics(self, data: DataSplit) -> dict:
         """The fitted matrices, and the smoother's RMSE against true states where ``data`` has them."""
         m = self.matrices()
-        out = {"transition": {"value": m["A"].tolist()}, "process_sd": {"value": m["Q"].diagonal().sqrt().tolist()},
+        out = {"transition": {"value": m["A"].tolist()},
+               "process_sd": {"value": m["Q"].diagonal().sqrt().tolist()},
                "obs_sd": {"value": m["R"].diagonal().sqrt().tolist(), "unit": "data units"}}
         states = data.info.get("states")
         if states is not None:
@@ -172,7 +174,8 @@ def kalman_filter(y: torch.Tensor, A, C, m0, P0, Q, R) -> dict[str, torch.Tensor
         out["pred_cov"].append(cov)
         innovation_cov = C @ cov @ C.T + R
         predicted = mean @ C.T
-        out["log_prob"] = out["log_prob"] + dist.MultivariateNormal(predicted, innovation_cov).log_prob(y[:, t])
+        step = dist.MultivariateNormal(predicted, innovation_cov).log_prob(y[:, t])
+        out["log_prob"] = out["log_prob"] + step
         gain = torch.linalg.solve(innovation_cov, C @ cov).T  # P C^T S^-1, (d, D)
         mean = mean + (y[:, t] - predicted) @ gain.T
         cov = cov - gain @ innovation_cov @ gain.T
