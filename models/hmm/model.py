@@ -61,9 +61,10 @@ GLOBALS = {"gaussian": ("initial", "transition", "loc_base", "loc_gaps", "scales
            "categorical": ("initial", "transition", "emission")}
 #: prior sd of the lowest state mean (data in standard units)
 LOC_PRIOR_SCALE = 2.0
-#: bytes one time step of the enumerated program holds beyond its (N, K, K) tensors: the trace's
-#: sites, their packed copies and the contraction's intermediates (measured on 10^4 steps)
-STEP_BYTES = 40_000
+#: bytes one time step of the program holds beyond its tensors (trace sites, packed copies,
+#: autograd graph): measured 80-90 kB as the peak-RSS growth of one TraceEnum_ELBO loss and backward on
+#: one sequence of 500 and of 2000 steps
+STEP_BYTES = 90_000
 #: float copies of the (N, K, K) factor per step (log-prob, packed, contraction, gradient)
 STEP_COPIES = 8
 
