@@ -35,6 +35,13 @@ per-data-point proposal: its report says so in ``log_px.estimator`` and compares
 and sds of the global latents instead -- guide draws, NUTS and the exact posterior where the
 model declares one (:func:`compare_posteriors`; ``posterior_table.md`` and ``vi_vs_nuts.png``).
 
+Where such a model declares its exact evidence (``capabilities.exact_evidence``), the report adds
+``evidence`` (:func:`evidence_report`): log p(D) of the whole data set, exact, the ELBO, IS with
+the guide as proposal (reliable where k̂ < 0.5) and, with "ais", AIS from the prior, each with
+its error in nats. For sequence models (``capabilities.sequences``) with an exact log p(x) it adds
+``length_sweep`` (:func:`length_sweep`) and ``error_vs_length.png``: the error of the ELBO, IS
+and (with "ais") AIS against the exact value on prefixes of T/8, T/4, T/2 and T steps.
+
 With ``out_dir`` it writes ``report.json``, ``bound_vs_k.png`` (ELBO, IWAE_k, IS log p(x) and
 the exact value against k), ``khat.png`` (histogram of k̂ with the 0.5 / 0.7 lines) and the
 model's own figures; :func:`write_index` writes an ``index.md`` over several such reports.

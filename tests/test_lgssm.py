@@ -97,12 +97,13 @@ def guided_model(seed: int, length: int = 3) -> tuple[LGSSM, torch.Tensor]:
 
 @pytest.mark.parametrize("seed", range(3))
 def test_importance_sampling_is_within_its_standard_error_of_the_kalman_value(seed):
-    """IS is a stochastic lower bound: its bias, about -SE^2 / 2 per sequence by the delta method,
-    is below 1e-4 nats at these SEs, so |IS - exact| <= 4 SE + 1e-4 (checked on seeds 0..19)."""
+    """IS is a stochastic lower bound whose bias is about -SE^2 / 2 per sequence (delta method;
+    SE <= 0.06 here), so -4 SE - SE^2 <= IS - exact <= 4 SE (checked on seeds 0..19)."""
     model, y = guided_model(seed)
     result = estimate_log_likelihood(model.model, model.guide, y, 20_000, psis=False, seed=seed)
-    error = result.log_px.double() - model.exact_log_prob(y)
-    assert (error.abs() <= 4 * result.log_px_se + 1e-4).all(), (error, result.log_px_se)
+    error = (result.log_px.double() - model.exact_log_prob(y)).detach()
+    se = result.log_px_se.double().detach()
+    assert (error <= 4 * se).all() and (error >= -4 * se - se.square()).all(), (error, se)
 
 
 @pytest.mark.parametrize("seed", range(2))
