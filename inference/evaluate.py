@@ -214,7 +214,8 @@ def _importance_report(model, local_model, local_guide, inputs, result, max_plat
     report.update({
         "log_px": {"value": summary["log_px"], "se": summary["log_px_se"],
                    "estimator": f"importance sampling, K = {num_particles}, proposal: the guide of "
-                                "local_pair() (the prior for latents it leaves out)"},
+                                "local_pair() (the prior for latents it leaves out; enumerated "
+                                "discrete latents summed exactly in each weight)"},
         "elbo": {"value": summary["iwae"][1], "se": summary["iwae_se"][1]},
         "iwae": {str(k): {"value": v, "se": summary["iwae_se"][k]} for k, v in summary["iwae"].items()},
         "ess": ess_summary(result.ess, num_particles),
