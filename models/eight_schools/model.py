@@ -112,8 +112,10 @@ class EightSchools(ZooModel):
         self.event_shape = (2,)
         self.local_name = "theta" if config.parameterisation == "centred" else "eta"
         self.autoguide = AUTOGUIDES[config.guide](self.model)
-        with torch.no_grad():  # create the guide's parameters now: they depend on J only
-            self.autoguide(torch.ones(config.num_schools, 2))
+        # run the guide once so that it creates its parameters now (they depend on J only); forward,
+        # not __call__, which would also put them in Pyro's global param store (see models.hmm)
+        with torch.no_grad():
+            self.autoguide.forward(torch.ones(config.num_schools, 2))
 
     def model(self, x: torch.Tensor):
         # p(mu) = N(0, s_mu^2), p(tau) = HalfCauchy(s_tau)

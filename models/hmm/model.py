@@ -83,8 +83,11 @@ class HMM(ZooModel):
         self.register_buffer("anchor", torch.zeros(()))  # gives the module a device before the guide exists
         exposed = poutine.block(self.model, expose=list(GLOBALS[self.emission]))
         self.autoguide = AUTOGUIDES[config.guide](exposed)
-        with torch.no_grad():  # create the guide's parameters now: they depend on K (and V) only
-            self.autoguide(self.anchor.new_zeros(1, 1, dtype=self.data_dtype))
+        # run the guide once so that it creates its parameters now (they depend on K and V only);
+        # forward, not __call__, which would also put them in Pyro's global param store, where a
+        # model built later would share them
+        with torch.no_grad():
+            self.autoguide.forward(self.anchor.new_zeros(1, 1, dtype=self.data_dtype))
 
     # p(theta): the global latents, outside the data plate
     def global_latents(self) -> dict[str, torch.Tensor]:
