@@ -108,7 +108,10 @@ def summed_log_weights(model_trace, guide_trace, proposed: set, max_plate_nestin
         _per_datapoint(site, max_plate_nesting)  # raises for a site outside the data plate
         frames = site["cond_indep_stack"]
         ordinal = frozenset(model_trace.plate_to_symbol[f.name] for f in frames if f.vectorized)
-        factors.setdefault(ordinal, []).append(site["packed"]["log_prob"])
+        # as TraceEnum_ELBO: an enumerated site's own mask is not applied (its p(z | parents) still sums
+        # to one where it is masked, e.g. the observed entries of an obs_mask site)
+        packed_log_prob = site["packed"]["unscaled_log_prob" if _is_enumerated(site) else "log_prob"]
+        factors.setdefault(ordinal, []).append(packed_log_prob)
     symbols = model_trace.plate_to_symbol
     enum_dims = set(model_trace.symbol_to_dim) - set(symbols.values())
     target = frozenset(symbols[name] for name in ("particles", DATA_PLATE) if name in symbols)
