@@ -108,15 +108,16 @@ def test_importance_sampling_is_within_its_standard_error_of_the_kalman_value(se
 
 @pytest.mark.parametrize("seed", range(2))
 def test_ais_is_within_its_standard_error_of_the_kalman_value(seed, one_thread):
-    """AIS with 16 chains x 50 steps from the guide: a stochastic lower bound whose bias at this
-    length was measured below 0.01 nats (16 chains x 50 steps vs 256 x 400, seeds 0..19), so
-    -4 SE - 0.01 <= AIS - exact <= 4 SE (checked on seeds 0..19)."""
+    """AIS with 16 chains x 50 steps from the guide is a stochastic lower bound; its bias was
+    measured on seeds 0..9 (4 sequences each): mean error -0.07 nats (SE of that mean 0.03), while
+    256 chains x 400 steps on seeds 0..3 came within 0.05 of the Kalman value. So
+    -4 SE - 0.15 <= AIS - exact <= 4 SE (twice the measured bias; seeds 0..9 pass)."""
     model, y = guided_model(seed)
     torch.manual_seed(seed)
     result = ais(model.model, model.guide, y, num_chains=16, num_steps=50)
     error = result.log_px.double() - model.exact_log_prob(y)
     se = result.log_px_se.double()
-    assert (error <= 4 * se).all() and (error >= -4 * se - 0.01).all(), (error, se)
+    assert (error <= 4 * se).all() and (error >= -4 * se - 0.15).all(), (error, se)
 
 
 def test_length_sweep_scores_every_prefix_against_its_exact_value():
