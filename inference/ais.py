@@ -154,6 +154,10 @@ class _Path:
         self.guide = guide if proposal == "guide" else None
         self.nesting = max_plate_nesting
         self.guide_fn = None
+        self.num_points = x.shape[0]
+
+    #: whether latents outside the data plate may move (the whole-data path of :func:`ais_evidence`)
+    global_latents_allowed = False
 
     def _plate(self):
         return pyro.plate("particles", self.num_chains, dim=-(self.nesting + 1))
@@ -183,7 +187,8 @@ class _Path:
         for name, site in model_trace.nodes.items():
             if site["type"] != "sample" or site_is_subsample(site) or site["is_observed"]:
                 continue
-            if not any(frame.name == "data" for frame in site["cond_indep_stack"]):
+            in_data_plate = any(frame.name == "data" for frame in site["cond_indep_stack"])
+            if not (in_data_plate or self.global_latents_allowed):
                 raise ValueError(
                     f"latent site {name!r} is outside the 'data' plate; AIS needs per-data-point latents "
                     "only: give the model a local_pair() with global latents fixed"
@@ -203,6 +208,10 @@ class _Path:
             name for name, site in guide_trace.nodes.items()
             if site["type"] == "sample" and not site_is_subsample(site)
         }
+        auxiliary = [name for name in sampled if guide_trace.nodes[name]["infer"].get("is_auxiliary")]
+        if auxiliary:
+            raise ValueError(f"the guide draws through the auxiliary site {auxiliary[0]!r} (an AutoGuide), "
+                             "so f_0 cannot be scored at the model's latents; use proposal='prior'")
         self.guide_names = [name for name in self.names if name in sampled]
 
     def unconstrain(self, z: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -215,7 +224,7 @@ class _Path:
         value = value.reshape((1,) * (self.nesting + 1 - value.dim()) + value.shape)
         inner = tuple(range(1, self.nesting))
         value = value.sum(inner) if inner else value
-        return value.expand(self.num_chains, self.x.shape[0])
+        return value.expand(self.num_chains, self.num_points)
 
     def evaluate(self, u: dict[str, torch.Tensor]):
         u = {name: value.detach().requires_grad_(True) for name, value in u.items()}
@@ -259,8 +268,23 @@ class _Path:
     def per_site(self, value: torch.Tensor, name: str) -> torch.Tensor:
         """A (C, N) or (N,) tensor viewed to broadcast against site ``name``'s unconstrained value."""
         shape = (self.num_chains,) if value.dim() == 2 else (1,)
-        shape = shape + (1,) * (self.nesting - 1) + (self.x.shape[0],) + (1,) * self.event_dims[name]
+        shape = shape + (1,) * (self.nesting - 1) + (self.num_points,) + (1,) * self.event_dims[name]
         return value.reshape(shape)
+
+
+class _WholeDataPath(_Path):
+    """The whole data set as one point (for models with global latents): every latent moves, and
+    every log density is summed over all plates to shape (C, 1)."""
+
+    global_latents_allowed = True
+
+    def __init__(self, *args):
+        super().__init__(*args)
+        self.num_points = 1
+
+    def reduce(self, value: torch.Tensor, event_dim: int = 0) -> torch.Tensor:
+        value = value.reshape((1,) * (self.nesting + 1 - value.dim()) + value.shape)
+        return value.sum(tuple(range(1, value.dim()))).unsqueeze(-1).expand(self.num_chains, 1)
 
 
 def _leapfrog_transition(path: _Path, state: dict, beta: float, step_size: torch.Tensor, num_leapfrog: int):
@@ -384,10 +408,10 @@ def ais(
 
 
 def _run(model, guide, x, num_chains, num_steps, proposal, schedule, num_leapfrog, step_size, adapt,
-         target_accept, adapt_rate, max_plate_nesting, reverse_from):
+         target_accept, adapt_rate, max_plate_nesting, reverse_from, path_class=_Path):
     """One AIS pass over ``x``: (log weights (C, N), acceptance per step (T,), acceptance (N,),
-    step sizes (T, N)), on the CPU but the step sizes (on x's device)."""
-    path = _Path(model, guide, x, num_chains, proposal, max_plate_nesting)
+    step sizes (T, N)), on the CPU but the step sizes (on x's device); N = 1 for the whole-data path."""
+    path = path_class(model, guide, x, num_chains, proposal, max_plate_nesting)
     z0 = path.initial()
     if reverse_from is not None:
         z0 = {name: _expand_chains(reverse_from[name], z0[name]) for name in path.names}
@@ -399,8 +423,8 @@ def _run(model, guide, x, num_chains, num_steps, proposal, schedule, num_leapfro
         betas = betas[::-1]
     table = None
     if torch.is_tensor(step_size) and step_size.dim() > 0:
-        table = step_size.to(x).reshape(num_steps, -1).expand(num_steps, x.shape[0])
-    eps = table[0].clone() if table is not None else x.new_full((x.shape[0],), float(step_size))
+        table = step_size.to(x).reshape(num_steps, -1).expand(num_steps, path.num_points)
+    eps = table[0].clone() if table is not None else x.new_full((path.num_points,), float(step_size))
     log_w = torch.zeros_like(a)
     accept_sum = torch.zeros_like(eps)
     per_step_accept, used = [], []
@@ -429,6 +453,30 @@ def _expand_chains(value: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
     value = value.to(like)
     value = value.reshape((1,) * (like.dim() - value.dim()) + value.shape)
     return value.expand(like.shape).clone()
+
+
+def ais_evidence(model, guide, x: torch.Tensor, num_chains: int = 16, num_steps: int = 100, *,
+                 proposal: str = "guide", schedule: str = "sigmoid", num_leapfrog: int = 5,
+                 step_size: float = 0.1, pilot_chains: int = 4, target_accept: float = 0.65,
+                 adapt_rate: float = 2.0, max_plate_nesting: int = 1, validate: bool = False) -> AISResult:
+    """AIS of log p(D), the whole data set ``x`` as one point, for models with global latents: every
+    latent moves from f_0 (the guide, or the prior) to p(D, z), with the pilot-then-replay step sizes
+    of :func:`ais` (module docstring). The guide must draw the model's latents at its own sites
+    (e.g. AutoNormal), since f_0 scores them there. Returns an :class:`AISResult` with N = 1."""
+    start = time.perf_counter()
+    common = (num_steps, proposal, schedule, num_leapfrog)
+    tuning = (target_accept, adapt_rate, max_plate_nesting, None, _WholeDataPath)
+    with pyro.validation_enabled(validate):
+        steps = _run(model, guide, x, min(pilot_chains, num_chains), *common, step_size, True, *tuning)[3]
+        log_w, per_step, acceptance, used = _run(model, guide, x, num_chains, *common, steps, False, *tuning)
+    stats = weight_statistics(log_w, ())
+    return AISResult(num_chains=num_chains, num_steps=num_steps, log_px=stats["log_px"],
+                     log_px_se=stats["log_px_se"], log_weights=log_w, acceptance=acceptance,
+                     acceptance_per_step=per_step, step_size_per_step=used.cpu().mean(1),
+                     step_sizes=used.cpu(),
+                     seconds=time.perf_counter() - start,
+                     settings={"proposal": proposal, "schedule": schedule, "num_leapfrog": num_leapfrog,
+                               "adaptation": "pilot"})
 
 
 # ---------------------------------------------------------------------------- BDMC
@@ -511,6 +559,6 @@ def bdmc(model, guide, x_template: torch.Tensor, num_chains: int = 16, num_steps
 
 
 __all__ = [
-    "ADAPTATIONS", "AISResult", "BDMCResult", "PROPOSALS", "SCHEDULES", "ais", "bdmc", "beta_schedule",
-    "simulate", "simulated_data"
+    "ADAPTATIONS", "AISResult", "BDMCResult", "PROPOSALS", "SCHEDULES", "ais", "ais_evidence", "bdmc",
+    "beta_schedule", "simulate", "simulated_data"
 ]

@@ -36,6 +36,13 @@ A model whose latents are global (``capabilities.importance_sampling`` False) ha
 per-data-point proposal: its report says so in ``log_px.estimator`` and compares posterior means
 and sds of the global latents instead -- guide draws, NUTS and the exact posterior where the
 model declares one (:func:`compare_posteriors`; ``posterior_table.md`` and ``vi_vs_nuts.png``).
+
+Where such a model declares its exact evidence (``capabilities.exact_evidence``), the report adds
+``evidence`` (:func:`evidence_report`): log p(D) of the whole data set, exact, the ELBO, IS with
+the guide as proposal (reliable where k̂ < 0.5) and, with "ais", AIS from the prior, each with
+its error in nats. For sequence models (``capabilities.sequences``) with an exact log p(x) it adds
+``length_sweep`` (:func:`length_sweep`) and ``error_vs_length.png``: the error of the ELBO, IS
+and (with "ais") AIS against the exact value on prefixes of T/8, T/4, T/2 and T steps.
 """
 
 from __future__ import annotations
@@ -51,6 +58,7 @@ from pathlib import Path
 import torch
 
 from inference import distributed
+from inference.ais import ais_evidence
 from inference.arviz_io import from_guide, from_nuts, plot_vi_vs_nuts
 from inference.arviz_io import summary as arviz_summary
 from inference.checkpoint import write_atomic
@@ -61,7 +69,7 @@ from inference.diagnostics import (
     latent_usage,
     model_latent_usage,
 )
-from inference.importance import estimate_log_likelihood
+from inference.importance import estimate_evidence, estimate_log_likelihood
 from models.base import DataError, DataSplit
 
 UNITS = "nats per data point"
@@ -78,6 +86,8 @@ METHODS = ("is", "ais", "bdmc", "sbc")
 AIS_SETTINGS = {"num_chains": 16, "num_steps": 100, "proposal": "guide"}
 #: BDMC simulates at most this many data points
 BDMC_POINTS = 100
+#: prefix lengths of the error-vs-T sweep of sequence models, as fractions of the full length T
+SWEEP_FRACTIONS = (1 / 8, 1 / 4, 1 / 2, 1)
 #: defaults of the SBC check: replications, guide draws, simulated data points per replication
 SBC_SETTINGS = {"num_replications": 100, "num_draws": 99, "num_data": 50}
 
@@ -154,11 +164,21 @@ def evaluate(
         report["posterior_comparison"] = extra["table"]
         report["posterior_data"] = conditioned.source
         report["seconds"] = {"posterior_comparison": extra["seconds"]}
+        if model.capabilities.exact_evidence:
+            ais_run = {**AIS_SETTINGS, "max_plate_nesting": max_plate_nesting, **(ais_settings or {})}
+            report["evidence"] = evidence_report(model, conditioned.inputs(model.inputs), num_particles,
+                                                 ais_run if "ais" in methods else None, max_plate_nesting)
+            report["seconds"]["evidence"] = report["evidence"]["seconds"]
     report["metrics"] = model.metrics(data)
     sbc_result = _other_methods(methods, model, local_model, local_guide, x, max_plate_nesting, ais_settings,
                                 sbc_settings, report)
     if result is not None:
         report["ladder"] = ladder(report)
+    if result is not None and model.capabilities.sequences and model.capabilities.exact_log_prob:
+        ais_run = {**AIS_SETTINGS, "max_plate_nesting": max_plate_nesting, **(ais_settings or {})}
+        report["length_sweep"] = length_sweep(model, local_model, local_guide, x, num_particles,
+                                              ais_run if "ais" in methods else None, max_plate_nesting, seed)
+        report["seconds"]["length_sweep"] = sum(row["seconds"] for row in report["length_sweep"])
     report["figures"] = {}
     if out_dir is not None:
         out_dir = Path(out_dir)
@@ -170,6 +190,9 @@ def evaluate(
         if result is not None:
             report["figures"]["estimator ladder"] = _relative(_ladder_figure(report, out_dir / "ladder.png"),
                                                               out_dir)
+        if "length_sweep" in report:
+            report["figures"]["error against the exact log p(x) vs sequence length T"] = _relative(
+                _sweep_figure(report["length_sweep"], out_dir / "error_vs_length.png"), out_dir)
         if sbc_result is not None:
             sbc_result.figure().savefig(out_dir / "sbc.png", dpi=100)
             report["figures"]["SBC rank histograms"] = "sbc.png"
@@ -188,7 +211,8 @@ def _importance_report(model, local_model, local_guide, inputs, result, max_plat
     report.update({
         "log_px": {"value": summary["log_px"], "se": summary["log_px_se"],
                    "estimator": f"importance sampling, K = {num_particles}, proposal: the guide of "
-                                "local_pair() (the prior for latents it leaves out)"},
+                                "local_pair() (the prior for latents it leaves out; enumerated "
+                                "discrete latents summed exactly in each weight)"},
         "elbo": {"value": summary["iwae"][1], "se": summary["iwae_se"][1]},
         "iwae": {str(k): {"value": v, "se": summary["iwae_se"][k]} for k, v in summary["iwae"].items()},
         "ess": ess_summary(result.ess, num_particles),
@@ -213,7 +237,7 @@ def _other_methods(methods, model, local_model, local_guide, x, max_plate_nestin
                    report):
     """AIS, BDMC and SBC into ``report`` as ``methods`` asks; returns the SBC result (or None)."""
     ais_settings = {**AIS_SETTINGS, "max_plate_nesting": max_plate_nesting, **(ais_settings or {})}
-    if "ais" in methods:
+    if "ais" in methods and model.capabilities.importance_sampling:
         report["ais"] = _ais(local_model, local_guide, x, ais_settings)
         report["seconds"]["ais"] = report["ais"]["seconds"]
     if "bdmc" in methods:
@@ -244,7 +268,11 @@ def _check_applicable(methods, model, local_model, local_guide, inputs: tuple, m
         raise DataError(f"AIS, BDMC and SBC take models of one input; {type(model).__name__} takes "
                         f"{len(inputs)} ({', '.join(model.inputs)}): use --method is")
 
-    if "ais" in methods or "bdmc" in methods:
+    capabilities = model.capabilities
+    if "ais" in methods and not (capabilities.importance_sampling or capabilities.exact_evidence):
+        raise DataError("AIS does not apply to this model: its latents are global, and AIS of the whole data "
+                        "set's evidence needs an exact value to compare with (capabilities.exact_evidence)")
+    if ("ais" in methods and model.capabilities.importance_sampling) or "bdmc" in methods:
         proposal = "guide" if local_guide is not None else "prior"
         try:
             _Path(local_model, local_guide, x[:1], 1, proposal, max_plate_nesting).initial()
@@ -349,6 +377,83 @@ def ladder(report: dict) -> list[dict]:
                       "seconds": b["seconds"] / 2, "kind": "stochastic upper bound", "data": "simulated",
                       "note": note})
     return rungs
+
+
+def evidence_report(model, inputs: tuple, num_particles: int, ais_settings: dict | None,
+                    max_plate_nesting: int = 1) -> dict:
+    """log p(D) of the whole data set for a model with global latents: exact (the model's
+    ``exact_log_evidence``), ELBO and IS with the guide as proposal (``num_particles``), and, with
+    ``ais_settings``, AIS from the prior; errors (estimate - exact) in nats. IS is called reliable
+    where PSIS k̂ < 0.5 (below it the delta-method SE holds; above it IS sits below the exact value
+    by more than its SE says)."""
+    start = time.perf_counter()
+    with torch.no_grad():
+        exact = model.exact_log_evidence(*inputs)
+    summary = estimate_evidence(model.model, model.guide, inputs, num_particles,
+                                max_plate_nesting=max_plate_nesting, iwae_ks=(1,)).summary()
+    khat = summary["khat"]["max"]
+    out = {"units": "nats (the whole data set)", "exact": exact,
+           "elbo": {"value": summary["iwae"][1], "se": summary["iwae_se"][1],
+                    "gap": exact - summary["iwae"][1]},
+           "is": {"value": summary["log_px"], "se": summary["log_px_se"], "error": summary["log_px"] - exact,
+                  "khat": khat, "ess": summary["ess_mean"], "reliable": bool(khat < FINITE_VARIANCE_K),
+                  "estimator": f"importance sampling of the whole data set, K = {num_particles}, "
+                               "proposal: the guide"}}
+    if ais_settings is not None:
+        dropped = ("proposal", "adaptation", "data_chunk")
+        settings = {k: v for k, v in ais_settings.items() if k not in dropped}
+        ais = ais_evidence(model.model, None, inputs[0], proposal="prior", **settings).summary()
+        out["ais"] = {"value": ais["log_px"], "se": ais["log_px_se"], "error": ais["log_px"] - exact,
+                      "acceptance": ais["acceptance"],
+                      "estimator": f"AIS of the whole data set, {ais['num_chains']} chains x "
+                                   f"{ais['num_steps']} steps from the prior, HMC, pilot-tuned step sizes"}
+    return {**out, "seconds": time.perf_counter() - start}
+
+
+def length_sweep(model, local_model, local_guide, x: torch.Tensor, num_particles: int,
+                 ais_settings: dict | None, max_plate_nesting: int = 1,
+                 seed: int | None = None) -> list[dict]:
+    """Each estimator's error against the exact mean log p(x) on the prefixes x[:, :T] of sequence
+    data, for T in :data:`SWEEP_FRACTIONS` of the full length: ELBO, IS with ``num_particles`` and,
+    with ``ais_settings``, AIS; errors (estimate - exact) and SEs in nats per sequence."""
+    rows = []
+    for length in sorted({max(1, round(f * x.shape[1])) for f in SWEEP_FRACTIONS}):
+        start = time.perf_counter()
+        prefix = x[:, :length]
+        with torch.no_grad():
+            exact = model.exact_log_prob(prefix).double().mean().item()
+        summary = estimate_log_likelihood(local_model, local_guide, prefix, num_particles, iwae_ks=(1,),
+                                          max_plate_nesting=max_plate_nesting, psis=False,
+                                          seed=seed).summary()
+        row = {"length": length, "exact": exact, "elbo_error": summary["iwae"][1] - exact,
+               "elbo_se": summary["iwae_se"][1], "is_error": summary["log_px"] - exact,
+               "is_se": summary["log_px_se"], "is_ess_mean": summary["ess_mean"]}
+        if ais_settings is not None:
+            ais = _ais(local_model, local_guide, prefix, ais_settings)
+            row.update(ais_error=ais["value"] - exact, ais_se=ais["se"], ais_acceptance=ais["acceptance"])
+        rows.append({**row, "seconds": time.perf_counter() - start})
+    return rows
+
+
+def _sweep_figure(rows: list[dict], path: Path) -> Path:
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(6.5, 4.2), dpi=100)
+    ax = fig.add_subplot()
+    lengths = [row["length"] for row in rows]
+    for key, label, colour in (("elbo", "ELBO", "C0"), ("is", "IS", "C1"), ("ais", "AIS", "C2")):
+        if f"{key}_error" in rows[0]:
+            ax.errorbar(lengths, [row[f"{key}_error"] for row in rows], marker="o", capsize=3, color=colour,
+                        yerr=[2 * _finite(row[f"{key}_se"]) for row in rows], label=f"{label} (±2 SE)")
+    ax.axhline(0.0, color="k", lw=0.8, label="exact log p(x)")
+    ax.set_xscale("log")
+    ax.set_xlabel("sequence length T (prefixes of the evaluated sequences)")
+    ax.set_ylabel(f"estimate - exact, {UNITS}")
+    ax.set_title("error of each estimator against the exact value as T grows")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    return path
 
 
 def _ladder_figure(report: dict, path: Path) -> Path:
@@ -639,7 +744,7 @@ def _relative(path, out_dir: Path) -> str:
 
 
 __all__ = [
-    "AIS_SETTINGS", "METHODS", "NO_IMPORTANCE_SAMPLING", "SBC_SETTINGS", "UNITS", "check_methods",
-    "compare_posteriors", "evaluate", "ladder", "plot_ladder", "posterior_table_markdown", "to_json",
-    "write_index"
+    "AIS_SETTINGS", "METHODS", "NO_IMPORTANCE_SAMPLING", "SBC_SETTINGS", "SWEEP_FRACTIONS", "UNITS",
+    "check_methods", "compare_posteriors", "evaluate", "evidence_report", "ladder", "length_sweep",
+    "plot_ladder", "posterior_table_markdown", "to_json", "write_index"
 ]

@@ -9,9 +9,13 @@ For each data point x and particles z_1..z_K ~ q(z | x),
 The weights come from one vectorised pass per chunk: model and guide run once inside
 ``pyro.plate("particles", k, dim=-(max_plate_nesting + 1))``, so every site carries a
 ``(particles, data)`` batch shape. Chunks over particles and over data points bound the memory.
-Latent sites the guide does not sample (enumerated or left to the prior) are proposed from the
-model's prior, so their prior terms cancel from the weight; ``proposal="prior"`` proposes every
-latent from the prior (the naive Monte Carlo estimator of seed 004).
+Latent sites the guide does not sample are proposed from the model's prior, so their prior terms
+cancel from the weight; ``proposal="prior"`` proposes every latent from the prior (the naive
+Monte Carlo estimator of seed 004). Discrete sites the model marks for enumeration
+(``infer={"enumerate": "parallel"}``, also inside ``pyro.markov``) are instead summed exactly
+inside each weight, log w_k = log sum_z p(x, z, z_k) - log q(z_k | x), as ``TraceEnum_ELBO`` sums
+them (:func:`summed_log_weights`); a model whose latents are all enumerated gets its exact log p(x)
+with zero variance.
 
 The standard error of log p̂ is the delta-method one, SE = sqrt((sum_k w̄_k^2 - 1/K) K/(K-1)) with
 w̄ the self-normalised weights, i.e. sqrt(1/ESS - 1/K) up to the K/(K-1) correction.
@@ -22,12 +26,16 @@ from __future__ import annotations
 import math
 import os
 import time
+from collections import OrderedDict
 from dataclasses import dataclass, field
 
 import numpy as np
 import pyro
 import pyro.poutine as poutine
 import torch
+from opt_einsum import shared_intermediates
+from pyro.ops import packed
+from pyro.ops.contract import contract_to_tensor
 from pyro.poutine.util import site_is_subsample
 
 from inference import distributed
@@ -52,13 +60,17 @@ def log_weights(model, guide, data, num_particles: int, max_plate_nesting: int =
     guide = guide or _no_guide
     with torch.no_grad(), pyro.plate("particles", num_particles, dim=-(max_plate_nesting + 1)):
         guide_trace = poutine.trace(guide).get_trace(*data)
-        model_trace = poutine.trace(poutine.replay(model, trace=guide_trace)).get_trace(*data)
+        enumerated_model = poutine.enum(model, first_available_dim=-(max_plate_nesting + 2))
+        model_trace = poutine.trace(poutine.replay(enumerated_model, trace=guide_trace)).get_trace(*data)
     model_trace.compute_log_prob()
     guide_trace.compute_log_prob()
     proposed = {
         name for name, site in guide_trace.nodes.items()
         if site["type"] == "sample" and not site_is_subsample(site)
     }
+    if any(_is_enumerated(site) for site in model_trace.nodes.values()):
+        shape = (num_particles, x.shape[0])
+        return summed_log_weights(model_trace, guide_trace, proposed, max_plate_nesting, shape)
     log_w = x.new_zeros(num_particles, x.shape[0])
     for name, site in model_trace.nodes.items():
         if site["type"] != "sample" or site_is_subsample(site):
@@ -66,6 +78,51 @@ def log_weights(model, guide, data, num_particles: int, max_plate_nesting: int =
         if not (site["is_observed"] or name in proposed):
             continue
         log_w = log_w + _per_datapoint(site, max_plate_nesting)
+    for name in proposed:
+        log_w = log_w - _per_datapoint(guide_trace.nodes[name], max_plate_nesting)
+    return log_w
+
+
+def _is_enumerated(site) -> bool:
+    return site["type"] == "sample" and site["infer"].get("_enumerate_dim") is not None
+
+
+def summed_log_weights(model_trace, guide_trace, proposed: set, max_plate_nesting: int,
+                       shape: tuple[int, int]) -> torch.Tensor:
+    """Log weights (particles, N) with the model's enumerated discrete latents summed exactly.
+
+    ``model_trace`` ran under ``poutine.enum`` (sites marked ``infer={"enumerate": "parallel"}``,
+    ``pyro.markov`` recycling their dims), replaying the guide's ``proposed`` sites. As
+    ``TraceEnum_ELBO`` does, the observed, proposed and enumerated sites' log-probs are packed by
+    plate and contracted (``pyro.ops.contract.contract_to_tensor``) over the enumeration dims, down
+    to the particles and data plates: log sum_z p(x, z, z_q) for each particle z_q ~ q; the guide's
+    log q(z_q | x) is then subtracted; ``shape`` is (particles, N). Every other latent must be
+    sampled by the guide or enumerated.
+    """
+    model_trace.pack_tensors()
+    factors = OrderedDict()
+    for name, site in model_trace.nodes.items():
+        if site["type"] != "sample" or site_is_subsample(site):
+            continue
+        if not (site["is_observed"] or name in proposed or _is_enumerated(site)):
+            raise ValueError(f"latent site {name!r} is neither sampled by the guide nor enumerated; with "
+                             "enumerated sites in the model, give the guide every other latent")
+        _per_datapoint(site, max_plate_nesting)  # raises for a site outside the data plate
+        frames = site["cond_indep_stack"]
+        ordinal = frozenset(model_trace.plate_to_symbol[f.name] for f in frames if f.vectorized)
+        # as TraceEnum_ELBO: an enumerated site's own mask is not applied (its p(z | parents) still sums
+        # to one where it is masked, e.g. the observed entries of an obs_mask site)
+        packed_log_prob = site["packed"]["unscaled_log_prob" if _is_enumerated(site) else "log_prob"]
+        factors.setdefault(ordinal, []).append(packed_log_prob)
+    symbols = model_trace.plate_to_symbol
+    enum_dims = set(model_trace.symbol_to_dim) - set(symbols.values())
+    target = frozenset(symbols[name] for name in ("particles", DATA_PLATE) if name in symbols)
+    with shared_intermediates() as cache:
+        summed = contract_to_tensor(factors, enum_dims, target_ordinal=target, cache=cache)
+    summed = packed.unpack(summed, model_trace.symbol_to_dim)
+    summed = summed.reshape((1,) * (max_plate_nesting + 1 - summed.dim()) + summed.shape)
+    summed = summed.sum(tuple(range(1, max_plate_nesting))) if max_plate_nesting > 1 else summed
+    log_w = summed.expand(shape)
     for name in proposed:
         log_w = log_w - _per_datapoint(guide_trace.nodes[name], max_plate_nesting)
     return log_w
@@ -266,6 +323,48 @@ def estimate_log_likelihood(
         khat=khat,
         seconds=time.perf_counter() - start,
     )
+
+
+def evidence_log_weights(model, guide, data, num_particles: int, max_plate_nesting: int = 1) -> torch.Tensor:
+    """Log weights (num_particles,) of the whole data set as one point: log p(D, z_k) - log q(z_k | D)
+    with every latent, global or local, drawn by ``guide`` (an AutoGuide's auxiliary site and
+    Jacobian terms count in log q) and every plate summed."""
+    data = as_tensors(data)
+    with torch.no_grad(), pyro.plate("particles", num_particles, dim=-(max_plate_nesting + 1)):
+        guide_trace = poutine.trace(guide).get_trace(*data)
+        model_trace = poutine.trace(poutine.replay(model, trace=guide_trace)).get_trace(*data)
+    model_trace.compute_log_prob()
+    guide_trace.compute_log_prob()
+    log_w = data[0].new_zeros(num_particles)
+    for trace, sign in ((model_trace, 1.0), (guide_trace, -1.0)):
+        for name, site in trace.nodes.items():
+            if site["type"] != "sample" or site_is_subsample(site):
+                continue
+            if trace is model_trace and not (site["is_observed"] or name in guide_trace.nodes):
+                raise ValueError(f"latent site {name!r} is not drawn by the guide; the evidence needs a "
+                                 "guide over every latent")
+            log_prob = site["log_prob"]
+            log_prob = log_prob.reshape((1,) * (max_plate_nesting + 1 - log_prob.dim()) + log_prob.shape)
+            log_w = log_w + sign * log_prob.sum(tuple(range(1, log_prob.dim()))).expand(num_particles)
+    return log_w
+
+
+def estimate_evidence(model, guide, data, num_particles: int = 1000, *, max_plate_nesting: int = 1,
+                      iwae_ks=(1, 10, 100, 1000), particle_chunk: int = 10_000) -> ImportanceResult:
+    """Importance-sampled log p(D) of the whole data set, for models whose latents are global:
+    :func:`evidence_log_weights` in chunks of ``particle_chunk``, summarised as one data point
+    (log p̂(D), its SE, ESS and IWAE_k including the ELBO at k = 1)."""
+    start = time.perf_counter()
+    log_w = torch.cat([
+        evidence_log_weights(model, guide, data, min(particle_chunk, num_particles - done), max_plate_nesting)
+        for done in range(0, num_particles, particle_chunk)
+    ]).unsqueeze(-1)
+    stats = {key: value.cpu() for key, value in weight_statistics(log_w, iwae_ks).items()}
+    ks = sorted(int(key.split("_")[1]) for key in stats if key.startswith("iwae_") and "se" not in key)
+    return ImportanceResult(num_particles=num_particles, log_px=stats["log_px"], log_px_se=stats["log_px_se"],
+                            ess=stats["ess"], iwae={k: stats[f"iwae_{k}"] for k in ks},
+                            iwae_se={k: stats[f"iwae_se_{k}"] for k in ks}, khat=pareto_khat(log_w),
+                            seconds=time.perf_counter() - start)
 
 
 def pareto_khat(log_w: torch.Tensor) -> torch.Tensor:

@@ -28,6 +28,7 @@ param store (a checkpoint holds both); ``inference.train.fit`` trains any Pyro p
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 
 import pyro
@@ -60,10 +61,25 @@ class Capabilities:
     importance_sampling: bool = True
     #: ``exact_global_posterior(*inputs)``: {site: exact posterior distribution} of the global latents
     exact_global_posterior: bool = False
+    #: ``exact_log_evidence(*inputs)``: log p(data) of the whole data set, global latents integrated out
+    #: (for models whose latents are global; the report then scores IS and AIS of the evidence)
+    exact_evidence: bool = False
+    #: data points are sequences (N, T, ...) and the model scores any prefix x[:, :t] of them: the
+    #: eval report then gives each estimator's error against the exact value as T grows
+    sequences: bool = False
 
 
 class DataError(ValueError):
     """Data that a model cannot take (wrong shape, dtype, NaN, missing files)."""
+
+
+def check_fits_memory(need: int, what: str, fix: str) -> None:
+    """Raise :class:`DataError` when ``need`` bytes exceed a quarter of the available memory; the
+    sentence reads "{what} need about X GiB ..., more than the Y GiB at hand; {fix}"."""
+    have = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") // 4
+    if need > have:
+        raise DataError(f"{what} need about {need / 2**30:.1f} GiB, more than the {have / 2**30:.1f} GiB at "
+                        f"hand; {fix}")
 
 
 @dataclass
@@ -143,6 +159,10 @@ class ZooModel(nn.Module):
     def exact_log_prob(self, x: torch.Tensor) -> torch.Tensor:
         """Exact log p(x) per data point, shape ``(N,)``; where ``capabilities.exact_log_prob``."""
         raise NotImplementedError(f"{type(self).__name__} has no exact log p(x)")
+
+    def exact_log_evidence(self, *inputs: torch.Tensor) -> float:
+        """log p(data) of the whole data set; where ``capabilities.exact_evidence``."""
+        raise NotImplementedError(f"{type(self).__name__} has no exact evidence")
 
     def exact_global_posterior(self, *inputs: torch.Tensor) -> dict:
         """{site name: exact posterior distribution of that global latent}; where
