@@ -196,7 +196,7 @@ def _strict(program):
         reads = [w for w in caught if issubclass(w.category, torch.jit.TracerWarning)
                  and str(w.message).startswith(READ_BACK) and not _in_libraries(w.filename)]
         if reads:
-            where = f"{Path(reads[0].filename).name}:{reads[0].lineno}"
+            where = f"{Path(*Path(reads[0].filename).parts[-2:])}:{reads[0].lineno}"  # folder/file.py
             raise DataDependent(f"the program reads a tensor's value into Python at {where}, "
                                 "a value a replay would freeze")
         return result

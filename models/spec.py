@@ -7,12 +7,14 @@ config class (``config.py``), the model class (``model.py``), the data loader, t
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pyro
 import torch
+from torch.overrides import TorchFunctionMode
 
 from models.base import DataError, DataSplit, ZooModel
 from models.config import Config
@@ -23,6 +25,30 @@ MAX_PARAMETERS = 100_000_000
 
 #: the training settings a spec may give (the keyword names of ``inference.train.TrainConfig``)
 TRAIN_SETTINGS = ("steps", "epochs", "batch_size", "lr", "clip_norm")
+
+
+#: tensors of at least this many elements are made on the meta device by :class:`LargeTensorsOnMeta`
+LARGE_TENSOR = 1 << 16
+FACTORIES = (torch.empty, torch.zeros, torch.ones, torch.full, torch.rand, torch.randn, torch.eye)
+
+
+class LargeTensorsOnMeta(TorchFunctionMode):
+    """Within it, a call of a tensor factory (``torch.empty``, ``zeros``, ``ones``, ``full``,
+    ``rand``, ``randn``, ``eye``) for at least :data:`LARGE_TENSOR` elements makes a meta tensor:
+    how :meth:`ModelSpec.check_size` builds a model without allocating its weights."""
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        if func in FACTORIES and _elements(func, args) >= LARGE_TENSOR:
+            kwargs = {**kwargs, "device": "meta"}
+        return func(*args, **kwargs)
+
+
+def _elements(factory, args: tuple) -> int:
+    if factory is torch.eye:
+        return args[0] * (args[1] if len(args) > 1 else args[0])
+    shape = args[0] if args and isinstance(args[0], tuple | list | torch.Size) else args
+    return math.prod(shape) if all(isinstance(n, int) for n in shape) else 0
 
 
 @dataclass(frozen=True)
@@ -76,11 +102,12 @@ class ModelSpec:
 
     def check_size(self, config: Config) -> None:
         """Refuse, with :class:`DataError`, a ``config`` whose model would hold more than
-        :data:`MAX_PARAMETERS` numbers. The model is built on the ``meta`` device (shapes only,
-        nothing allocated); a model whose construction reads real values (a user's program) is
-        not sized here."""
+        :data:`MAX_PARAMETERS` numbers. The model is built with its large tensors on the ``meta``
+        device (shapes only, nothing allocated) and its small ones real, so that a constructor may
+        read small values (Pyro's MADE and DenseNN do); a model whose construction computes on
+        its large tensors (a user's program, say) is not sized here."""
         try:
-            with pyro.validation_enabled(False), torch.device("meta"):
+            with pyro.validation_enabled(False), LargeTensorsOnMeta():
                 model = self.build(config)
         except (RuntimeError, NotImplementedError):  # values read on the meta device
             return
@@ -109,4 +136,4 @@ class ModelSpec:
             settings.update(layer)
         return settings
 
-__all__ = ["MAX_PARAMETERS", "TRAIN_SETTINGS", "ModelSpec"]
+__all__ = ["LARGE_TENSOR", "MAX_PARAMETERS", "TRAIN_SETTINGS", "LargeTensorsOnMeta", "ModelSpec"]

@@ -226,7 +226,7 @@ def test_every_case_fails_for_its_own_reason(paths, tmp_path, capsys, monkeypatc
     monkeypatch.chdir(tmp_path)
     expected = {
         "k 0": "--k", "clip-norm -1": "--clip-norm", "seed 2**36": "4294967295", "device tpu": "cpu, cuda",
-        "set unknown name": "activation, data_dim, hidden, train_samples, z_dim",
+        "set unknown name": "activation, data_dim, hidden, levels, likelihood, train_samples, z_dim",
         "set num_components=10**9": "training points (200)", "set covariance=bogus": "full, diag",
         "binary CSV (mixture)": "UTF-8", "two-row CSV (mixture)": "covariance=diag",
         "wide CSV (mixture)": "more rows than columns", "1e300 CSV (dlgm)": "overflow float32",
@@ -321,7 +321,7 @@ def test_configs_name_and_coerce_hyperparameters():
     """Every model's config is checked by tests/test_contract.py; here the messages the CLI shows."""
     vae = get_spec("vae").config.from_dict({"z_dim": 2.0, "hidden": [8, 4], "train_samples": 3})
     assert (vae.z_dim, vae.hidden, vae.train_samples) == (2, (8, 4), 3)
-    with pytest.raises(DataError, match="valid names are data_dim, hidden"):
+    with pytest.raises(DataError, match="valid names are activation, data_dim, hidden"):
         get_spec("vae").config.from_dict({"zdim": 2})
     mixture = MixtureConfig(num_components=10**9)
     assert mixture.num_components == 10**9

@@ -90,7 +90,7 @@ def test_every_model_compiles_to_its_own_loss_and_gradients(name, device, caplog
     if name == "student":  # which columns are latent depends on the data's missing entries
         with caplog.at_level(logging.WARNING, logger="inference.compiled"):
             loss(batch, 3.0)
-        assert "reads a tensor's value into Python at student.py" in loss.fallback
+        assert "reads a tensor's value into Python at student/model.py" in loss.fallback
         assert len(caplog.records) == 1
         return
     same_step(loss, batch, scale=3.0)
@@ -260,7 +260,7 @@ def test_a_program_reading_tensor_values_in_python_trains_uncompiled(caplog):
                             compile=compile).losses)
     assert runs[1] == runs[0]
     (record,) = caplog.records
-    assert "reads a tensor's value into Python at test_compiled.py:" in record.getMessage()
+    assert "reads a tensor's value into Python at tests/test_compiled.py:" in record.getMessage()
 
 
 def test_objectives_without_a_traced_form_train_uncompiled_with_one_sentence(caplog):

@@ -240,7 +240,7 @@ def file_naming_checkpoint(folder: Path, model: str) -> Path:
     """Beside a helpers.py that leaves a file when imported, a checkpoint that loads cleanly with
     ``weights_only=True`` and names ``model`` (and no ``model_file``)."""
     (folder / "helpers.py").write_text(HELPERS)
-    state = {"model": model, "hparams": {}, "modules": {}, "params": {}, "optimizer_state": {}, "step": 0,
+    state = {"model": model, "config": {}, "modules": {}, "params": {}, "optimizer_state": {}, "step": 0,
              "losses": [], "rng": {"torch": torch.get_rng_state()}}
     save_checkpoint(folder / "checkpoint.pt", state)
     return folder / "checkpoint.pt"

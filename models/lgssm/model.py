@@ -34,6 +34,8 @@ Shapes: ``y`` (N, T, D); sites "x_t" (N, d) and "y_t" (N, D) with event dims 1;
 
 from __future__ import annotations
 
+import math
+
 import pyro
 import pyro.distributions as dist
 import torch
@@ -58,7 +60,7 @@ def positive(raw: torch.Tensor) -> torch.Tensor:
 
 
 def inverse_positive(value: float) -> float:
-    return float(torch.tensor(value - MIN_SD).expm1().log())
+    return math.log(math.expm1(value - MIN_SD))
 
 
 class LGSSM(ZooModel):
