@@ -75,6 +75,7 @@ from torch.distributions import biject_to
 
 from inference.importance import weight_statistics
 from inference.settings import positive_number, whole_number
+from inference.sites import in_data_plate, is_latent
 
 SCHEDULES = ("sigmoid", "linear")
 PROPOSALS = ("guide", "prior")
@@ -185,10 +186,9 @@ class _Path:
     def _read_sites(self, model_trace, guide_trace) -> None:
         self.names, self.transforms, self.event_dims = [], {}, {}
         for name, site in model_trace.nodes.items():
-            if site["type"] != "sample" or site_is_subsample(site) or site["is_observed"]:
+            if not is_latent(site):
                 continue
-            in_data_plate = any(frame.name == "data" for frame in site["cond_indep_stack"])
-            if not (in_data_plate or self.global_latents_allowed):
+            if not (in_data_plate(site) or self.global_latents_allowed):
                 raise ValueError(
                     f"latent site {name!r} is outside the 'data' plate; AIS needs per-data-point latents "
                     "only: give the model a local_pair() with global latents fixed"

@@ -33,6 +33,7 @@ from pyro.infer import MCMC, NUTS
 from pyro.poutine.util import site_is_subsample
 
 from inference.programs import as_tensors
+from inference.sites import in_data_plate, is_global_latent
 from models.base import DATA_PLATE
 
 DATA_VAR = "x"
@@ -70,7 +71,7 @@ def from_guide(
     data = as_tensors(data)
     with torch.no_grad():
         reference = poutine.trace(guide).get_trace(*data)
-        names = [name for name, site in reference.nodes.items() if _is_global_latent(site)]
+        names = [name for name, site in reference.nodes.items() if is_global_latent(site)]
         if not names:
             raise ValueError("the guide samples no global latent (outside the 'data' plate); "
                              "from_guide summarises global latents only")
@@ -216,16 +217,6 @@ def plot_vi_vs_nuts(idata_vi, idata_nuts, path, var_names=None) -> Path:
     return path
 
 
-def _is_global_latent(site) -> bool:
-    return (
-        site["type"] == "sample"
-        and not site["is_observed"]
-        and not site_is_subsample(site)
-        and not site["infer"].get("is_auxiliary")  # an AutoGuide's joint latent, not a model site
-        and not any(frame.name == DATA_PLATE for frame in site["cond_indep_stack"])
-    )
-
-
 def _fully_masked(site) -> bool:
     mask = site["mask"]
     return isinstance(mask, torch.Tensor) and not bool(mask.any())
@@ -233,7 +224,7 @@ def _fully_masked(site) -> bool:
 
 def _per_row(site, max_plate_nesting: int) -> torch.Tensor:
     """A site's log-prob (particles, *inner plates, N) summed to (particles, N)."""
-    if not any(frame.name == DATA_PLATE for frame in site["cond_indep_stack"]):
+    if not in_data_plate(site):
         raise ValueError(f"observed site {site['name']!r} is outside the 'data' plate; "
                          "put every observation inside model.data_plate(x)")
     log_prob = site["log_prob"]

@@ -1,22 +1,5 @@
-r"""Diagnostics of importance weights and of how a Gaussian-type guide uses its latents.
-
-Pareto k̂ (Vehtari et al. 2024, "Pareto smoothed importance sampling", JMLR 25(72)). The
-largest importance weights w = p(x, z) / q(z | x) are fitted by a generalised Pareto
-distribution with shape k; the weights have finite moments of order < 1/k: finite variance (the
-importance-sampling estimate and its delta-method SE valid) for k < 1/2. With S particles an
-estimate is reliable up to the sample-size-aware threshold (the paper's section 3, as ArviZ's
-``loo`` uses it)
-
-    tau(S) = min(1 - 1 / log10 S, 0.7)          (0.5 at S = 100, 0.67 at 1000, 0.7 from 2154)
-
-k̂ comes from ArviZ's ``psislw`` (see :func:`inference.importance.pareto_khat`), one per data point:
-NaN where S is too small to fit a tail, -inf where the largest weights are tied (bounded weights).
-:func:`khat_summary` reports the fraction of data points over tau(S), never one word for the whole
-set, and warns when that fraction is more than chance alone puts there where every point's weights
-have finite variance: k̂ fits M = ceil(min(S / 5, 3 sqrt S)) tail draws, so at k = 1/2 it scatters
-(about normally) with sd (1 + k) / sqrt(M) (the maximum-likelihood asymptotics, shrunk by ArviZ's
-weak prior to (M k + 5) / (M + 10)); the share over tau by chance is then 50 % at S = 100, 12 % at
-S = 1000 and 2 % at S = 5000, and the summary warns above that share plus 4 binomial SEs.
+r"""Diagnostics of importance weights and of how a Gaussian-type guide uses its latents (PSIS k̂
+is :mod:`inference.psis`).
 
 Importance-sampling effective sample size (Kong 1992): ESS = (sum_k w_k)^2 / sum_k w_k^2, in
 [1, K]; ESS / K near 1 means q(z | x) is close to p(z | x).
@@ -34,69 +17,17 @@ parents in the model, drawn from the guide. Models may also define ``kl_per_dim(
 
 from __future__ import annotations
 
-import math
-
 import pyro
 import pyro.poutine as poutine
 import torch
 from pyro.distributions import constraints
-from pyro.poutine.util import site_is_subsample
 from torch.distributions import Independent, kl_divergence
 
-from inference.importance import MIN_PSIS_PARTICLES, pareto_khat
 from inference.programs import as_tensors
-from models.base import DATA_PLATE
+from inference.psis import khat_summary, pareto_khat
+from inference.sites import is_local_latent
 
-#: k < 1/2: the weights have finite variance
-FINITE_VARIANCE_K = 0.5
-#: the largest threshold, reached from S = 10^(1 / 0.3) = 2154 particles
-KHAT_MAX_THRESHOLD = 0.7
 ACTIVE_THRESHOLD = 0.01
-
-
-def khat_threshold(num_particles: int) -> float:
-    """tau(S) = min(1 - 1 / log10 S, 0.7) of Vehtari et al. (2024) for S = ``num_particles``."""
-    return min(1 - 1 / math.log10(num_particles), KHAT_MAX_THRESHOLD)
-
-
-def khat_over_by_chance(num_particles: int) -> float:
-    """The share of data points whose k̂ exceeds tau(S) by chance alone where the weights have
-    finite variance (k = 1/2): P(N(mean, sd^2) > tau) with the mean and sd of the module docstring."""
-    tail = math.ceil(min(num_particles / 5, 3 * math.sqrt(num_particles)))
-    mean = (tail * FINITE_VARIANCE_K + 5) / (tail + 10)
-    sd = (1 + FINITE_VARIANCE_K) / math.sqrt(tail) * tail / (tail + 10)
-    return 0.5 * math.erfc((khat_threshold(num_particles) - mean) / (sd * math.sqrt(2)))
-
-
-def khat_summary(khat: torch.Tensor, num_particles: int) -> dict:
-    """k̂ per data point against tau(S), S = ``num_particles``: the threshold, the fraction of data
-    points over it, the fraction chance alone puts there (finite-variance weights), the fractions
-    not estimated, max and median; and a ``warning`` when the fraction over tau exceeds the chance
-    share by more than 4 binomial standard errors (see the module docstring)."""
-    if num_particles < MIN_PSIS_PARTICLES:
-        return {"num_particles": num_particles, "not estimated": 1.0,
-                "note": f"PSIS needs at least {MIN_PSIS_PARTICLES} particles"}
-    k = torch.as_tensor(khat, dtype=torch.float32).reshape(-1).cpu()
-    estimated = k[~torch.isnan(k)]
-    n = max(k.numel(), 1)
-    threshold, chance = khat_threshold(num_particles), khat_over_by_chance(num_particles)
-    over = (estimated > threshold).sum().item() / n
-    out = {
-        "num_particles": num_particles,
-        "threshold": threshold,
-        "over threshold": over,
-        "over threshold by chance": chance,
-        "not estimated": 1 - estimated.numel() / n,
-        "max": estimated.max().item() if estimated.numel() else float("nan"),
-        "median": estimated.median().item() if estimated.numel() else float("nan"),
-    }
-    allowed = chance + 4 * math.sqrt(chance * (1 - chance) / n)
-    if over > allowed:
-        out["warning"] = (
-            f"k̂ > {threshold:.2f} at {over:.0%} of the data points, more than chance puts there where the "
-            f"weights have finite variance (up to {allowed:.0%}): there the importance-sampling estimate "
-            "and its SE are unreliable; use more particles, a better proposal or AIS")
-    return out
 
 
 def importance_ess(log_w: torch.Tensor) -> torch.Tensor:
@@ -190,9 +121,7 @@ def model_latent_usage(model, x: torch.Tensor) -> dict:
 
 
 def _is_local_real_latent(site) -> bool:
-    if site["type"] != "sample" or site["is_observed"] or site_is_subsample(site):
-        return False
-    if not any(frame.name == DATA_PLATE for frame in site["cond_indep_stack"]):
+    if not is_local_latent(site):
         return False
     support = site["fn"].support
     while isinstance(support, constraints.independent):
@@ -227,7 +156,6 @@ def _plain(value):
 
 
 __all__ = [
-    "ACTIVE_THRESHOLD", "FINITE_VARIANCE_K", "KHAT_MAX_THRESHOLD", "ess_summary", "importance_ess",
-    "khat_over_by_chance", "khat_summary", "khat_threshold", "latent_usage", "model_latent_usage",
-    "pareto_khat", "psis_diagnostics"
+    "ACTIVE_THRESHOLD", "ess_summary", "importance_ess", "latent_usage", "model_latent_usage",
+    "psis_diagnostics",
 ]

@@ -62,14 +62,9 @@ from inference.ais import ais_evidence
 from inference.arviz_io import from_guide, from_nuts, plot_vi_vs_nuts
 from inference.arviz_io import summary as arviz_summary
 from inference.checkpoint import write_atomic
-from inference.diagnostics import (
-    FINITE_VARIANCE_K,
-    ess_summary,
-    khat_summary,
-    latent_usage,
-    model_latent_usage,
-)
+from inference.diagnostics import ess_summary, latent_usage, model_latent_usage
 from inference.importance import estimate_evidence, estimate_log_likelihood
+from inference.psis import FINITE_VARIANCE_K, khat_summary
 from models.base import DataError, DataSplit
 
 UNITS = "nats per data point"

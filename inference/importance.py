@@ -29,7 +29,6 @@ import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
 
-import numpy as np
 import pyro
 import pyro.poutine as poutine
 import torch
@@ -41,11 +40,10 @@ from pyro.poutine.util import site_is_subsample
 from inference import distributed
 from inference.arviz_io import arviz
 from inference.programs import as_tensors
+from inference.psis import khat_summary, pareto_khat
 from inference.settings import whole_number
+from inference.sites import in_data_plate
 from models.base import DATA_PLATE
-
-#: the fewest particles for which PSIS has the five tail draws it needs (ceil(K / 5) > 4).
-MIN_PSIS_PARTICLES = 21
 
 
 def _no_guide(*args, **kwargs):
@@ -130,7 +128,7 @@ def summed_log_weights(model_trace, guide_trace, proposed: set, max_plate_nestin
 
 def _per_datapoint(site, max_plate_nesting: int) -> torch.Tensor:
     """Reduce a site's log-prob to shape (particles, N), summing any plates inside the data plate."""
-    if not any(frame.name == DATA_PLATE for frame in site["cond_indep_stack"]):
+    if not in_data_plate(site):
         raise ValueError(
             f"site {site['name']!r} is outside the {DATA_PLATE!r} plate: per-data-point importance "
             "sampling needs every latent inside it; score a model with global latents by its "
@@ -173,8 +171,6 @@ class ImportanceResult:
             "iwae_se": {k: (v.square().sum().sqrt() / n).item() for k, v in self.iwae_se.items()},
         }
         if self.khat is not None:
-            from inference.diagnostics import khat_summary
-
             out["khat"] = khat_summary(self.khat, self.num_particles)
         return out
 
@@ -365,24 +361,3 @@ def estimate_evidence(model, guide, data, num_particles: int = 1000, *, max_plat
                             ess=stats["ess"], iwae={k: stats[f"iwae_{k}"] for k in ks},
                             iwae_se={k: stats[f"iwae_se_{k}"] for k in ks}, khat=pareto_khat(log_w),
                             seconds=time.perf_counter() - start)
-
-
-def pareto_khat(log_w: torch.Tensor) -> torch.Tensor:
-    """PSIS Pareto shape k̂ per data point from log weights (K, N), via ArviZ's ``psislw``.
-
-    PSIS fits the largest min(K/5, 3 sqrt(K)) weights, so k̂ is NaN (not estimated) for
-    K < ``MIN_PSIS_PARTICLES``. Where the weights are bounded with nothing to fit, k̂ is -inf:
-    weights equal to within the square root of the working precision (the exact posterior as
-    proposal), or largest weights tied (a few distinct weights from discrete latents, where
-    ArviZ reports +inf).
-    """
-    az = arviz()
-    if log_w.shape[0] < MIN_PSIS_PARTICLES:
-        return torch.full(log_w.shape[1:2], float("nan"))
-    values = log_w.detach().double().cpu()
-    spread = values.max(0).values - values.min(0).values
-    flat = spread <= math.sqrt(torch.finfo(log_w.dtype).eps) * values.abs().max(0).values.clamp(min=1)
-    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
-        _, fitted = az.psislw(values.numpy().T)
-    khat = torch.as_tensor(fitted, dtype=torch.float32).reshape(-1)
-    return khat.masked_fill(torch.isposinf(khat) | flat, float("-inf"))

@@ -35,9 +35,9 @@ import numpy as np
 import pyro
 import pyro.poutine as poutine
 import torch
-from pyro.poutine.util import site_is_subsample
 
 from inference.ais import simulated_data
+from inference.sites import is_global_latent
 from inference.train import fit_model
 
 #: SVI settings of each refit (``inference.train.fit_model``): TraceEnum_ELBO equals Trace_ELBO where
@@ -136,12 +136,7 @@ class SBCResult:
 
 def global_sites(trace) -> list[str]:
     """Names of the latent sample sites outside the "data" plate, in program order."""
-    return [
-        name for name, site in trace.nodes.items()
-        if site["type"] == "sample" and not site_is_subsample(site) and not site["is_observed"]
-        and not site["infer"].get("was_observed")
-        and not any(frame.name == "data" for frame in site["cond_indep_stack"])
-    ]
+    return [name for name, site in trace.nodes.items() if is_global_latent(site)]
 
 
 def sbc(

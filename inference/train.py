@@ -53,7 +53,7 @@ from inference import compiled, distributed
 from inference.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from inference.programs import as_tensors
 from inference.settings import MAX_STEPS, SettingError, positive_number, whole_number
-from models.base import DATA_PLATE
+from inference.sites import in_data_plate
 
 ELBOS = {
     "Trace_ELBO": Trace_ELBO,
@@ -197,7 +197,7 @@ class _DataScale(Messenger):
         self.scale = scale
 
     def _process_message(self, msg):
-        if any(frame.name == DATA_PLATE for frame in msg["cond_indep_stack"]):
+        if in_data_plate(msg):
             msg["scale"] = self.scale * msg["scale"]
 
 

@@ -23,14 +23,11 @@ from scipy import integrate, stats
 from inference.diagnostics import (
     ess_summary,
     importance_ess,
-    khat_over_by_chance,
-    khat_summary,
-    khat_threshold,
     latent_usage,
     model_latent_usage,
-    pareto_khat,
     psis_diagnostics,
 )
+from inference.psis import khat_over_by_chance, khat_summary, khat_threshold, pareto_khat
 from models.base import DATA_PLATE
 from tests.conftest import SEED
 
