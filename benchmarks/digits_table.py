@@ -124,20 +124,20 @@ def rung(values: torch.Tensor, se: torch.Tensor, seconds: float) -> dict:
 
 def score(model, entry: Entry, x: torch.Tensor, args) -> dict[str, dict]:
     """The rungs of ``model`` on test images ``x``: its exact log p(x) where it has one, else the
-    ELBO, IWAE_k and IS with K = ``--k`` particles from the guide, and AIS where ``entry.ais``."""
+    ELBO, IWAE_k and IS with K = ``--num-particles`` particles from the guide, and AIS where ``entry.ais``."""
     model.eval()
     start = time.perf_counter()
     if model.capabilities.exact_log_prob:
         with torch.no_grad():
             values = model.exact_log_prob(x)
         return {"exact": rung(values, torch.zeros_like(values), time.perf_counter() - start)}
-    result = estimate_log_likelihood(model.model, model.guide, x, args.k, iwae_ks=(1, IWAE_K), psis=False,
-                                     seed=args.seed)
+    result = estimate_log_likelihood(model.model, model.guide, x, args.num_particles, iwae_ks=(1, IWAE_K),
+                                     psis=False, seed=args.seed)
     seconds = time.perf_counter() - start
     rungs = {"ELBO": rung(result.iwae[1], result.iwae_se[1], seconds)}
-    if IWAE_K < args.k:
+    if IWAE_K < args.num_particles:
         rungs[f"IWAE_{IWAE_K}"] = rung(result.iwae[IWAE_K], result.iwae_se[IWAE_K], seconds)
-    rungs[f"IS, K = {args.k}"] = rung(result.log_px, result.log_px_se, seconds)
+    rungs[f"IS, K = {args.num_particles}"] = rung(result.log_px, result.log_px_se, seconds)
     if entry.ais:
         annealed = ais(model.model, model.guide, x, num_chains=args.ais_chains, num_steps=args.ais_steps)
         rungs[f"AIS, {args.ais_chains} x {args.ais_steps}"] = rung(annealed.log_px, annealed.log_px_se,
@@ -257,7 +257,7 @@ def plain(rows: list[dict]) -> list[dict]:
 
 def benchmark(args, device: torch.device) -> Report:
     if args.smoke:
-        args.k, args.ais_chains, args.ais_steps = min(args.k, 50), 4, 10
+        args.num_particles, args.ais_chains, args.ais_steps = min(args.num_particles, 50), 4, 10
         args.max_epochs, args.round, args.patience, args.mnist_epochs = 2, 1, 1, 1
     parts, settings = {}, {}
     if args.part in ("digits", "all"):
@@ -271,8 +271,8 @@ def benchmark(args, device: torch.device) -> Report:
     tables = [markdown(rows, title) for title, rows in parts.items()]
     settings.update({title: {"rows": plain(rows), "checks": checks(rows), "ranking": ranking(rows)}
                      for title, rows in parts.items()})
-    settings["estimators"] = {"k": args.k, "iwae_k": IWAE_K, "ais_chains": args.ais_chains,
-                              "ais_steps": args.ais_steps}
+    settings["estimators"] = {"num_particles": args.num_particles, "iwae_k": IWAE_K,
+                              "ais_chains": args.ais_chains, "ais_steps": args.ais_steps}
     settings["markdown"] = "\n\n".join(tables)
     if args.figure:
         figure(parts, Path(args.figure))
@@ -282,7 +282,8 @@ def benchmark(args, device: torch.device) -> Report:
 def main(argv: list[str] | None = None) -> Report:
     p = parser("test log p(x) of ARM, flow, VAE and HVAE on one scale (digits, binarised MNIST)", repeats=1)
     p.add_argument("--part", choices=("digits", "mnist", "all"), default="digits")
-    p.add_argument("--k", type=int, default=5000, help="importance samples per test image (default 5000)")
+    p.add_argument("--num-particles", type=int, default=5000,
+                   help="importance samples per test image (default 5000)")
     p.add_argument("--ais-chains", type=int, default=16)
     p.add_argument("--ais-steps", type=int, default=100, help="AIS intermediate distributions")
     p.add_argument("--round", type=int, default=5, help="epochs between validation checks (digits)")

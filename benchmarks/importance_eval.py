@@ -1,6 +1,6 @@
 r"""``zoo eval``'s importance sampling against a plain-torch loop over the same decoder.
 
-zoo: ``zoo eval vae --checkpoint C --k 5000 --limit N`` run as a user runs it, in a fresh process
+zoo: ``zoo eval vae --checkpoint C --num-particles 5000 --limit N`` run as a user runs it, in a fresh process
 (``--threads`` torch threads), and the report's importance-sampling seconds per image: the
 estimator of :mod:`inference.importance` (guide proposal, PSIS k̂, IWAE_k, per-chunk seeded
 streams), with whatever one-off cost of a fresh process falls inside its clock. Peer: the loop a
@@ -15,7 +15,8 @@ Rounds alternate zoo and peer; the figure is the median over rounds of seconds p
 zoo / peer <= 1.0. The checkpoint is ``--checkpoint`` or a VAE 784-400-50 trained here for
 ``--epochs`` epochs on MNIST by ``zoo train vae --fast`` (smoke: the smoke VAE on the digits).
 
-    python -m benchmarks.importance_eval [--smoke] [--threads T] [--k K] [--limit N] [--checkpoint PATH]
+    python -m benchmarks.importance_eval [--smoke] [--threads T] [--num-particles K] [--limit N]
+        [--checkpoint PATH]
 """
 
 from __future__ import annotations
@@ -70,7 +71,8 @@ def zoo_eval(checkpoint: Path, out: Path, args) -> dict:
     """The report of ``zoo eval`` (on the checkpoint's data) in a fresh process with ``args.threads``
     torch threads."""
     command = [sys.executable, "-m", "zoo", "eval", "vae", "--checkpoint", str(checkpoint),
-               "--k", str(args.k), "--limit", str(args.limit), "--out", str(out), "--device", args.device,
+               "--num-particles", str(args.num_particles), "--limit", str(args.limit), "--out", str(out),
+               "--device", args.device,
                "--seed", str(args.seed), "--json", "--no-progress"]
     threads = str(args.threads)
     env = {**os.environ, "OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads,
@@ -107,13 +109,14 @@ def benchmark(args, device: torch.device) -> Report:
             return Clocked(reports[-1]["seconds"]["importance_sampling"] / args.limit)
 
         def peer():
-            plain_loop(model.decoder, model.z_dim, images, args.k)
+            plain_loop(model.decoder, model.z_dim, images, args.num_particles)
 
         zoo_times, peer_times = interleaved(zoo, peer, device=device, repeats=args.repeats, warmup=0,
                                             units=1)
     peer_times = [t / len(images) for t in peer_times]
     row = Row(
-        benchmark=f"zoo eval vae: importance sampling, k={args.k}, {args.limit} images (fresh process)",
+        benchmark=f"zoo eval vae: importance sampling, K={args.num_particles}, {args.limit} images "
+                  "(fresh process)",
         peer="plain-torch loop over the decoder (prior draws, chunks of 1,000)",
         unit="s per image",
         zoo_s=median(zoo_times),
@@ -127,20 +130,21 @@ def benchmark(args, device: torch.device) -> Report:
     walls = [round(r["wall_seconds"], 2) for r in reports]
     notes = [described, f"test images: {test.source}; zoo eval wall seconds per run (whole report): {walls}",
              f"zoo eval in a fresh process with {args.threads} torch thread(s); peer in this process alike"]
-    return Report(NAME, "", [row], settings={"k": args.k, "limit": args.limit, "peer_images": len(images)},
-                  notes=notes)
+    settings = {"num_particles": args.num_particles, "limit": args.limit, "peer_images": len(images)}
+    return Report(NAME, "", [row], settings=settings, notes=notes)
 
 
 def main(argv: list[str] | None = None) -> Report:
     p = parser("zoo eval's importance sampling vs a plain-torch loop over the same decoder", repeats=3)
-    p.add_argument("--k", type=int, default=5000, help="particles per image")
+    p.add_argument("--num-particles", type=int, default=5000, help="particles per image")
     p.add_argument("--limit", type=int, default=200, help="test images zoo eval scores")
     p.add_argument("--peer-images", type=int, default=30, help="test images the plain loop scores")
     p.add_argument("--epochs", type=float, default=3, help="training epochs of the VAE (no --checkpoint)")
     p.add_argument("--checkpoint", default=None, help="a `zoo train vae` checkpoint instead of training")
     args = p.parse_args(argv)
     if args.smoke:
-        args.k, args.limit, args.peer_images, args.epochs = min(args.k, 200), min(args.limit, 10), 5, 1
+        args.num_particles, args.limit = min(args.num_particles, 200), min(args.limit, 10)
+        args.peer_images, args.epochs = 5, 1
     return run_main(NAME, benchmark, args, argv)
 
 

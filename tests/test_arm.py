@@ -152,8 +152,8 @@ def test_cli_train_and_eval(tmp_path, capsys):
     """``zoo train arm`` then ``zoo eval``: importance sampling over the empty guide is log p(x) itself."""
     out = tmp_path / "run"
     assert main(["train", "arm", "--smoke", "--out", str(out), "--no-progress", "--epochs", "1"]) == 0
-    assert main(["eval", "arm", "--checkpoint", str(out / "checkpoint.pt"), "--k", "5", "--no-progress",
-                 "--json"]) == 0
+    assert main(["eval", "arm", "--checkpoint", str(out / "checkpoint.pt"), "--num-particles", "5",
+                 "--no-progress", "--json"]) == 0
     report = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert report["log_px"]["value"] == pytest.approx(report["exact"]["log_px"], abs=1e-3)
     assert set(report["figures"]) >= {"samples", "learned conditionals"}

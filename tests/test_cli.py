@@ -60,7 +60,7 @@ def test_train_json_and_resume(capsys, tmp_path):
 
 def test_eval_reports_nats_per_data_point(capsys, trained):
     code, out, _ = run(capsys, "eval", "mixture", "--checkpoint", str(trained / "checkpoint.pt"),
-                       "--k", "50", "--limit", "20", "--json", "--no-progress")
+                       "--num-particles", "50", "--limit", "20", "--json", "--no-progress")
     report = last_json(out)
     assert code == 0 and report["model"] == "mixture"
     assert "nats" in report["units"]
@@ -124,8 +124,9 @@ def test_missing_mnist_offline(capsys, tmp_path, monkeypatch):
 def test_eval_methods_add_rungs_to_the_ladder(capsys, tmp_path):
     out = tmp_path / "dlgm"
     assert main(["train", "dlgm", "--smoke", "--steps", "20", "--out", str(out), "--no-progress"]) == 0
-    code, stdout, _ = run(capsys, "eval", "dlgm", "--checkpoint", str(out / "checkpoint.pt"), "--k", "50",
-                          "--limit", "20", "--method", "is", "ais", "bdmc", "--json", "--no-progress")
+    code, stdout, _ = run(capsys, "eval", "dlgm", "--checkpoint", str(out / "checkpoint.pt"),
+                          "--num-particles", "50", "--limit", "20", "--method", "is", "ais", "bdmc", "--json",
+                          "--no-progress")
     report = last_json(stdout)
     names = [rung["name"] for rung in report["ladder"]]
     assert code == 0 and "AIS" in names and "BDMC upper (reverse AIS)" in names

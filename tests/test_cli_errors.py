@@ -42,8 +42,8 @@ def csv_train(model: str, path: str) -> list[str]:
 
 
 CASES = {
-    "k 0": [*EVAL, "--k", "0"],
-    "k -5": [*EVAL, "--k", "-5"],
+    "k 0": [*EVAL, "--num-particles", "0"],
+    "k -5": [*EVAL, "--num-particles", "-5"],
     "lr -1": [*TRAIN, "--lr", "-1"],
     "lr nan": [*TRAIN, "--lr", "nan"],
     "lr inf": [*TRAIN, "--lr", "inf"],
@@ -225,7 +225,8 @@ def test_every_case_fails_for_its_own_reason(paths, tmp_path, capsys, monkeypatc
     """Spot checks that the message names the fix (not just any error)."""
     monkeypatch.chdir(tmp_path)
     expected = {
-        "k 0": "--k", "clip-norm -1": "--clip-norm", "seed 2**36": "4294967295", "device tpu": "cpu, cuda",
+        "k 0": "--num-particles", "clip-norm -1": "--clip-norm", "seed 2**36": "4294967295",
+        "device tpu": "cpu, cuda",
         "set unknown name": "activation, data_dim, hidden, levels, likelihood, train_samples, z_dim",
         "set num_components=10**9": "training points (200)", "set covariance=bogus": "full, diag",
         "binary CSV (mixture)": "UTF-8", "two-row CSV (mixture)": "covariance=diag",

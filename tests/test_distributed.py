@@ -160,7 +160,8 @@ def command_line_scenario(out: Path):
     run, common = out / "run", ["--no-progress", "--json"]
     for argv in (["train", "ppca", "--smoke", "--steps", "20", "--out", str(run)],
                  ["train", "ppca", "--smoke", "--steps", "30", "--out", str(run), "--resume"],
-                 ["eval", "ppca", "--checkpoint", str(run / "checkpoint.pt"), "--k", "50", "--limit", "60"]):
+                 ["eval", "ppca", "--checkpoint", str(run / "checkpoint.pt"), "--num-particles", "50",
+                  "--limit", "60"]):
         code = main(argv + common)
         if code:
             raise SystemExit(code)
@@ -323,5 +324,6 @@ def test_zoo_train_resume_and_eval_under_torchrun(launched, tmp_path):
     assert len(printed) == 3
     history = json.loads((out / "history.json").read_text())
     assert len(history["loss"]) == 30
-    alone = evaluate(out / "checkpoint.pt", k=50, limit=60, out=tmp_path / "alone", progress=False)
+    alone = evaluate(out / "checkpoint.pt", num_particles=50, limit=60, out=tmp_path / "alone",
+                     progress=False)
     assert printed[2]["log_px"] == alone["log_px"]  # value and SE, to the last bit

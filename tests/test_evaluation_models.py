@@ -192,8 +192,8 @@ def test_khat_summary_agrees_with_the_measured_error(name, tmp_path):
     and its k̂ summary gives no warning; 1e-5 nats allow float32 rounding (the student's weights are
     constant on complete rows, SE 0)."""
     runs.train(name, out=tmp_path, smoke=True, seed=SEED, progress=False)
-    report = runs.evaluate(tmp_path / "checkpoint.pt", k=DEMO_PARTICLES, limit=DEMO_POINTS, seed=SEED,
-                           progress=False)
+    report = runs.evaluate(tmp_path / "checkpoint.pt", num_particles=DEMO_PARTICLES, limit=DEMO_POINTS,
+                           seed=SEED, progress=False)
     gap, se = report["exact"]["is_minus_exact"], report["log_px"]["se"]
     bias = log_mean_bias(se, report["num_data"])
     assert agrees_as_lower_bound(gap, 0.0, se, bias, rounding=1e-5), (gap, se, bias)

@@ -170,8 +170,8 @@ def test_kill_9_then_resume_reproduces_the_uninterrupted_losses(tmp_path):
 
 def test_importance_sampling_refuses_what_will_not_fit(capsys, trained):
     message = one_line_error(capsys, "eval", "vae", "--checkpoint", str(trained / "checkpoint.pt"),
-                             "--k", "100000000", "--limit", "1")
-    assert "GiB" in message and "--k" in message
+                             "--num-particles", "100000000", "--limit", "1")
+    assert "GiB" in message and "--num-particles" in message
 
 
 def test_importance_chunks_follow_the_memory_budget():
@@ -323,7 +323,7 @@ def test_a_damaged_checkpoint_is_refused_before_anything_runs(capsys, trained, t
                                       "--steps", "40", "--no-progress")
     if eval_refuses:
         assert fragment in one_line_error(capsys, "eval", "vae", "--checkpoint", str(run / "checkpoint.pt"),
-                                          "--k", "5", "--limit", "5", "--no-progress")
+                                          "--num-particles", "5", "--limit", "5", "--no-progress")
     assert {path: path.read_bytes() for path in run.iterdir()} == before
 
 
@@ -353,7 +353,7 @@ def test_eval_refuses_a_training_runs_folder(capsys, trained):
     before = _contents(trained)
     assert "holds a training run" in one_line_error(
         capsys, "eval", "vae", "--checkpoint", str(trained / "checkpoint.pt"), "--out", str(trained),
-        "--k", "5", "--limit", "5", "--no-progress", "--overwrite")
+        "--num-particles", "5", "--limit", "5", "--no-progress", "--overwrite")
     assert _contents(trained) == before
 
 
@@ -361,22 +361,22 @@ def test_a_report_is_replaced_only_with_overwrite_and_never_by_another_kind(caps
     out = tmp_path / "report"
     evaluate = ["eval", "vae", "--checkpoint", str(trained / "checkpoint.pt"), "--out", str(out),
                 "--limit", "5", "--no-progress"]
-    assert main([*evaluate, "--k", "5"]) == 0
+    assert main([*evaluate, "--num-particles", "5"]) == 0
     before = _contents(out)
-    assert "--overwrite" in one_line_error(capsys, *evaluate, "--k", "7")
+    assert "--overwrite" in one_line_error(capsys, *evaluate, "--num-particles", "7")
     for argv in (["demo", "--out", str(out), "--no-progress"], ["demo", "--out", str(out), "--overwrite"],
                  ["train", "vae", "--smoke", "--out", str(out), "--overwrite", "--no-progress"]):
         assert "holds an evaluation report" in one_line_error(capsys, *argv)
     assert _contents(out) == before
-    assert main([*evaluate, "--k", "7", "--overwrite"]) == 0
+    assert main([*evaluate, "--num-particles", "7", "--overwrite"]) == 0
     assert json.loads((out / "report.json").read_text())["num_particles"] == 7
 
 
 def test_overwrite_removes_the_old_runs_files_and_nothing_else(capsys, tmp_path):
     run = tmp_path / "run"
     assert main(["train", "ppca", "--smoke", "--steps", "5", "--out", str(run), "--no-progress"]) == 0
-    assert main(["eval", "ppca", "--checkpoint", str(run / "checkpoint.pt"), "--k", "5", "--limit", "5",
-                 "--no-progress"]) == 0
+    assert main(["eval", "ppca", "--checkpoint", str(run / "checkpoint.pt"), "--num-particles", "5",
+                 "--limit", "5", "--no-progress"]) == 0
     old = {path.name for path in run.iterdir()}
     assert {"ppca_samples.png", "eval"} <= old
     (run / "notes.txt").write_text("mine")

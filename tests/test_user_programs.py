@@ -85,7 +85,7 @@ def test_train_then_eval_a_user_file(tmp_path, capsys):
     assert metrics["model"] == "sepal_length" and metrics["steps"] == 1000
     checkpoint = out / "checkpoint.pt"
     assert load_checkpoint(checkpoint)["model_file"] == str(Path(USER_FILE).resolve())
-    assert main(["eval", USER_FILE, "--checkpoint", str(checkpoint), "--k", "500", "--json",
+    assert main(["eval", USER_FILE, "--checkpoint", str(checkpoint), "--num-particles", "500", "--json",
                  "--no-progress", "--seed", str(SEED)]) == 0
     report = _last_json(capsys.readouterr().out)
     assert report["log_px"]["value"] is None

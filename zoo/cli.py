@@ -9,10 +9,8 @@ rank 0 prints it, every rank exits with 2). Library messages name settings in ba
 from __future__ import annotations
 
 import argparse
-import ast
 import json
 import logging
-import math
 import re
 import sys
 from pathlib import Path
@@ -20,23 +18,21 @@ from pathlib import Path
 from inference import distributed
 from inference.checkpoint import CheckpointError
 from inference.devices import DeviceError
+from inference.evaluate import AIS_SETTINGS
 from inference.importance import EstimateTooLarge
 from inference.settings import SettingError
 from inference.train import TrainingDiverged
 from models import DataError, UnknownModelError
+from zoo import commands
+from zoo.arguments import MAX_SEED, UsageError, positive_float, positive_int, seed_int
 
 USER_ERRORS = (CheckpointError, DataError, DeviceError, EstimateTooLarge, SettingError, TrainingDiverged,
                UnknownModelError, FileExistsError)
-MAX_SEED = 2**32 - 1
-ECHO_CHARS = 80
 #: the flag of each setting a library message names in backquotes
 FLAGS = {"steps": "--steps", "epochs": "--epochs", "batch_size": "--batch-size", "lr": "--lr",
-         "clip_norm": "--clip-norm", "checkpoint_seconds": "--checkpoint-every", "num_particles": "--k",
-         "fast": "--fast", "seed": "--seed", "resume=True": "--resume", "overwrite=True": "--overwrite"}
-
-
-class UsageError(Exception):
-    """A flag argparse rejects; reported like every other user error, on one line."""
+         "clip_norm": "--clip-norm", "checkpoint_seconds": "--checkpoint-every",
+         "num_particles": "--num-particles", "fast": "--fast", "seed": "--seed", "resume=True": "--resume",
+         "overwrite=True": "--overwrite"}
 
 
 class Parser(argparse.ArgumentParser):
@@ -44,57 +40,6 @@ class Parser(argparse.ArgumentParser):
 
     def error(self, message):
         raise UsageError(f"{message}; see `{self.prog} --help`")
-
-
-def echo(text: str) -> str:
-    """``text`` as repr, cut to about ECHO_CHARS characters so an error message stays one line."""
-    text = str(text)
-    return repr(text) if len(text) <= ECHO_CHARS else f"{text[:ECHO_CHARS]!r}... ({len(text)} characters)"
-
-
-def _number(kind, text: str, what: str):
-    try:
-        value = kind(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be {what}, got {echo(text)}") from None
-    if not math.isfinite(value) or value <= 0:
-        raise argparse.ArgumentTypeError(f"must be {what}, got {echo(text)}")
-    return value
-
-
-def positive_int(text: str) -> int:
-    """argparse type: an integer >= 1."""
-    return _number(int, text, "a whole number of at least 1")
-
-
-def positive_float(text: str) -> float:
-    """argparse type: a finite number > 0."""
-    return _number(float, text, "a finite number greater than 0")
-
-
-def seed_int(text: str) -> int:
-    """argparse type: a seed in 0 .. 2**32 - 1 (numpy's range)."""
-    try:
-        value = int(text)
-    except ValueError:
-        value = -1
-    if not 0 <= value <= MAX_SEED:
-        raise argparse.ArgumentTypeError(f"must be a whole number from 0 to {MAX_SEED}, got {echo(text)}")
-    return value
-
-
-def parse_hparams(pairs: list[str]) -> dict:
-    """``["z_dim=2", "hidden=(200,200)"]`` -> ``{"z_dim": 2, "hidden": (200, 200)}``."""
-    out = {}
-    for pair in pairs or []:
-        key, sep, value = pair.partition("=")
-        if not sep:
-            raise DataError(f"--set takes key=value, got {echo(pair)}; write e.g. --set z_dim=2")
-        try:
-            out[key] = ast.literal_eval(value)
-        except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
-            out[key] = value
-    return out
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -134,7 +79,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("eval", parents=[common], help="evaluate a trained model")
     p.add_argument("name")
     p.add_argument("--checkpoint", required=True)
-    p.add_argument("--k", type=positive_int, default=1000, help="importance samples per data point")
+    p.add_argument("--num-particles", type=positive_int, default=1000,
+                   help="importance samples per data point, for IS and IWAE_k (default 1000)")
+    p.add_argument("--ais-chains", type=positive_int, default=AIS_SETTINGS["num_chains"],
+                   help=f"AIS chains per data point (--method ais; default {AIS_SETTINGS['num_chains']})")
+    p.add_argument("--ais-steps", type=positive_int, default=AIS_SETTINGS["num_steps"],
+                   help=f"AIS annealing steps (--method ais, bdmc; default {AIS_SETTINGS['num_steps']})")
     p.add_argument("--split", default="test", choices=["train", "test"])
     p.add_argument("--limit", type=positive_int, default=None, help="evaluate the first N data points only")
     p.add_argument("--method", nargs="+", default=["is"], metavar="METHOD",
@@ -164,8 +114,6 @@ def main(argv: list[str] | None = None) -> int:
         logger.addHandler(LOG_HANDLER)
     try:
         args = build_parser().parse_args(argv)
-        from zoo import commands
-
         result = getattr(commands, f"cmd_{args.command}")(args)
     except (UsageError, *USER_ERRORS) as err:
         distributed.report_error(f"zoo: error: {one_line(err)}")

@@ -9,7 +9,8 @@ from pathlib import Path
 from inference.devices import resolve_device
 from models import DataError, all_specs, get_spec
 from zoo import runs
-from zoo.cli import echo, parse_hparams
+from zoo.arguments import echo, parse_hparams
+from zoo.demo import run_demo
 from zoo.validate import writable_folder
 
 
@@ -46,7 +47,8 @@ def cmd_eval(args) -> dict:
     resolve_device(args.device)
     writable_folder(Path(args.checkpoint).parent / "eval" if args.out is None else args.out)
     report = runs.evaluate(
-        args.checkpoint, name=args.name, k=args.k, split=args.split, limit=args.limit,
+        args.checkpoint, name=args.name, num_particles=args.num_particles, split=args.split, limit=args.limit,
+        ais_settings={"num_chains": args.ais_chains, "num_steps": args.ais_steps},
         data_dir=args.data_dir, data=args.data, device=args.device, out=args.out, overwrite=args.overwrite,
         progress=not args.no_progress, seed=args.seed, methods=args.method,
     )
@@ -77,8 +79,6 @@ def cmd_query(args) -> dict:
 
 
 def cmd_demo(args) -> dict:
-    from zoo.demo import run_demo
-
     resolve_device(args.device)
     writable_folder(args.out)
     return run_demo(args.out, device=args.device, seed=args.seed, progress=not args.no_progress,

@@ -62,7 +62,7 @@ def _run_all(out: Path, device, seed, progress, overwrite) -> float:
             print(f"== {name}", flush=True)
         metrics = runs.train(name, out=run_dir, smoke=True, device=device, seed=seed,
                              overwrite=overwrite, progress=progress)
-        report = runs.evaluate(run_dir / "checkpoint.pt", k=DEMO_PARTICLES, limit=DEMO_POINTS,
+        report = runs.evaluate(run_dir / "checkpoint.pt", num_particles=DEMO_PARTICLES, limit=DEMO_POINTS,
                                device=device, out=run_dir / "eval", overwrite=overwrite, progress=False,
                                seed=seed)
         results[name] = {"train": metrics, "eval": report}

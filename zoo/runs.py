@@ -2,7 +2,7 @@
 
 >>> from zoo.runs import train, evaluate
 >>> metrics = train("mixture", smoke=True, out="runs/mixture")
->>> report = evaluate("runs/mixture/checkpoint.pt", k=100)
+>>> report = evaluate("runs/mixture/checkpoint.pt", num_particles=100)
 
 A run folder holds ``checkpoint.pt``, ``history.json``, ``metrics.json``, ``loss.png`` and the
 model's figures. It is locked while a run writes it (a second ``train`` into it is refused), an
@@ -31,6 +31,8 @@ import torch
 from inference import distributed
 from inference.checkpoint import CheckpointError, load_checkpoint, write_atomic
 from inference.devices import resolve_device
+from inference.evaluate import check_methods
+from inference.evaluate import evaluate as evaluate_model
 from inference.plots import plot_loss
 from inference.settings import SettingError
 from inference.train import (
@@ -297,14 +299,13 @@ def _create_params(spec: ModelSpec, model, state: dict) -> None:
         poutine.trace(model.model).get_trace(*inputs)
 
 
-def evaluate(checkpoint, *, name=None, k=1000, split="test", limit=None, data_dir=None, data=None,
-             device="cpu", out=None, overwrite=False, progress=True, seed=0, methods=("is",)) -> dict:
-    """Evaluation report of a trained model with the estimators ``methods`` (see inference.evaluate),
+def evaluate(checkpoint, *, name=None, num_particles=1000, split="test", limit=None, data_dir=None, data=None,
+             device="cpu", out=None, overwrite=False, progress=True, seed=0, methods=("is",),
+             ais_settings=None) -> dict:
+    """Evaluation report of a trained model with the estimators ``methods`` (see inference.evaluate;
+    ``num_particles`` importance samples per data point, ``ais_settings`` over its AIS_SETTINGS),
     written to ``out`` (default: ``eval`` beside the checkpoint); a folder holding a report is
     replaced only with ``overwrite``, a folder holding another kind of run never."""
-    from inference.evaluate import check_methods
-    from inference.evaluate import evaluate as evaluate_model
-
     check_methods(methods)
     device = distributed.local_device(resolve_device(device))
     main = distributed.world(device).main
@@ -326,8 +327,9 @@ def evaluate(checkpoint, *, name=None, k=1000, split="test", limit=None, data_di
         if not model.capabilities.importance_sampling:  # the guide approximates p(globals | training data)
             posterior_data = load_split(spec, "train", data_dir=data_dir or state.get("data_dir"),
                                         data=data or state.get("data"), smoke=smoke, device=model.device)
-        report = evaluate_model(model, data_split, num_particles=k, max_plate_nesting=spec.max_plate_nesting,
-                                figures=spec.figures,
+        report = evaluate_model(model, data_split, num_particles=num_particles,
+                                max_plate_nesting=spec.max_plate_nesting, figures=spec.figures,
+                                ais_settings=ais_settings,
                                 out_dir=out if main else None, progress=progress, seed=seed, methods=methods,
                                 nuts_samples=NUTS_SMOKE if smoke else NUTS, posterior_data=posterior_data)
         if not main:  # the other ranks sampled their share of the data points; rank 0 reports
