@@ -7,7 +7,7 @@ install:
 	$(PYTHON) -m pip install $(PIP_FLAGS) -e ".[dev]"
 
 demo: install
-	$(PYTHON) -m zoo demo --out report --overwrite
+	$(PYTHON) -m pyro_zoo demo --out report --overwrite
 
 test: install
 	$(PYTHON) -m pytest

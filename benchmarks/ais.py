@@ -4,7 +4,7 @@ Model: the zoo's VAE, 784-400-50 (Bernoulli likelihood), at its initial weights 
 gradient does not depend on them), on binarised MNIST test images (in smoke mode without MNIST:
 scikit-learn's digits blown up to 28x28, see ``benchmarks.common.image_root``).
 
-zoo: ``inference.ais.ais(model, guide, x, num_chains=C, num_steps=T, num_leapfrog=1)`` -- one
+zoo: ``pyro_zoo.inference.ais.ais(model, guide, x, num_chains=C, num_steps=T, num_leapfrog=1)`` -- one
 leapfrog step per HMC transition, so a transition is one gradient evaluation of log f_beta (through
 Pyro's traces of model and guide, torch autograd) plus the momentum draw and the Metropolis test;
 seconds per (transition x chain x data point), the run's wall time divided by T (T - 1
@@ -27,9 +27,9 @@ import pyro
 import torch
 
 from benchmarks.common import Report, Row, image_root, interleaved, median, parser, run_main
-from inference.ais import ais
-from models import get_spec
-from models.nn import bernoulli_log_prob
+from pyro_zoo.inference.ais import ais
+from pyro_zoo.models import get_spec
+from pyro_zoo.models.nn import bernoulli_log_prob
 
 NAME = "ais"
 SIZES = {"full": {"points": 100, "chains": 16, "steps": 20}, "smoke": {"points": 10, "chains": 4, "steps": 4}}

@@ -19,8 +19,8 @@ from pathlib import Path
 import pyro
 
 from benchmarks.common import Clocked, Report, Row, image_root, interleaved, median, parser, run_main
-from inference.train import CHECKPOINT_SECONDS, fit_model
-from models import get_spec
+from pyro_zoo.inference.train import CHECKPOINT_SECONDS, fit_model
+from pyro_zoo.models import get_spec
 
 NAME = "checkpointing"
 BATCH = 128

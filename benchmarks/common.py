@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from models import DataError
+from pyro_zoo.models import DataError
 
 REPO = Path(__file__).resolve().parents[1]
 #: ../shared/data relative to the repository: real MNIST in torchvision's layout (MNIST/raw/).
@@ -159,7 +159,7 @@ def run_main(name: str, body: Callable[[argparse.Namespace, torch.device], Repor
              args: argparse.Namespace, argv: list[str] | None) -> Report:
     """Run ``body`` under the thread limit (one repeat in smoke mode), print its table, write ``--json``.
 
-    A :class:`BenchmarkError` or :class:`models.DataError` becomes ``SystemExit("error: ...")``
+    A :class:`BenchmarkError` or :class:`pyro_zoo.models.DataError` becomes ``SystemExit("error: ...")``
     (message on stderr, exit status 1).
     """
     start = time.perf_counter()

@@ -5,7 +5,7 @@ Two data sets, each on its own protocol:
 * ``digits``: Tomczak's *Deep Generative Modeling* protocol (data set ``digits17``: scikit-learn's
   8x8 digits in their order, 1,000 training, 350 validation and 447 test images, grey levels 0..16,
   a 17-way categorical per pixel). Every model is trained by Adam (lr 1e-3, batch 64) with early
-  stopping on the validation images (:func:`inference.selection.fit_with_early_stopping`: rounds of
+  stopping on the validation images (:func:`pyro_zoo.inference.selection.fit_with_early_stopping`: rounds of
   ``--round`` epochs, stop after ``--patience`` rounds without a better validation loss, at most
   ``--max-epochs``), then scored on the test images.
 * ``mnist``: binarised MNIST under the IWAE protocol (Burda et al. 2016): dynamic binarisation of
@@ -16,7 +16,8 @@ What each family reports: the ARM its exact log p(x) (the chain rule); the flow 
 the dequantisation bound E_u[log p(x + u)] (its ELBO) and the importance-weighted bound with K
 uniform offsets (its IS), both lower bounds of log P(x); the VAE and the two-layer HVAE their
 ELBO, IWAE_k and importance-sampled log p(x) with K particles from the guide
-(:func:`inference.importance.estimate_log_likelihood`), and AIS (:func:`inference.ais.ais`). Each number
+(:func:`pyro_zoo.inference.importance.estimate_log_likelihood`), and AIS
+(:func:`pyro_zoo.inference.ais.ais`). Each number
 comes with the standard error of the estimator (Monte Carlo noise given the test images; 0 for an
 exact value) and the standard error over test images, and each estimator with its wall time. The
 latent models train on the closed form of their Pyro objective (``fast``: the same objective,
@@ -39,11 +40,11 @@ import torch
 from matplotlib.figure import Figure
 
 from benchmarks.common import Report, image_root, parser, run_main
-from inference.ais import ais
-from inference.importance import estimate_log_likelihood
-from inference.selection import fit_with_early_stopping
-from inference.train import fit_model
-from models import DataSplit, get_spec
+from pyro_zoo.inference.ais import ais
+from pyro_zoo.inference.importance import estimate_log_likelihood
+from pyro_zoo.inference.selection import fit_with_early_stopping
+from pyro_zoo.inference.train import fit_model
+from pyro_zoo.models import DataSplit, get_spec
 
 NAME = "digits_table"
 

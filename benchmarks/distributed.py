@@ -6,11 +6,11 @@ program) on random binary 784-pixel images (the cost of a step does not depend o
 kernel.
 
 * evaluation (of the untrained model, the same on every process count):
-  ``inference.importance.estimate_log_likelihood`` with K particles on ``points`` images in
+  ``pyro_zoo.inference.importance.estimate_log_likelihood`` with K particles on ``points`` images in
   chunks of ``chunk`` images, seeded, so the W-process estimates must equal the one-process ones
   to the last bit (checked: the accuracy column); wall seconds per data point, including the
   gather of the results on every rank;
-* training: ``inference.train.fit_model`` at a global batch of B rows (B/W per rank), ``steps``
+* training: ``pyro_zoo.inference.train.fit_model`` at a global batch of B rows (B/W per rank), ``steps``
   steps after a warm-up fit; the figure is the trainer's loop clock (it includes the gradient
   all-reduce every step and the loss all-reduce at log points) per data point.
 
@@ -40,10 +40,10 @@ import pyro
 import torch
 
 from benchmarks.common import REPO, BenchmarkError, Report, Row, median, parser, run_main, synchronize
-from inference import distributed
-from inference.importance import estimate_log_likelihood
-from inference.train import fit_model
-from models import get_spec
+from pyro_zoo.inference import distributed
+from pyro_zoo.inference.importance import estimate_log_likelihood
+from pyro_zoo.inference.train import fit_model
+from pyro_zoo.models import get_spec
 
 NAME = "distributed"
 SIZES = {

@@ -3,13 +3,13 @@ r"""The fixed cost per training step: a Pyro program against the same model in p
 Two programs, each at batch 1, 16 and 128, one thread:
 
 * the zoo's VAE 784-400-50 (MNIST training images, binarised afresh per batch), trained by
-  ``inference.train.fit_model`` on its Pyro program (TraceMeanField_ELBO, the default), on the
+  ``pyro_zoo.inference.train.fit_model`` on its Pyro program (TraceMeanField_ELBO, the default), on the
   same program compiled (``compile=True``: traced once per batch shape and replayed, see
-  :mod:`inference.compiled`), and on its closed form (``fast=True``); peer: the same network and
+  :mod:`pyro_zoo.inference.compiled`), and on its closed form (``fast=True``); peer: the same network and
   estimator in plain PyTorch with fused Adam (``benchmarks.vae_step.PlainVAE``, ``plain_block``);
 * a user's program, a Bayesian linear regression written as a ``PyroModule`` (``PyroSample``
   priors on the weights of a ``PyroModule[nn.Linear]``) with an ``AutoNormal`` guide, trained by
-  ``inference.train.fit`` on Trace_ELBO, eager and compiled; peer: the same model and the same
+  ``pyro_zoo.inference.train.fit`` on Trace_ELBO, eager and compiled; peer: the same model and the same
   mean-field Gaussian guide written with ``torch.distributions`` (same random numbers, so the
   same loss and gradients: checked below).
 
@@ -42,8 +42,8 @@ from torch.distributions import Normal
 
 from benchmarks.common import Report, Row, image_root, median, parser, run_main, synchronize
 from benchmarks.vae_step import PlainVAE, plain_block, same_model
-from inference.train import fit, fit_model
-from models import get_spec
+from pyro_zoo.inference.train import fit, fit_model
+from pyro_zoo.models import get_spec
 
 NAME = "fixed_cost"
 BATCHES = (1, 16, 128)

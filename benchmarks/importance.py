@@ -1,18 +1,18 @@
 """Importance-sampled log p(x) of a trained VAE: the zoo's vectorised estimator vs Pyro's Importance.
 
-Model: the zoo's VAE (784-400-50, Bernoulli likelihood) trained by ``inference.train.fit`` on
+Model: the zoo's VAE (784-400-50, Bernoulli likelihood) trained by ``pyro_zoo.inference.train.fit`` on
 MNIST for ``--epochs`` epochs (or loaded from ``--checkpoint``, a ``zoo train vae`` checkpoint).
 For each k in {100, 1000, 5000} and each of a handful of binarised test images x,
 
     log p̂(x) = logsumexp_k(log p(x, z_k) - log q(z_k | x)) - log k,   z_k ~ q(z | x),
 
-zoo: ``inference.importance.estimate_log_likelihood(model, guide, x, num_particles=k)`` (all
+zoo: ``pyro_zoo.inference.importance.estimate_log_likelihood(model, guide, x, num_particles=k)`` (all
 particles and images in vectorised passes; PSIS and IWAE_k off, as the peer computes neither);
 peer: ``pyro.infer.Importance(model, guide, num_samples=k).run(x_i).get_log_normalizer()``, one
 image at a time (it draws particles one by one), given ``torch.no_grad()`` and validation off
 like the zoo. Seconds per data point, A B A B; targets: zoo >= 100x faster at k = 5000 and the
 same estimate within its standard error (|zoo - peer| <= 3 sqrt(SE_zoo^2 + SE_peer^2) for every
-image and k, both SEs the delta-method ones of ``inference.importance``).
+image and k, both SEs the delta-method ones of ``pyro_zoo.inference.importance``).
 
     python -m benchmarks.importance [--smoke] [--device cpu|cuda] [--points N] [--checkpoint PATH]
 """
@@ -27,9 +27,9 @@ import torch
 from pyro.infer import Importance
 
 from benchmarks.common import BenchmarkError, Report, Row, image_root, interleaved, median, parser, run_main
-from inference.importance import estimate_log_likelihood, weight_statistics
-from inference.train import fit_model
-from models import get_spec
+from pyro_zoo.inference.importance import estimate_log_likelihood, weight_statistics
+from pyro_zoo.inference.train import fit_model
+from pyro_zoo.models import get_spec
 
 NAME = "importance"
 KS = {"full": (100, 1000, 5000), "smoke": (10, 50)}
@@ -45,7 +45,7 @@ def trained_vae(args, device: torch.device):
     with image_root(args) as (root, source):
         test = spec.load_data("test", data_dir=root, data="mnist").x
         if args.checkpoint:
-            from zoo.runs import load
+            from pyro_zoo.runs import load
 
             _, model, state = load(args.checkpoint, device)
             if state["model"] != "vae":

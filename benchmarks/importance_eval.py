@@ -2,7 +2,7 @@ r"""``zoo eval``'s importance sampling against a plain-torch loop over the same 
 
 zoo: ``zoo eval vae --checkpoint C --num-particles 5000 --limit N`` run as a user runs it, in a fresh process
 (``--threads`` torch threads), and the report's importance-sampling seconds per image: the
-estimator of :mod:`inference.importance` (guide proposal, PSIS k̂, IWAE_k, per-chunk seeded
+estimator of :mod:`pyro_zoo.inference.importance` (guide proposal, PSIS k̂, IWAE_k, per-chunk seeded
 streams), with whatever one-off cost of a fresh process falls inside its clock. Peer: the loop a
 PyTorch user writes over the same decoder, in this process,
 
@@ -44,8 +44,8 @@ from benchmarks.common import (
     parser,
     run_main,
 )
-from models import get_spec
-from zoo.runs import load, train
+from pyro_zoo.models import get_spec
+from pyro_zoo.runs import load, train
 
 NAME = "importance_eval"
 TARGET = 1.0
@@ -70,7 +70,7 @@ def plain_loop(decoder, z_dim: int, images: torch.Tensor, k: int) -> torch.Tenso
 def zoo_eval(checkpoint: Path, out: Path, args) -> dict:
     """The report of ``zoo eval`` (on the checkpoint's data) in a fresh process with ``args.threads``
     torch threads."""
-    command = [sys.executable, "-m", "zoo", "eval", "vae", "--checkpoint", str(checkpoint),
+    command = [sys.executable, "-m", "pyro_zoo", "eval", "vae", "--checkpoint", str(checkpoint),
                "--num-particles", str(args.num_particles), "--limit", str(args.limit), "--out", str(out),
                "--device", args.device,
                "--seed", str(args.seed), "--json", "--no-progress"]

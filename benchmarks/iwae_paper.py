@@ -2,12 +2,12 @@
 table 1, the 1-stochastic-layer model on MNIST, within a time budget.
 
 Model (the paper's section 5): 784 - 200 - 200 - 50 with tanh hidden layers, Bernoulli pixels,
-a diagonal Gaussian q(z | x): ``models.vae.VAE(784, (200, 200), 50, "tanh", train_samples=k)``,
+a diagonal Gaussian q(z | x): ``pyro_zoo.models.vae.VAE(784, (200, 200), 50, "tanh", train_samples=k)``,
 trained as a VAE (k = 1, the ELBO) and as an IWAE (k = 50, the bound L_50), on dynamically
 binarised MNIST (``VAE.preprocess`` draws fresh binary images every minibatch) by
-``inference.train.fit``, the zoo's own trainer, with Adam at the paper's learning-rate schedule
+``pyro_zoo.inference.train.fit``, the zoo's own trainer, with Adam at the paper's learning-rate schedule
 (1e-3 * 10^(-i/7) for 3^i epochs, i = 0..7), followed for as many epochs as the budget allows.
-Evaluation: log p(x) by importance sampling with k = 5000 (``inference.importance``) on the
+Evaluation: log p(x) by importance sampling with k = 5000 (``pyro_zoo.inference.importance``) on the
 full test set (binarised once, seed 0), mean and standard error over images, plus the test
 ELBO and the active units (Cov_x(E_q[z_i]) > 0.01) the paper also reports.
 
@@ -35,10 +35,10 @@ import pyro
 import torch
 
 from benchmarks.common import Report, image_root, parser, run_main, synchronize
-from inference.importance import estimate_log_likelihood
-from inference.train import fit_model
-from models import DataSplit, get_spec
-from models.vae import VAE, VAEConfig
+from pyro_zoo.inference.importance import estimate_log_likelihood
+from pyro_zoo.inference.train import fit_model
+from pyro_zoo.models import DataSplit, get_spec
+from pyro_zoo.models.vae import VAE, VAEConfig
 
 NAME = "iwae_paper"
 #: Burda et al. (2016) table 1, 1 stochastic layer: -log p(x) in nats, k = 5000 evaluation.

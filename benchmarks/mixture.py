@@ -7,7 +7,7 @@ about a dozen iterations), fixed seed; 100,000 training and 20,000 held-out poin
 Zoo: ``MixtureModel(MixtureConfig(num_components=10, dim=8, covariance="full"))`` as the zoo fits
 it by default: ``initialise`` (``init="em"``: scikit-learn's GaussianMixture, one k-means start
 then EM, on 20,000 random rows), then
-``inference.train.fit`` full batch on all 100,000 rows (its closed-form loss -sum_n log p(x_n),
+``pyro_zoo.inference.train.fit`` full batch on all 100,000 rows (its closed-form loss -sum_n log p(x_n),
 equal to TraceEnum_ELBO's) with the spec's learning rate (0.01) and early stopping at ``tol`` =
 1e-3 nats per point between consecutive steps (``log_every`` = 1; the full-batch loss is
 deterministic), scikit-learn's own rule and unit. Peer: scikit-learn
@@ -34,8 +34,8 @@ import pyro
 import torch
 
 from benchmarks.common import Report, Row, interleaved, median, parser, run_main, synchronize
-from inference.train import fit_model
-from models.mixture import KMEANS_POINTS, SPEC, MixtureConfig, MixtureModel
+from pyro_zoo.inference.train import fit_model
+from pyro_zoo.models.mixture import KMEANS_POINTS, SPEC, MixtureConfig, MixtureModel
 
 NAME = "mixture"
 K, D = 10, 8

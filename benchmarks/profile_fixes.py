@@ -26,11 +26,11 @@ import warnings
 
 import torch
 
-import models.mixture as mixture_module
+import pyro_zoo.models.mixture as mixture_module
 from benchmarks import mixture as mixture_bench
 from benchmarks.common import Clocked, Report, image_root, interleaved, median, parser, run_main, timed
-from inference.train import fit_model
-from models import get_spec
+from pyro_zoo.inference.train import fit_model
+from pyro_zoo.models import get_spec
 
 NAME = "profile_fixes"
 CHANGES = ("mixture_quadratic", "vae_compile")

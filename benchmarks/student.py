@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from benchmarks.common import Report, Row, interleaved, median, parser, run_main
-from models.student import CARDINALITY, PARENTS, VARIABLES, StudentConfig, StudentNetwork
+from pyro_zoo.models.student import CARDINALITY, PARENTS, VARIABLES, StudentConfig, StudentNetwork
 
 NAME = "student"
 TOLERANCE = 1e-9

@@ -1,7 +1,7 @@
 """One VAE training epoch including the data pipeline: the zoo vs the Pyro-examples style.
 
-Zoo: ``inference.train.fit(vae, x, epochs=1, batch_size=128)`` where ``x`` is the zoo's MNIST
-tensor (read once from the IDX files by ``models.data``); minibatches are index slices of a
+Zoo: ``pyro_zoo.inference.train.fit(vae, x, epochs=1, batch_size=128)`` where ``x`` is the zoo's MNIST
+tensor (read once from the IDX files by ``pyro_zoo.models.data``); minibatches are index slices of a
 per-epoch permutation of that tensor, binarised by the model. Timed end to end (the input
 check included).
 
@@ -26,9 +26,9 @@ from pyro.infer import SVI, Trace_ELBO
 
 from benchmarks.common import Report, Row, image_root, interleaved, median, parser, run_main, timed
 from benchmarks.vae_step import BATCH, MIN_SCALE, PlainVAE
-from inference.train import evaluate_objective, fit_model
-from models import get_spec
-from models.base import DATA_PLATE
+from pyro_zoo.inference.train import evaluate_objective, fit_model
+from pyro_zoo.models import get_spec
+from pyro_zoo.models.base import DATA_PLATE
 
 NAME = "vae_epoch"
 TARGET = 1 / 3

@@ -1,6 +1,6 @@
 """VAE train step (784-400-50, batch 128): the zoo's trainer vs the same model in plain PyTorch.
 
-Zoo: ``inference.train.fit_model(vae, x, steps=S, batch_size=128)`` on the MNIST training images
+Zoo: ``pyro_zoo.inference.train.fit_model(vae, x, steps=S, batch_size=128)`` on the MNIST training images
 (grey levels; the zoo's VAE binarises each minibatch), seconds per step from the trainer's own
 clock (its loop only: the one-off input check and parameter set-up are left out), on two paths:
 the default, Pyro's TraceMeanField_ELBO on the model/guide program (target <= 1.15x), and the
@@ -29,8 +29,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from benchmarks.common import Clocked, Report, Row, image_root, interleaved, median, parser, run_main
-from inference.train import fit_model
-from models import get_spec
+from pyro_zoo.inference.train import fit_model
+from pyro_zoo.models import get_spec
 
 NAME = "vae_step"
 BATCH = 128
@@ -142,7 +142,8 @@ def benchmark(args, device: torch.device) -> Report:
     def peer():
         return plain_block(plain, plain_optimizer, x, steps, BATCH)
 
-    notes = [f"data: {source}, {len(x)} images; lr {lr}; Adam fused=True on both (as inference.train)"]
+    notes = [f"data: {source}, {len(x)} images; lr {lr}; Adam fused=True on both "
+             "(as pyro_zoo.inference.train)"]
     rows = []
     for fast, path, target in ((False, f"Pyro program ({objective['name']}, the default)", TARGET_PYRO),
                                (True, "closed-form loss (fast=True)", TARGET)):

@@ -20,7 +20,7 @@ With C = ``num_chains`` independent chains per data point,
 
     log p̂(x) = logsumexp_c(log w_c) - log C,
 
-whose standard error is the delta-method one of :mod:`inference.importance` (the chains' AIS
+whose standard error is the delta-method one of :mod:`pyro_zoo.inference.importance` (the chains' AIS
 weights play the particles' role). Wu, Burda, Salakhutdinov & Grosse (2017), "On the quantitative
 analysis of decoder-based generative models", use the same estimator (HMC transitions, step size
 adapted to an acceptance rate of 0.65) to evaluate VAEs and GANs.
@@ -49,7 +49,7 @@ of shape (num_steps,) or (num_steps, N) such as ``AISResult.step_sizes``.
 Vectorisation: all chains and data points move together. Model and guide run once per gradient
 evaluation inside ``pyro.plate("particles", num_chains, dim=-(max_plate_nesting + 1))``, with
 the latents fixed by ``poutine.condition``; their log densities are read from the traces and
-reduced per data point (plates inside the data plate summed) as in ``inference.importance``;
+reduced per data point (plates inside the data plate summed) as in ``pyro_zoo.inference.importance``;
 gradients come from torch autograd. Tensors stay on ``x``'s device.
 
 Requirements: every latent site sits in the model's "data" plate (per-data-point latents: use a
@@ -73,9 +73,9 @@ import torch
 from pyro.poutine.util import site_is_subsample
 from torch.distributions import biject_to
 
-from inference.importance import weight_statistics
-from inference.settings import positive_number, whole_number
-from inference.sites import in_data_plate, is_latent
+from pyro_zoo.inference.importance import weight_statistics
+from pyro_zoo.inference.settings import positive_number, whole_number
+from pyro_zoo.inference.sites import in_data_plate, is_latent
 
 SCHEDULES = ("sigmoid", "linear")
 PROPOSALS = ("guide", "prior")

@@ -12,7 +12,7 @@ pointwise ``log_likelihood`` with one variable ``x`` of shape ``(chain, draw, da
     log_likelihood[c, s, n] = log p(x_n | θ_{c,s}) = sum over the observed sites of row n,
 
 computed in one vectorised trace of the model conditioned on all draws at once under
-``pyro.plate("particles", S, dim=-(max_plate_nesting + 1))``, as in :mod:`inference.importance`.
+``pyro.plate("particles", S, dim=-(max_plate_nesting + 1))``, as in :mod:`pyro_zoo.inference.importance`.
 This needs a model whose only latents are global (per-row latents would have to be summed out);
 latent sites whose mask is all False (``obs_mask`` on fully observed data) contribute nothing
 and are ignored. NUTS also gets the model with such sites conditioned away, so no enumeration
@@ -32,9 +32,9 @@ import torch
 from pyro.infer import MCMC, NUTS
 from pyro.poutine.util import site_is_subsample
 
-from inference.programs import as_tensors
-from inference.sites import in_data_plate, is_global_latent
-from models.base import DATA_PLATE
+from pyro_zoo.inference.programs import as_tensors
+from pyro_zoo.inference.sites import in_data_plate, is_global_latent
+from pyro_zoo.models.base import DATA_PLATE
 
 DATA_VAR = "x"
 DIMS = {DATA_VAR: [DATA_PLATE]}
@@ -63,7 +63,7 @@ def from_guide(
     """InferenceData of ``num_samples`` guide draws of the global latents (chain=1, draw=S).
 
     ``model``/``guide`` are Pyro programs taking ``data`` (a tensor ``x``, or a tuple such as
-    ``(x, y)``, see :mod:`inference.programs`), e.g. a zoo model's ``model``/``guide``. Raises
+    ``(x, y)``, see :mod:`pyro_zoo.inference.programs`), e.g. a zoo model's ``model``/``guide``. Raises
     ``ValueError`` if the guide samples no global latent, or (with ``log_likelihood``) if the
     model has per-row latents.
     """

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import torch
 
-from inference.settings import MAX_STEPS
+from pyro_zoo.inference.settings import MAX_STEPS
 
 #: what every checkpoint holds (see the module docstring)
 REQUIRED_KEYS = ("modules", "params", "optimizer_state", "step", "losses", "rng")

@@ -1,5 +1,5 @@
 r"""Diagnostics of importance weights and of how a Gaussian-type guide uses its latents (PSIS k̂
-is :mod:`inference.psis`).
+is :mod:`pyro_zoo.inference.psis`).
 
 Importance-sampling effective sample size (Kong 1992): ESS = (sum_k w_k)^2 / sum_k w_k^2, in
 [1, K]; ESS / K near 1 means q(z | x) is close to p(z | x).
@@ -23,9 +23,9 @@ import torch
 from pyro.distributions import constraints
 from torch.distributions import Independent, kl_divergence
 
-from inference.programs import as_tensors
-from inference.psis import khat_summary, pareto_khat
-from inference.sites import is_local_latent
+from pyro_zoo.inference.programs import as_tensors
+from pyro_zoo.inference.psis import khat_summary, pareto_khat
+from pyro_zoo.inference.sites import is_local_latent
 
 ACTIVE_THRESHOLD = 0.01
 

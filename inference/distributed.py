@@ -1,11 +1,11 @@
-r"""Training and evaluation on several processes: ``torchrun ... -m zoo train|eval``.
+r"""Training and evaluation on several processes: ``torchrun ... -m pyro_zoo train|eval``.
 
 One code path for one process and for many: without a launcher (no ``WORLD_SIZE`` > 1 in the
 environment) every function here is the identity and no process group exists; under ``torchrun``
 (or ``srun torchrun``) the first call of :func:`world` joins the process group the launcher
 describes, gloo on a CPU and NCCL on CUDA (one GPU per process, ``cuda:LOCAL_RANK``).
 
-Training (:class:`Replicas`, used by :func:`inference.train.fit`). Every rank holds the whole
+Training (:class:`Replicas`, used by :func:`pyro_zoo.inference.train.fit`). Every rank holds the whole
 data set and the same parameters. The epoch's permutation comes from the global torch RNG, which
 every rank starts from rank 0's state (broadcast once, after a resume too) and consumes alike
 (only by ``torch.randperm``), so every rank draws the same permutation with no communication;
@@ -62,7 +62,7 @@ import torch
 import torch.distributed as dist
 from tqdm.auto import tqdm
 
-from inference.settings import SettingError
+from pyro_zoo.inference.settings import SettingError
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,7 @@
 r"""The evaluation report behind ``zoo eval``: importance-sampled log p(x) and its diagnostics.
 
 For a zoo model and a data split, :func:`evaluate` estimates per data point, with the model's
-``local_pair()`` as proposal and K = ``num_particles`` (see :mod:`inference.importance`),
+``local_pair()`` as proposal and K = ``num_particles`` (see :mod:`pyro_zoo.inference.importance`),
 
     log p̂(x) = logsumexp_k log w_k - log K,      IWAE_k,      ELBO = IWAE_1,
 
@@ -9,7 +9,7 @@ then averages over the N data points; the standard error of a mean is sqrt(sum_n
 (importance-sampling noise given the data). Where the model has an exact log p(x), the report
 adds it and the gap (log p̂ - log p) / SE. Diagnostics: PSIS k̂ per data point and the fraction
 of points over the sample-size-aware threshold min(1 - 1/log10 K, 0.7), with a warning when more
-are over it than chance explains (:mod:`inference.diagnostics`), the IS effective sample size,
+are over it than chance explains (:mod:`pyro_zoo.inference.diagnostics`), the IS effective sample size,
 KL per latent unit and active units (generic, for real-valued local latents, and the model's own
 ``kl_per_dim`` / ``active_units`` where it has them), ``model.metrics(data)`` and wall time.
 Every log-likelihood is in nats per data point.
@@ -20,11 +20,11 @@ with its SE and wall time, in the order the theory guarantees on average,
     ELBO = IWAE_1 <= IWAE_k <= IS (K particles) <= AIS   (<= exact log p(x) where known),
 
 and, with ``methods`` containing "bdmc", bidirectional Monte Carlo on data simulated from the
-model (forward AIS <= log p(x) <= reverse AIS; :mod:`inference.ais`). ``methods`` picks the rungs
+model (forward AIS <= log p(x) <= reverse AIS; :mod:`pyro_zoo.inference.ais`). ``methods`` picks the rungs
 beyond importance sampling, which always runs (it is the report's base): "ais", "bdmc", "sbc"
-(simulation-based calibration of the guide over global latents, :mod:`inference.sbc`). A method
+(simulation-based calibration of the guide over global latents, :mod:`pyro_zoo.inference.sbc`). A method
 that does not apply to the model (AIS on discrete latents, SBC without global latents) raises
-:class:`models.DataError` naming why.
+:class:`pyro_zoo.models.DataError` naming why.
 
 With ``out_dir`` it writes ``report.json``, ``bound_vs_k.png`` (ELBO, IWAE_k, IS log p(x) and
 the exact value against k), ``ladder.png`` (the ladder), ``khat.png`` (histogram of k̂ with the
@@ -57,15 +57,15 @@ from pathlib import Path
 
 import torch
 
-from inference import distributed
-from inference.ais import ais_evidence
-from inference.arviz_io import from_guide, from_nuts, plot_vi_vs_nuts
-from inference.arviz_io import summary as arviz_summary
-from inference.checkpoint import write_atomic
-from inference.diagnostics import ess_summary, latent_usage, model_latent_usage
-from inference.importance import estimate_evidence, estimate_log_likelihood
-from inference.psis import FINITE_VARIANCE_K, khat_summary
-from models.base import DataError, DataSplit
+from pyro_zoo.inference import distributed
+from pyro_zoo.inference.ais import ais_evidence
+from pyro_zoo.inference.arviz_io import from_guide, from_nuts, plot_vi_vs_nuts
+from pyro_zoo.inference.arviz_io import summary as arviz_summary
+from pyro_zoo.inference.checkpoint import write_atomic
+from pyro_zoo.inference.diagnostics import ess_summary, latent_usage, model_latent_usage
+from pyro_zoo.inference.importance import estimate_evidence, estimate_log_likelihood
+from pyro_zoo.inference.psis import FINITE_VARIANCE_K, khat_summary
+from pyro_zoo.models.base import DataError, DataSplit
 
 UNITS = "nats per data point"
 #: the estimators ``evaluate(..., methods=...)`` and ``zoo eval --method`` take
@@ -117,8 +117,8 @@ def evaluate(
 
     The model's declared ``inputs`` are taken from ``data`` (e.g. ``(x, y)`` for log p(x | y)).
     ``methods``: any of :data:`METHODS` ("is" always runs where it applies); ``ais_settings``
-    override :data:`AIS_SETTINGS` (keyword arguments of :func:`inference.ais.ais`),
-    ``sbc_settings`` :data:`SBC_SETTINGS` (plus ``fit_guide``, see :func:`inference.sbc.sbc`).
+    override :data:`AIS_SETTINGS` (keyword arguments of :func:`pyro_zoo.inference.ais.ais`),
+    ``sbc_settings`` :data:`SBC_SETTINGS` (plus ``fit_guide``, see :func:`pyro_zoo.inference.sbc.sbc`).
     A model that declares no importance sampling (global latents) gets instead the posterior
     comparison of :func:`compare_posteriors` (``num_particles`` guide draws, ``nuts_samples``
     NUTS draws after as many warm-up steps; 0 skips NUTS) on ``posterior_data`` (the data the
@@ -146,7 +146,7 @@ def evaluate(
                                          max_plate_nesting=max_plate_nesting, iwae_ks=iwae_ks,
                                          progress=progress, seed=seed)
         # the hook for other per-data-point estimators (AIS...): run them through
-        # inference.distributed.map_chunks, as estimate_log_likelihood does, before this line
+        # pyro_zoo.inference.distributed.map_chunks, as estimate_log_likelihood does, before this line
         here = distributed.world()
         if not here.main:
             return {"rank": here.rank}
@@ -243,7 +243,7 @@ def _other_methods(methods, model, local_model, local_guide, x, max_plate_nestin
     sbc_settings = {**SBC_SETTINGS, **(sbc_settings or {})}
     sbc_result = _sbc(model, x, max_plate_nesting, sbc_settings)
     fitted_by = "the given fit_guide" if "fit_guide" in sbc_settings else (
-        f"SVI (inference.train.fit_model, {_fit_text()})")
+        f"SVI (pyro_zoo.inference.train.fit_model, {_fit_text()})")
     report["sbc"] = {**sbc_result.summary(),
                      "data_per_replication": min(sbc_settings["num_data"], len(x)),
                      "fit": f"each replication refits a copy of the evaluated model by {fitted_by}"}
@@ -255,8 +255,8 @@ def _check_applicable(methods, model, local_model, local_guide, inputs: tuple, m
     """Raise :class:`DataError` before any estimation when a requested method cannot run on ``model``."""
     import pyro.poutine as poutine
 
-    from inference.ais import _Path
-    from inference.sbc import global_sites
+    from pyro_zoo.inference.ais import _Path
+    from pyro_zoo.inference.sbc import global_sites
 
     x = inputs[0]
     if len(inputs) > 1 and {"ais", "bdmc", "sbc"} & set(methods):
@@ -283,7 +283,7 @@ def _check_applicable(methods, model, local_model, local_guide, inputs: tuple, m
 
 
 def _ais(local_model, local_guide, x: torch.Tensor, settings: dict) -> dict:
-    from inference.ais import ais
+    from pyro_zoo.inference.ais import ais
 
     settings = dict(settings)
     if local_guide is None:
@@ -305,7 +305,7 @@ def _ais(local_model, local_guide, x: torch.Tensor, settings: dict) -> dict:
 
 
 def _bdmc(model, local_model, local_guide, x: torch.Tensor, settings: dict) -> dict:
-    from inference.ais import bdmc
+    from pyro_zoo.inference.ais import bdmc
 
     settings = dict(settings)
     if local_guide is None:
@@ -322,13 +322,13 @@ def _bdmc(model, local_model, local_guide, x: torch.Tensor, settings: dict) -> d
 
 
 def _fit_text() -> str:
-    from inference.sbc import DEFAULT_FIT
+    from pyro_zoo.inference.sbc import DEFAULT_FIT
 
     return ", ".join(f"{k}={v}" for k, v in DEFAULT_FIT.items())
 
 
 def _sbc(model, x: torch.Tensor, max_plate_nesting: int, settings: dict):
-    from inference.sbc import sbc
+    from pyro_zoo.inference.sbc import sbc
 
     settings = dict(settings)
     template = x[: settings.pop("num_data")]
@@ -590,7 +590,7 @@ def _global_posterior(model, inputs: tuple, num_samples: int = 500):
 
 
 def _forest_figure(idata, path: Path) -> Path:
-    from inference.arviz_io import arviz
+    from pyro_zoo.inference.arviz_io import arviz
 
     az = arviz()
     from matplotlib.figure import Figure

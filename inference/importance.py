@@ -37,13 +37,13 @@ from pyro.ops import packed
 from pyro.ops.contract import contract_to_tensor
 from pyro.poutine.util import site_is_subsample
 
-from inference import distributed
-from inference.arviz_io import arviz
-from inference.programs import as_tensors
-from inference.psis import khat_summary, pareto_khat
-from inference.settings import whole_number
-from inference.sites import in_data_plate
-from models.base import DATA_PLATE
+from pyro_zoo.inference import distributed
+from pyro_zoo.inference.arviz_io import arviz
+from pyro_zoo.inference.programs import as_tensors
+from pyro_zoo.inference.psis import khat_summary, pareto_khat
+from pyro_zoo.inference.settings import whole_number
+from pyro_zoo.inference.sites import in_data_plate
+from pyro_zoo.models.base import DATA_PLATE
 
 
 def _no_guide(*args, **kwargs):
@@ -52,7 +52,7 @@ def _no_guide(*args, **kwargs):
 
 def log_weights(model, guide, data, num_particles: int, max_plate_nesting: int = 1) -> torch.Tensor:
     """Log importance weights of shape ``(num_particles, N)`` from one vectorised pass over
-    ``data`` (a tensor or a tuple of tensors, see :mod:`inference.programs`)."""
+    ``data`` (a tensor or a tuple of tensors, see :mod:`pyro_zoo.inference.programs`)."""
     data = as_tensors(data)
     x = data[0]
     guide = guide or _no_guide
@@ -197,7 +197,7 @@ def weight_statistics(log_w: torch.Tensor, iwae_ks=(1, 10, 100, 1000)) -> dict[s
 
 class EstimateTooLarge(ValueError):
     """An estimate whose importance weights would not fit in the memory at hand (the message names
-    ``num_particles`` in backquotes, like :class:`~inference.settings.SettingError`)."""
+    ``num_particles`` in backquotes, like :class:`~pyro_zoo.inference.settings.SettingError`)."""
 
 
 #: float32-sized copies of the (K, N) weights held at once (log w, w, groups, PSIS's float64
@@ -274,7 +274,7 @@ def estimate_log_likelihood(
 
     ``seed``: chunk [lo, hi) draws its particles from a generator seeded by (seed, lo), so the
     per-data-point estimates do not depend on how chunks are shared out; under ``torchrun`` the
-    chunks are (:func:`inference.distributed.map_chunks`: rank 0's chunk plan, contiguous runs
+    chunks are (:func:`pyro_zoo.inference.distributed.map_chunks`: rank 0's chunk plan, contiguous runs
     of chunks per rank, results gathered on every rank), and the estimates are identical whatever
     the number of ranks. ``seed=None`` with one process draws from the global torch RNG.
     """

@@ -26,7 +26,7 @@ import math
 import numpy as np
 import torch
 
-from inference.arviz_io import arviz
+from pyro_zoo.inference.arviz_io import arviz
 
 #: the fewest particles for which PSIS has the five tail draws it needs (ceil(K / 5) > 4).
 MIN_PSIS_PARTICLES = 21

@@ -18,7 +18,7 @@ parameters (Bonferroni).
 
 Global latents are the model's sample sites outside the "data" plate. One replication: trace
 ``poutine.uncondition(model)`` on ``x_template`` (draws θ̃ from the prior and x̃ from p(x | θ̃);
-the data are assembled from the observed sites as in :func:`inference.ais.simulate`), fit a fresh
+the data are assembled from the observed sites as in :func:`pyro_zoo.inference.ais.simulate`), fit a fresh
 model (``make_model()``) to x̃, draw L guide samples in one vectorised pass
 (``pyro.plate("draws", L, dim=-(max_plate_nesting + 1))``), rank.
 """
@@ -36,11 +36,11 @@ import pyro
 import pyro.poutine as poutine
 import torch
 
-from inference.ais import simulated_data
-from inference.sites import is_global_latent
-from inference.train import fit_model
+from pyro_zoo.inference.ais import simulated_data
+from pyro_zoo.inference.sites import is_global_latent
+from pyro_zoo.inference.train import fit_model
 
-#: SVI settings of each refit (``inference.train.fit_model``): TraceEnum_ELBO equals Trace_ELBO where
+#: SVI settings of each refit (``pyro_zoo.inference.train.fit_model``): TraceEnum_ELBO equals Trace_ELBO where
 #: nothing is enumerated, so one setting serves every model; a model with a closed-form loss
 #: (``capabilities.closed_form_loss``) is refitted on it, the exact expectation of the same ELBO.
 DEFAULT_FIT = {"objective": "TraceEnum_ELBO", "steps": 200, "lr": 0.05}
@@ -48,7 +48,7 @@ ALPHA = 0.01
 
 
 def _fit_guide(model, x: torch.Tensor, **settings) -> None:
-    """Fit ``model``'s guide to ``x`` by SVI; the one place SBC calls :func:`inference.train.fit`."""
+    """Fit ``model``'s guide to ``x`` by SVI; the one place SBC calls :func:`pyro_zoo.inference.train.fit`."""
     settings = {"fast": model.capabilities.closed_form_loss, **DEFAULT_FIT, **settings}
     fit_model(model, x, progress=False, **settings)
 
@@ -154,7 +154,7 @@ def sbc(
 
     ``make_model()`` returns a fresh zoo model (``.model``/``.guide`` Pyro programs) for every
     replication; ``x_template`` (N, ...) sets the size and type of each simulated data set;
-    ``fit_guide(model, x)`` fits it (default: SVI by :func:`inference.train.fit` with
+    ``fit_guide(model, x)`` fits it (default: SVI by :func:`pyro_zoo.inference.train.fit` with
     :data:`DEFAULT_FIT`). ``num_draws`` guide draws L per replication, ``bins`` histogram bins.
     Raises ``ValueError`` when the model has no global latents.
     """

@@ -1,9 +1,9 @@
-"""Early stopping on a validation split, around :func:`inference.train.fit_model`.
+"""Early stopping on a validation split, around :func:`pyro_zoo.inference.train.fit_model`.
 
 Training runs in rounds of ``epochs_per_round`` epochs, each round resuming the same checkpoint
 (parameters, optimiser state, random state and position carry on exactly as in one long run).
 After each round the model is scored on the validation data -- by default the loss of its own
-objective there, in nats per data point (``inference.train.evaluate_objective``: -log p(x) for a
+objective there, in nats per data point (``pyro_zoo.inference.train.evaluate_objective``: -log p(x) for a
 model without latents, -ELBO or -IWAE_k for a latent variable model) -- and the state with the
 lowest score so far is kept. Training stops after ``patience`` rounds without a lower score, or
 at ``max_epochs``; the model is then left in its best state (module weights and the param-store
@@ -22,7 +22,7 @@ from pathlib import Path
 import pyro
 import torch
 
-from inference.train import evaluate_objective, fit_model, load_params
+from pyro_zoo.inference.train import evaluate_objective, fit_model, load_params
 
 #: the name the best state is restored under in error messages
 BEST = "the best validation state"

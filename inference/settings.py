@@ -3,7 +3,7 @@
 Counts (steps, particles, chains, rows per batch) are whole numbers in a stated range; rates,
 norms and lengths are finite numbers > 0. A value out of range raises :class:`SettingError`,
 whose message names the keyword in backquotes (```lr` must be ...``) and whose ``setting`` is
-that keyword, so a command line can name its own flag instead (``zoo.cli`` maps them).
+that keyword, so a command line can name its own flag instead (``pyro_zoo.cli`` maps them).
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """What a site of a Pyro trace is, defined once: inside the data plate or not, latent or not.
 
 A zoo program puts every per-data-point site inside ``pyro.plate(DATA_PLATE, ...)`` (see
-:mod:`models.base`); a latent outside it is global (shared by all data points: weights, CPDs,
+:mod:`pyro_zoo.models.base`); a latent outside it is global (shared by all data points: weights, CPDs,
 a scale), one inside it is local (one per data point: a VAE's z).
 """
 
@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from pyro.poutine.util import site_is_subsample
 
-from models.base import DATA_PLATE
+from pyro_zoo.models.base import DATA_PLATE
 
 
 def in_data_plate(site: dict) -> bool:

@@ -20,12 +20,12 @@ parameter the program touches.
 
 Losses stay on the device and are read back every ``log_every`` steps (one host sync), where
 the NaN guard, the progress bar and checkpoints happen. A checkpoint (module state, param-store
-values, optimiser, random state, position in the epoch; see :mod:`inference.checkpoint`) is
+values, optimiser, random state, position in the epoch; see :mod:`pyro_zoo.inference.checkpoint`) is
 written every ``checkpoint_seconds``, at the end, and, when training diverges, holding the last
 state whose parameters and losses were finite; ``resume`` continues it exactly, wherever it was
 interrupted.
 
-Under ``torchrun`` the same code trains data-parallel (see :mod:`inference.distributed`): each
+Under ``torchrun`` the same code trains data-parallel (see :mod:`pyro_zoo.inference.distributed`): each
 rank takes its block of the shared permutation's batch, gradients are averaged over ranks, and
 rank 0 alone writes checkpoints.
 """
@@ -49,11 +49,11 @@ from pyro.infer import RenyiELBO, Trace_ELBO, TraceEnum_ELBO, TraceGraph_ELBO, T
 from pyro.poutine.messenger import Messenger
 from tqdm.auto import tqdm
 
-from inference import compiled, distributed
-from inference.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
-from inference.programs import as_tensors
-from inference.settings import MAX_STEPS, SettingError, positive_number, whole_number
-from inference.sites import in_data_plate
+from pyro_zoo.inference import compiled, distributed
+from pyro_zoo.inference.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from pyro_zoo.inference.programs import as_tensors
+from pyro_zoo.inference.settings import MAX_STEPS, SettingError, positive_number, whole_number
+from pyro_zoo.inference.sites import in_data_plate
 
 ELBOS = {
     "Trace_ELBO": Trace_ELBO,
@@ -140,7 +140,8 @@ class TrainConfig:
     log_every: int | None = None
 
     def __post_init__(self):
-        """Each setting checked (:class:`~inference.settings.SettingError` naming it) and made plain."""
+        """Each setting checked (:class:`~pyro_zoo.inference.settings.SettingError` naming it) and made
+        plain."""
         if self.steps is not None:
             self.steps = whole_number("steps", self.steps, 1, MAX_STEPS)
         if self.epochs is not None:
@@ -157,7 +158,7 @@ class TrainConfig:
 
     def total_steps(self, num_data: int) -> int:
         """The run's length in steps: ``steps``, or ``epochs`` of ceil(N / B) steps, at most
-        :data:`~inference.settings.MAX_STEPS`."""
+        :data:`~pyro_zoo.inference.settings.MAX_STEPS`."""
         if (self.steps is None) == (self.epochs is None):
             raise SettingError("steps", "give exactly one of `steps` or `epochs`")
         if self.steps is not None:
@@ -212,7 +213,7 @@ def fit(model, guide, data, config: TrainConfig | None = None, *, objective="Tra
     an optional ``loss(*batch, num_data=N)`` computing the same objective in closed form (the
     fast path); ``compile`` runs that through ``torch.compile``, and the Pyro objective of a program
     of static structure through a trace recorded once per batch shape and replayed
-    (:mod:`inference.compiled`: same loss and gradients, no per-step Pyro cost).
+    (:mod:`pyro_zoo.inference.compiled`: same loss and gradients, no per-step Pyro cost).
     ``preprocess(*batch)`` maps each minibatch before model and guide see it (e.g. dynamic
     binarisation). With ``checkpoint``, ``meta`` (plain JSON-like values) is stored beside the
     state; an existing file there is refused unless ``resume`` (continue it; ``lr``, ``clip_norm``
@@ -509,7 +510,7 @@ def _step_function(model, guide, objective: Objective, max_plate_nesting: int, l
 
 def _pyro_loss(elbo, model, guide, compile: bool):
     """``loss(batch, scale)``, the ELBO's differentiable loss with the data plate scaled; with
-    ``compile``, traced once per batch signature and replayed (:mod:`inference.compiled`)."""
+    ``compile``, traced once per batch signature and replayed (:mod:`pyro_zoo.inference.compiled`)."""
     if compile and compiled.compilable(elbo):
         return compiled.CompiledLoss(elbo, model, guide, scaled=_DataScale)
     if compile:

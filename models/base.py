@@ -22,8 +22,8 @@ importance-sampling estimators) and ``metrics(data)``. Figures are drawn by the 
 (a model folder's ``figures.py``), not by the model.
 
 A zoo model owns its parameters as ``nn.Parameter`` s, except a plain Pyro program wrapped by
-:class:`models.program.PyroProgram`, whose ``pyro.param`` s and AutoGuide parameters live in the Pyro
-param store (a checkpoint holds both); ``inference.train.fit`` trains any Pyro program.
+:class:`pyro_zoo.models.program.PyroProgram`, whose ``pyro.param`` s and AutoGuide parameters live in the Pyro
+param store (a checkpoint holds both); ``pyro_zoo.inference.train.fit`` trains any Pyro program.
 """
 
 from __future__ import annotations

@@ -30,7 +30,7 @@ import typing
 from dataclasses import dataclass
 from typing import ClassVar
 
-from models.base import DataError
+from pyro_zoo.models.base import DataError
 
 #: caps that keep one weight matrix under about 400 MB: layer widths and latent sizes (10**4 x 10**4
 #: float32) and data dimensions (10**5 columns against up to 10**3 hidden units)

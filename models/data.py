@@ -1,6 +1,6 @@
 """Image data shared by the image models: MNIST (torchvision) and scikit-learn's 8x8 digits.
 
-Both come back as a :class:`models.DataSplit` whose ``x`` is a float32 tensor of shape
+Both come back as a :class:`pyro_zoo.models.DataSplit` whose ``x`` is a float32 tensor of shape
 ``(N, D)`` with grey levels in [0, 1] (one row per image, pixels in row-major order) and whose
 ``y`` is the int64 digit label of shape ``(N,)``:
 
@@ -24,7 +24,7 @@ digits, 256 for MNIST), whatever scale ``x`` is on. Which data set :func:`load_d
 ``data`` when named; otherwise ``"mnist"`` when a ``data_dir`` is given and the model's default
 (the embedded ``"digits"`` unless it names another) when none is (so every command runs offline
 by default). ``data="mnist"`` without ``data_dir`` reads ``$ZOO_DATA_DIR`` or ``./data``. Models
-read their input dimension from the data (e.g. ``hparams_for`` in :mod:`models.vae`).
+read their input dimension from the data (e.g. ``hparams_for`` in :mod:`pyro_zoo.models.vae`).
 
 :func:`binarize` draws x_b ~ Bernoulli(x) with a fixed generator: the fixed binarised test sets
 of binary-likelihood models are made with it once, while their training minibatches are
@@ -46,7 +46,7 @@ import numpy as np
 import torch
 from sklearn.datasets import load_digits as sklearn_digits
 
-from models.base import DataError, DataSplit
+from pyro_zoo.models.base import DataError, DataSplit
 
 DATA_SETS = ("digits", "digits17", "mnist")
 SPLITS = ("train", "test")

@@ -18,8 +18,8 @@ import torch.nn.functional as F
 from torch import nn
 from torch.distributions import constraints
 
-from models import data as image_data
-from models.base import DataError, DataSplit
+from pyro_zoo.models import data as image_data
+from pyro_zoo.models.base import DataError, DataSplit
 
 #: the pixel likelihoods of the image models (:class:`Pixels`)
 LIKELIHOODS = ("bernoulli", "categorical")
@@ -92,7 +92,8 @@ class BernoulliPixels(dist.TorchDistribution):
 
 
 def binarized(x: torch.Tensor) -> torch.Tensor:
-    """``x`` when it is already binary, else its fixed binarisation (:func:`models.data.binarize`)."""
+    """``x`` when it is already binary, else its fixed binarisation
+    (:func:`pyro_zoo.models.data.binarize`)."""
     return x if bool(((x == 0) | (x == 1)).all()) else image_data.binarize(x.cpu()).to(x.device)
 
 

@@ -2,7 +2,7 @@
 
 Write the model the way Pyro's tutorials do, put the data points in ``pyro.plate(DATA_PLATE, N)``,
 pick a guide (an AutoGuide class such as ``AutoNormal``, or a guide function with
-``pyro.param`` s), and describe it in a :class:`~models.ModelSpec` with :func:`program_spec`::
+``pyro.param`` s), and describe it in a :class:`~pyro_zoo.models.ModelSpec` with :func:`program_spec`::
 
     def model(x):
         loc = pyro.sample("loc", dist.Normal(0.0, 10.0))
@@ -13,7 +13,7 @@ pick a guide (an AutoGuide class such as ``AutoNormal``, or a guide function wit
 
 ``zoo train path/to/file.py`` then trains it, ``zoo eval path/to/file.py --checkpoint ...``
 evaluates it. Its parameters live in the Pyro param store (an AutoGuide's are also those of its
-module); a checkpoint holds both, and :func:`zoo.runs.load` puts them back.
+module); a checkpoint holds both, and :func:`pyro_zoo.runs.load` puts them back.
 """
 
 from __future__ import annotations
@@ -24,9 +24,9 @@ from collections.abc import Callable
 
 import torch
 
-from models.base import Capabilities, DataSplit, ZooModel
-from models.config import MAX_DIM, Config, hparam
-from models.spec import ModelSpec
+from pyro_zoo.models.base import Capabilities, DataSplit, ZooModel
+from pyro_zoo.models.config import MAX_DIM, Config, hparam
+from pyro_zoo.models.spec import ModelSpec
 
 #: the most dimensions one data point of a plain program may have
 MAX_EVENT_DIMS = 8
@@ -91,12 +91,12 @@ def program_spec(name: str, model: Callable, *, load_data: Callable[..., DataSpl
                  smoke_train: dict | None = None, capabilities: Capabilities | None = None,
                  sample: Callable[[int], torch.Tensor] | None = None,
                  max_plate_nesting: int = 1) -> ModelSpec:
-    """The :class:`~models.ModelSpec` of a plain Pyro program (see the module docstring).
+    """The :class:`~pyro_zoo.models.ModelSpec` of a plain Pyro program (see the module docstring).
 
     ``load_data(split, data_dir=None, data=None, smoke=False)`` returns a :class:`DataSplit`;
     ``train`` the training settings (default 2000 steps, full batch, lr 0.01), ``smoke_train``
     those of ``--smoke`` (default 200 steps). ``config``: the program's own settings, a frozen
-    dataclass subclassing :class:`~models.config.Config` (``--set`` then checks and sets them);
+    dataclass subclassing :class:`~pyro_zoo.models.config.Config` (``--set`` then checks and sets them);
     model and guide function then take it as the keyword argument ``config``.
     """
     config_class = ProgramConfig if config is None else _with_event_shape(config)

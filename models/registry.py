@@ -27,26 +27,26 @@ import importlib.util
 import sys
 from pathlib import Path
 
-from models.base import DataError
-from models.spec import ModelSpec
+from pyro_zoo.models.base import DataError
+from pyro_zoo.models.spec import ModelSpec
 
 #: the entry-point group through which installed packages add models
 ENTRY_POINT_GROUP = "pyro_zoo.models"
 
 REGISTRY: dict[str, str] = {
-    "arm": "models.arm",
-    "bayes_regression": "models.bayes_regression",
-    "cvae": "models.cvae",
-    "dlgm": "models.dlgm",
-    "eight_schools": "models.eight_schools",
-    "flow": "models.flow",
-    "hmm": "models.hmm",
-    "hvae": "models.hvae",
-    "lgssm": "models.lgssm",
-    "mixture": "models.mixture",
-    "ppca": "models.ppca",
-    "student": "models.student",
-    "vae": "models.vae",
+    "arm": "pyro_zoo.models.arm",
+    "bayes_regression": "pyro_zoo.models.bayes_regression",
+    "cvae": "pyro_zoo.models.cvae",
+    "dlgm": "pyro_zoo.models.dlgm",
+    "eight_schools": "pyro_zoo.models.eight_schools",
+    "flow": "pyro_zoo.models.flow",
+    "hmm": "pyro_zoo.models.hmm",
+    "hvae": "pyro_zoo.models.hvae",
+    "lgssm": "pyro_zoo.models.lgssm",
+    "mixture": "pyro_zoo.models.mixture",
+    "ppca": "pyro_zoo.models.ppca",
+    "student": "pyro_zoo.models.student",
+    "vae": "pyro_zoo.models.vae",
 }
 
 
@@ -141,7 +141,7 @@ def _checked_spec(module, where: str) -> ModelSpec:
     spec = getattr(module, "SPEC", None)
     if not isinstance(spec, ModelSpec):
         raise UnknownModelError(f"{where} defines no SPEC = ModelSpec(...) (or "
-                                "models.program.program_spec(...)); add one")
+                                "pyro_zoo.models.program.program_spec(...)); add one")
     return spec
 
 

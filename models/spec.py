@@ -16,14 +16,14 @@ import pyro
 import torch
 from torch.overrides import TorchFunctionMode
 
-from models.base import DataError, DataSplit, ZooModel
-from models.config import Config
+from pyro_zoo.models.base import DataError, DataSplit, ZooModel
+from pyro_zoo.models.config import Config
 
 #: the most numbers (parameters and buffers) one model may hold: 400 MB in float32, about 1.6 GB
 #: with its gradient and Adam's two moments (see :meth:`ModelSpec.check_size`)
 MAX_PARAMETERS = 100_000_000
 
-#: the training settings a spec may give (the keyword names of ``inference.train.TrainConfig``)
+#: the training settings a spec may give (the keyword names of ``pyro_zoo.inference.train.TrainConfig``)
 TRAIN_SETTINGS = ("steps", "epochs", "batch_size", "lr", "clip_norm")
 
 
@@ -55,8 +55,8 @@ def _elements(factory, args: tuple) -> int:
 class ModelSpec:
     """A model of the zoo, of a user's file or of an installed package.
 
-    ``config`` is the model's :class:`~models.config.Config` class and ``build(config)`` returns
-    the :class:`~models.base.ZooModel`. ``load_data(split, data_dir=None, data=None,
+    ``config`` is the model's :class:`~pyro_zoo.models.config.Config` class and ``build(config)`` returns
+    the :class:`~pyro_zoo.models.base.ZooModel`. ``load_data(split, data_dir=None, data=None,
     smoke=False)`` returns a :class:`DataSplit` (``split`` "train" or "test", ``data`` a
     model-specific data-set name or a CSV path). ``train`` holds the default training settings
     (``steps`` or ``epochs``, ``batch_size`` (None: full batch), ``lr``) and ``smoke_train`` their

@@ -11,12 +11,12 @@ import pytest
 import torch
 from torch.distributions import constraints, transform_to
 
-from inference.ais import ais, bdmc, beta_schedule, simulate
-from inference.importance import estimate_log_likelihood
-from models.dlgm import load_data as dlgm_data
-from models.dlgm import true_model
-from models.ppca import PPCA, PPCAConfig
-from models.ppca import load_data as ppca_data
+from pyro_zoo.inference.ais import ais, bdmc, beta_schedule, simulate
+from pyro_zoo.inference.importance import estimate_log_likelihood
+from pyro_zoo.models.dlgm import load_data as dlgm_data
+from pyro_zoo.models.dlgm import true_model
+from pyro_zoo.models.ppca import PPCA, PPCAConfig
+from pyro_zoo.models.ppca import load_data as ppca_data
 from tests.conftest import SEED, requires_cuda
 from tests.toy import sharp_dlgm
 

@@ -15,10 +15,10 @@ from pyro.infer import Trace_ELBO
 from scipy.stats import chisquare
 from sklearn.datasets import load_digits
 
-from inference.train import fit_model
-from models import DataError
-from models.arm import ARM, SPEC, ARMConfig, hparams_for, load_data
-from zoo.cli import main
+from pyro_zoo.cli import main
+from pyro_zoo.inference.train import fit_model
+from pyro_zoo.models import DataError
+from pyro_zoo.models.arm import ARM, SPEC, ARMConfig, hparams_for, load_data
 
 
 def tiny_arm(likelihood: str, data_dim: int, levels: int = 17, hidden=(16, 16)) -> ARM:

@@ -16,9 +16,15 @@ import pytest
 import torch
 from pyro.ops.indexing import Vindex
 
-from inference.arviz_io import from_guide, from_nuts, plot_vi_vs_nuts, pointwise_log_likelihood, summary
-from models.base import DATA_PLATE
-from models.student import VARIABLES, StudentConfig, StudentNetwork, joint_table, load_data
+from pyro_zoo.inference.arviz_io import (
+    from_guide,
+    from_nuts,
+    plot_vi_vs_nuts,
+    pointwise_log_likelihood,
+    summary,
+)
+from pyro_zoo.models.base import DATA_PLATE
+from pyro_zoo.models.student import VARIABLES, StudentConfig, StudentNetwork, joint_table, load_data
 from tests.conftest import SEED
 
 X = torch.tensor([[0, 0]] * 6 + [[0, 1]] * 3 + [[0, 2]] * 1 + [[1, 0]] * 2 + [[1, 2]] * 8)

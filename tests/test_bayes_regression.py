@@ -9,9 +9,9 @@ import pyro
 import pytest
 import torch
 
-from inference.evaluate import NO_IMPORTANCE_SAMPLING, compare_posteriors, evaluate
-from inference.train import fit_model
-from models import get_spec
+from pyro_zoo.inference.evaluate import NO_IMPORTANCE_SAMPLING, compare_posteriors, evaluate
+from pyro_zoo.inference.train import fit_model
+from pyro_zoo.models import get_spec
 from tests.conftest import SEED
 
 STEPS = 2000

@@ -9,8 +9,8 @@ import sys
 import pytest
 import torch
 
-from models import REGISTRY
-from zoo.cli import main
+from pyro_zoo.cli import main
+from pyro_zoo.models import REGISTRY
 
 
 def run(capsys, *argv):
@@ -30,7 +30,8 @@ def test_list_names_every_registered_model(capsys):
 
 
 def test_module_entry_point():
-    done = subprocess.run([sys.executable, "-m", "zoo", "list"], capture_output=True, text=True, check=True)
+    done = subprocess.run([sys.executable, "-m", "pyro_zoo", "list"], capture_output=True, text=True,
+                          check=True)
     assert all(name in done.stdout for name in REGISTRY)
 
 

@@ -1,9 +1,9 @@
 """Every bad flag a clear error: exit status 2, one line on stderr, nothing written.
 
-Each case is the argv of ``zoo.cli.main``, run in-process with the working directory in a
+Each case is the argv of ``pyro_zoo.cli.main``, run in-process with the working directory in a
 fresh ``tmp_path`` (so default run folders would land there too). ``{out}`` is a run folder
 under it and the other ``{...}`` names are bad inputs the ``paths`` fixture writes first. Every
-error, argparse's included, is one line starting ``zoo: error:`` (``zoo.cli.Parser`` reports
+error, argparse's included, is one line starting ``zoo: error:`` (``pyro_zoo.cli.Parser`` reports
 argparse's errors that way instead of printing a usage block), and no file may appear under
 ``tmp_path`` that was not there before the command ran. Cases that would reach training pass
 ``--no-progress`` so a progress bar cannot pass for an error line.
@@ -20,14 +20,14 @@ import numpy as np
 import pytest
 import torch
 
-from inference.checkpoint import save_checkpoint
-from inference.devices import DeviceError, resolve_device
-from models import DataError, get_spec
-from models.data import MAX_CSV_MB, check_mnist_files, csv_split, read_csv
-from models.mixture import MixtureConfig, MixtureModel
-from models.student import QueryError, answer, joint_table, true_cpds
-from zoo.cli import main
-from zoo.validate import writable_folder
+from pyro_zoo.cli import main
+from pyro_zoo.inference.checkpoint import save_checkpoint
+from pyro_zoo.inference.devices import DeviceError, resolve_device
+from pyro_zoo.models import DataError, get_spec
+from pyro_zoo.models.data import MAX_CSV_MB, check_mnist_files, csv_split, read_csv
+from pyro_zoo.models.mixture import MixtureConfig, MixtureModel
+from pyro_zoo.models.student import QueryError, answer, joint_table, true_cpds
+from pyro_zoo.validate import writable_folder
 
 ROOT = os.geteuid() == 0
 NEEDS_SYS = pytest.mark.skipif(not Path("/sys").is_dir(), reason="needs /sys (read-only even for root)")
@@ -198,7 +198,8 @@ def _nan_student(path: Path) -> Path:
 
 
 def checkpoint_state(model: str, config: dict, module_state: dict, **meta) -> dict:
-    """A checkpoint as ``zoo train`` writes one (see inference.checkpoint), with the given module state."""
+    """A checkpoint as ``zoo train`` writes one (see pyro_zoo.inference.checkpoint), with the given
+    module state."""
     return {"model": model, "config": config, **meta, "modules": {"model": module_state}, "params": {},
             "optimizer_state": {}, "step": 0, "losses": [], "rng": {"torch": torch.get_rng_state()}}
 

@@ -1,4 +1,4 @@
-"""The compiled Pyro objective (``fit(..., compile=True)``, :mod:`inference.compiled`) against the
+"""The compiled Pyro objective (``fit(..., compile=True)``, :mod:`pyro_zoo.inference.compiled`) against the
 eager one: a replayed graph draws the same random numbers as the program run eagerly, so at the
 same seed both give the same loss and the same gradient of every parameter -- checked on every
 registered model, a user's file, and programs written with ``pyro.param``, ``PyroModule``,
@@ -26,9 +26,9 @@ from pyro.infer.autoguide import (
 from pyro.nn import PyroModule, PyroSample
 from torch import nn
 
-from inference.compiled import CompiledLoss
-from inference.train import as_objective, fit, fit_model
-from models import get_spec
+from pyro_zoo.inference.compiled import CompiledLoss
+from pyro_zoo.inference.train import as_objective, fit, fit_model
+from pyro_zoo.models import get_spec
 from tests.conftest import requires_cuda
 from tests.test_contract import MODELS
 
@@ -88,7 +88,7 @@ def test_every_model_compiles_to_its_own_loss_and_gradients(name, device, caplog
     elbo = as_objective(spec.objective_for(spec.config())).build(spec.max_plate_nesting)
     loss = CompiledLoss(elbo, model.model, model.guide, scaled=scaled)
     if name == "student":  # which columns are latent depends on the data's missing entries
-        with caplog.at_level(logging.WARNING, logger="inference.compiled"):
+        with caplog.at_level(logging.WARNING, logger="pyro_zoo.inference.compiled"):
             loss(batch, 3.0)
         assert "reads a tensor's value into Python at student/model.py" in loss.fallback
         assert len(caplog.records) == 1
@@ -228,7 +228,7 @@ def test_a_structure_change_between_steps_falls_back_with_one_sentence(caplog):
 
     loss = CompiledLoss(Trace_ELBO(), model, lambda x: None, scaled=scaled, check_every=3)
     x = torch.randn(10) + 1
-    with caplog.at_level(logging.WARNING, logger="inference.compiled"):
+    with caplog.at_level(logging.WARNING, logger="pyro_zoo.inference.compiled"):
         for call in range(1, 9):
             extra["on"] = call >= 5
             value = loss((x,), 1.0)

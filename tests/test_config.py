@@ -9,7 +9,7 @@ from typing import ClassVar
 
 import pytest
 
-from models.config import NUM_DATA, Config, HparamError, hparam
+from pyro_zoo.models.config import NUM_DATA, Config, HparamError, hparam
 
 
 @dataclass(frozen=True)

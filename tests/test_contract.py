@@ -16,9 +16,9 @@ import pytest
 import torch
 from pyro.poutine.util import site_is_subsample
 
-from inference.importance import log_weights
-from inference.train import ELBOS, as_objective
-from models import REGISTRY, get_spec
+from pyro_zoo.inference.importance import log_weights
+from pyro_zoo.inference.train import ELBOS, as_objective
+from pyro_zoo.models import REGISTRY, get_spec
 from tests.conftest import requires_cuda
 
 DEVICES = [pytest.param("cpu"), pytest.param("cuda", marks=[pytest.mark.cuda, requires_cuda])]
@@ -182,7 +182,7 @@ def test_every_hyperparameter_declares_its_bounds_or_choices(name):
 
 @pytest.mark.parametrize("name", MODELS)
 def test_rejects_bad_data(name):
-    from models import DataError
+    from pyro_zoo.models import DataError
 
     _, model, inputs = _setup(name, "cpu")
     x = inputs[0]

@@ -8,9 +8,9 @@ import math
 import pytest
 import torch
 
-from inference.importance import estimate_log_likelihood
-from inference.train import fit_model
-from models import DataError, get_spec
+from pyro_zoo.inference.importance import estimate_log_likelihood
+from pyro_zoo.inference.train import fit_model
+from pyro_zoo.models import DataError, get_spec
 from tests.conftest import SEED
 
 

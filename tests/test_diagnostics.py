@@ -20,15 +20,15 @@ import pytest
 import torch
 from scipy import integrate, stats
 
-from inference.diagnostics import (
+from pyro_zoo.inference.diagnostics import (
     ess_summary,
     importance_ess,
     latent_usage,
     model_latent_usage,
     psis_diagnostics,
 )
-from inference.psis import khat_over_by_chance, khat_summary, khat_threshold, pareto_khat
-from models.base import DATA_PLATE
+from pyro_zoo.inference.psis import khat_over_by_chance, khat_summary, khat_threshold, pareto_khat
+from pyro_zoo.models.base import DATA_PLATE
 from tests.conftest import SEED
 
 K, N = 10_000, 40

@@ -26,10 +26,10 @@ import pytest
 import torch
 from torch import nn
 
-from inference import distributed
-from inference.importance import estimate_log_likelihood
-from inference.settings import SettingError
-from inference.train import TrainingDiverged, fit
+from pyro_zoo.inference import distributed
+from pyro_zoo.inference.importance import estimate_log_likelihood
+from pyro_zoo.inference.settings import SettingError
+from pyro_zoo.inference.train import TrainingDiverged, fit
 from tests.toy import NormalNormal
 
 WORLD = 2
@@ -120,10 +120,11 @@ def rank_main(out: Path):
 
 
 def library_scenarios(out: Path, rank: int):
-    import inference.train
+    import pyro_zoo.inference.train
 
-    found, writes, save = {}, [], inference.train.save_checkpoint
-    inference.train.save_checkpoint = lambda path, state: (writes.append(Path(path).name), save(path, state))
+    found, writes, save = {}, [], pyro_zoo.inference.train.save_checkpoint
+    pyro_zoo.inference.train.save_checkpoint = lambda path, state: (writes.append(Path(path).name),
+                                                                     save(path, state))
     result, params = train_regression()
     found["regression"] = (result.losses, params)
     found["regression_skewed"] = train_regression(skew=True)[0].losses
@@ -155,7 +156,7 @@ def library_scenarios(out: Path, rank: int):
 
 def command_line_scenario(out: Path):
     """train, resume and eval through the CLI's entry point, on this rank."""
-    from zoo.cli import main
+    from pyro_zoo.cli import main
 
     run, common = out / "run", ["--no-progress", "--json"]
     for argv in (["train", "ppca", "--smoke", "--steps", "20", "--out", str(run)],
@@ -280,8 +281,8 @@ RAISING = """
     import pyro
     import pyro.distributions as dist
     import torch
-    from inference import distributed
-    from inference.train import fit
+    from pyro_zoo.inference import distributed
+    from pyro_zoo.inference.train import fit
 
     def model(x):
         loc = pyro.param("loc", torch.tensor(0.0))
@@ -316,7 +317,7 @@ def test_a_rank_that_raises_stops_the_other_without_a_hang(tmp_path):
 def test_zoo_train_resume_and_eval_under_torchrun(launched, tmp_path):
     import json
 
-    from zoo.runs import evaluate
+    from pyro_zoo.runs import evaluate
 
     out, done = launched[0] / "run", launched[1]
     printed = [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]

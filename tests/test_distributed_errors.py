@@ -20,7 +20,7 @@ from pathlib import Path
 
 from torch.distributed.elastic.multiprocessing.errors import ChildFailedError, ProcessFailure
 
-from inference import distributed
+from pyro_zoo.inference import distributed
 from tests.test_distributed import REPO, WORLD, free_port, loopback_env
 
 PROBES = {  # the three user errors of issue 17, each met by every rank
@@ -32,7 +32,7 @@ PROBES = {  # the three user errors of issue 17, each met by every rank
 RANK_SCRIPT = """
     import contextlib, io, json, os, sys
     from pathlib import Path
-    from zoo.cli import main
+    from pyro_zoo.cli import main
 
     out = Path(sys.argv[1])
     found = {}

@@ -10,10 +10,10 @@ from pyro import poutine
 from scipy.special import expit, logsumexp
 from scipy.stats import norm
 
-from inference.train import fit_model
-from models.base import DataError
-from models.config import HparamError
-from models.dlgm import (
+from pyro_zoo.inference.train import fit_model
+from pyro_zoo.models.base import DataError
+from pyro_zoo.models.config import HparamError
+from pyro_zoo.models.dlgm import (
     DLGM,
     SPEC,
     TRUE_A,

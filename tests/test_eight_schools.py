@@ -12,12 +12,12 @@ import pytest
 import torch
 from scipy import integrate
 
-from inference.ais import ais_evidence
-from inference.sbc import sbc
-from inference.train import fit_model
-from models import DataError
-from models.eight_schools import SPEC, EightSchools, EightSchoolsConfig, load_data, quadrature
-from models.eight_schools.model import log_likelihood_given_tau
+from pyro_zoo.inference.ais import ais_evidence
+from pyro_zoo.inference.sbc import sbc
+from pyro_zoo.inference.train import fit_model
+from pyro_zoo.models import DataError
+from pyro_zoo.models.eight_schools import SPEC, EightSchools, EightSchoolsConfig, load_data, quadrature
+from pyro_zoo.models.eight_schools.model import log_likelihood_given_tau
 
 CONFIG = EightSchoolsConfig()
 

@@ -22,16 +22,16 @@ import pytest
 import torch
 from torch.distributions import constraints, transform_to
 
-from inference.evaluate import evaluate, write_index
-from inference.importance import estimate_log_likelihood, log_weights
-from inference.train import fit_model
-from models import REGISTRY, get_spec
-from models.ppca import PPCA, PPCAConfig
-from models.ppca import load_data as ppca_data
-from models.student import TRUE_CPDS, StudentConfig, StudentNetwork
+from pyro_zoo import runs
+from pyro_zoo.demo import DEMO_PARTICLES, DEMO_POINTS
+from pyro_zoo.inference.evaluate import evaluate, write_index
+from pyro_zoo.inference.importance import estimate_log_likelihood, log_weights
+from pyro_zoo.inference.train import fit_model
+from pyro_zoo.models import REGISTRY, get_spec
+from pyro_zoo.models.ppca import PPCA, PPCAConfig
+from pyro_zoo.models.ppca import load_data as ppca_data
+from pyro_zoo.models.student import TRUE_CPDS, StudentConfig, StudentNetwork
 from tests.conftest import SEED, agrees_as_lower_bound, log_mean_bias
-from zoo import runs
-from zoo.demo import DEMO_PARTICLES, DEMO_POINTS
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -73,7 +73,7 @@ def test_student_prior_proposal_matches_enumeration():
     result = estimate_log_likelihood(*model.local_pair(), EVIDENCE, 20_000)
     gap = (result.log_px.double() - exact).abs()
     # the missing entries are enumerated in the model, so every weight sums them exactly
-    # (inference.importance.summed_log_weights): SE 0 and the exact value up to float32 rounding
+    # (pyro_zoo.inference.importance.summed_log_weights): SE 0 and the exact value up to float32 rounding
     assert bool((gap <= 1e-5).all()), gap.tolist()
     assert result.log_px_se.max() < 1e-4
 
@@ -215,7 +215,7 @@ def test_khat_warns_where_the_estimate_is_far_off():
 
 @pytest.mark.statistical
 def test_eval_report_summarises_the_guide_posterior_of_global_latents(tmp_path):
-    from models.student import StudentNetwork, load_data
+    from pyro_zoo.models.student import StudentNetwork, load_data
 
     model = StudentNetwork(StudentConfig(init="truth"))
     data = load_data("test", smoke=True)
@@ -248,7 +248,7 @@ def test_ladder_orders_the_estimators_and_brackets_the_exact_value(dlgm, tmp_pat
 
 
 def test_unknown_or_inapplicable_methods_are_data_errors():
-    from models import DataError
+    from pyro_zoo.models import DataError
 
     model = StudentNetwork(StudentConfig(init="truth"))
     x = EVIDENCE[:5]
@@ -263,7 +263,7 @@ def test_unknown_or_inapplicable_methods_are_data_errors():
 
 @pytest.mark.statistical
 def test_sbc_in_the_report(tmp_path):
-    from models.student import load_data
+    from pyro_zoo.models.student import load_data
 
     model = StudentNetwork(StudentConfig(init="truth"))
     settings = {"num_replications": 20, "num_draws": 19, "bins": 5,

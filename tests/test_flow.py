@@ -11,11 +11,11 @@ import torch
 from pyro.infer import Trace_ELBO
 from torch.autograd.functional import jacobian
 
-from inference.importance import estimate_log_likelihood
-from inference.train import fit_model
-from models import DataError
-from models.flow import SPEC, Flow, FlowConfig, hparams_for, load_data
-from zoo.cli import main
+from pyro_zoo.cli import main
+from pyro_zoo.inference.importance import estimate_log_likelihood
+from pyro_zoo.inference.train import fit_model
+from pyro_zoo.models import DataError
+from pyro_zoo.models.flow import SPEC, Flow, FlowConfig, hparams_for, load_data
 
 
 def random_flow(data_dim: int, likelihood: str = "continuous", levels: int = 4, scale: float = 3.0) -> Flow:

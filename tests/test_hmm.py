@@ -12,12 +12,12 @@ import pytest
 import torch
 from pyro.infer import TraceEnum_ELBO
 
-from inference.importance import estimate_log_likelihood, log_weights
-from inference.sbc import sbc
-from inference.train import fit_model
-from models import DataError
-from models.hmm import HMM, SPEC, HMMConfig, forward, load_data, posterior_marginals, viterbi
-from models.hmm.model import check_sequence_memory
+from pyro_zoo.inference.importance import estimate_log_likelihood, log_weights
+from pyro_zoo.inference.sbc import sbc
+from pyro_zoo.inference.train import fit_model
+from pyro_zoo.models import DataError
+from pyro_zoo.models.hmm import HMM, SPEC, HMMConfig, forward, load_data, posterior_marginals, viterbi
+from pyro_zoo.models.hmm.model import check_sequence_memory
 
 
 def random_factors(num_seq, length, k, generator, symbols=None):

@@ -11,13 +11,13 @@ import pytest
 import torch
 from torch.distributions import Normal
 
-from inference.ais import ais
-from inference.importance import estimate_log_likelihood, log_weights
-from inference.train import fit_model
-from models import DataError
-from models.hvae import HVAE, SPEC, HVAEConfig, hparams_for, load_data
+from pyro_zoo.cli import main
+from pyro_zoo.inference.ais import ais
+from pyro_zoo.inference.importance import estimate_log_likelihood, log_weights
+from pyro_zoo.inference.train import fit_model
+from pyro_zoo.models import DataError
+from pyro_zoo.models.hvae import HVAE, SPEC, HVAEConfig, hparams_for, load_data
 from tests.test_arm import independent_pixels_nll
-from zoo.cli import main
 
 
 @pytest.fixture(scope="module")
@@ -32,7 +32,7 @@ def smoke_hvae(data, **overrides) -> HVAE:
 @pytest.mark.parametrize("k", [1, 5])
 def test_torch_weights_are_pyros_on_the_same_draws(grey, k):
     """log w from :meth:`HVAE.log_weights` = log p(x, z1, z2) - log q(z1, z2 | x) read from Pyro's
-    model and guide traces (inference.importance.log_weights), same seed, same draws."""
+    model and guide traces (pyro_zoo.inference.importance.log_weights), same seed, same draws."""
     x = grey[1].x[:30]
     hvae = smoke_hvae(grey[0])
     pyro.set_rng_seed(3)

@@ -16,8 +16,8 @@ import pyro.distributions as dist
 import pytest
 import torch
 
-from inference.importance import estimate_log_likelihood, log_weights, weight_statistics
-from models.base import DATA_PLATE
+from pyro_zoo.inference.importance import estimate_log_likelihood, log_weights, weight_statistics
+from pyro_zoo.models.base import DATA_PLATE
 from tests.conftest import SEED, agrees_as_lower_bound, log_mean_bias
 
 S = 0.7

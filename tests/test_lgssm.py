@@ -8,11 +8,11 @@ import pyro.distributions as dist
 import pytest
 import torch
 
-from inference.ais import ais
-from inference.evaluate import length_sweep
-from inference.importance import estimate_log_likelihood
-from models import DataError
-from models.lgssm import LGSSM, SPEC, LGSSMConfig, kalman_filter, load_data, rts_smoother
+from pyro_zoo.inference.ais import ais
+from pyro_zoo.inference.evaluate import length_sweep
+from pyro_zoo.inference.importance import estimate_log_likelihood
+from pyro_zoo.models import DataError
+from pyro_zoo.models.lgssm import LGSSM, SPEC, LGSSMConfig, kalman_filter, load_data, rts_smoother
 
 
 def random_model(state_dim: int, obs_dim: int, length: int, seed: int) -> LGSSM:

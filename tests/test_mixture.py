@@ -16,9 +16,9 @@ from pyro import poutine
 from scipy.optimize import linear_sum_assignment
 from sklearn.mixture import GaussianMixture
 
-from inference.train import fit_model
-from models import DataError, get_spec
-from models.mixture import MIN_SCALE, SPEC, MixtureConfig, MixtureModel, load_data, true_parameters
+from pyro_zoo.inference.train import fit_model
+from pyro_zoo.models import DataError, get_spec
+from pyro_zoo.models.mixture import MIN_SCALE, SPEC, MixtureConfig, MixtureModel, load_data, true_parameters
 from tests.conftest import requires_cuda
 
 SKLEARN_TOL = 1e-3  # GaussianMixture's default convergence tolerance (per-point log-lik)

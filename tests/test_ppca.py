@@ -10,10 +10,18 @@ from pyro import poutine
 from scipy.stats import multivariate_normal
 from sklearn.decomposition import PCA
 
-from inference.train import fit_model
-from models import get_spec
-from models.base import DataError, DataSplit
-from models.ppca import PPCA, SPEC, PPCAConfig, closed_form_ml, hparams_for, load_data, synthetic_parameters
+from pyro_zoo.inference.train import fit_model
+from pyro_zoo.models import get_spec
+from pyro_zoo.models.base import DataError, DataSplit
+from pyro_zoo.models.ppca import (
+    PPCA,
+    SPEC,
+    PPCAConfig,
+    closed_form_ml,
+    hparams_for,
+    load_data,
+    synthetic_parameters,
+)
 from tests.conftest import SEED
 
 

@@ -19,10 +19,10 @@ from pyro.nn import PyroModule, PyroParam
 from torch import nn
 from torch.distributions import constraints
 
-from inference.arviz_io import from_guide
-from inference.importance import estimate_log_likelihood
-from inference.train import fit
-from models import DATA_PLATE
+from pyro_zoo.inference.arviz_io import from_guide
+from pyro_zoo.inference.importance import estimate_log_likelihood
+from pyro_zoo.inference.train import fit
+from pyro_zoo.models import DATA_PLATE
 from tests.conftest import SEED, agrees_as_lower_bound, log_mean_bias
 
 # --- a conditional linear-Gaussian model as plain functions ------------------------------------

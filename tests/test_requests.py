@@ -14,15 +14,15 @@ import pyro.distributions as dist
 import pytest
 import torch
 
-from inference.ais import ais, beta_schedule
-from inference.checkpoint import load_checkpoint
-from inference.importance import estimate_log_likelihood
-from inference.settings import MAX_STEPS, SettingError
-from inference.train import TrainingDiverged, fit, fit_model
-from models import MAX_LAYERS, REGISTRY, DataError, get_spec
-from models.spec import LARGE_TENSOR, LargeTensorsOnMeta
+from pyro_zoo.cli import flagged
+from pyro_zoo.inference.ais import ais, beta_schedule
+from pyro_zoo.inference.checkpoint import load_checkpoint
+from pyro_zoo.inference.importance import estimate_log_likelihood
+from pyro_zoo.inference.settings import MAX_STEPS, SettingError
+from pyro_zoo.inference.train import TrainingDiverged, fit, fit_model
+from pyro_zoo.models import MAX_LAYERS, REGISTRY, DataError, get_spec
+from pyro_zoo.models.spec import LARGE_TENSOR, LargeTensorsOnMeta
 from tests.toy import NormalNormal
-from zoo.cli import flagged
 
 
 def loc_model(x):

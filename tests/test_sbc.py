@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 import torch
 
-from inference.sbc import SBCResult, sbc
-from models.dlgm import DLGM
-from models.student import StudentConfig, StudentNetwork
+from pyro_zoo.inference.sbc import SBCResult, sbc
+from pyro_zoo.models.dlgm import DLGM
+from pyro_zoo.models.student import StudentConfig, StudentNetwork
 from tests.conftest import SEED
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -73,8 +73,8 @@ def test_sbc_of_natural_gradient_svi_passes():
 @pytest.mark.slow
 @pytest.mark.statistical
 def test_sbc_of_adam_svi_started_near_the_expected_counts_passes():
-    # the default fit (inference.train.fit, Adam on TraceEnum_ELBO, 200 steps): Adam barely moves a row's
-    # strength, so it starts near the expected count of a row (50 rows / a few parent configurations)
+    # the default fit (pyro_zoo.inference.train.fit, Adam on TraceEnum_ELBO, 200 steps): Adam barely moves
+    # a row's strength, so it starts near the expected count of a row (50 rows / a few parent configurations)
     result = sbc(lambda: StudentNetwork(StudentConfig(init_concentration=50.0)), TEMPLATE,
                  num_replications=100)
     print(f"SBC of Adam SVI: min p {result.min_p_value:.3g} ({result.seconds:.0f} s)")

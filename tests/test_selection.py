@@ -6,9 +6,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from inference.selection import fit_with_early_stopping
-from inference.train import evaluate_objective, fit_model
-from models.arm import SPEC, load_data
+from pyro_zoo.inference.selection import fit_with_early_stopping
+from pyro_zoo.inference.train import evaluate_objective, fit_model
+from pyro_zoo.models.arm import SPEC, load_data
 
 SETTINGS = {"batch_size": 25, "lr": 1e-2, "seed": 0}
 ROUNDS = {"objective": "Trace_ELBO", "epochs_per_round": 2, **SETTINGS}

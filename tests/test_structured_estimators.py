@@ -11,8 +11,8 @@ import pyro.distributions as dist
 import pytest
 import torch
 
-from inference.ais import ais, ais_evidence
-from inference.importance import estimate_evidence, estimate_log_likelihood
+from pyro_zoo.inference.ais import ais, ais_evidence
+from pyro_zoo.inference.importance import estimate_evidence, estimate_log_likelihood
 
 WEIGHTS, LOCS = torch.tensor([0.3, 0.7]), torch.tensor([-2.0, 1.5])
 

@@ -17,10 +17,10 @@ import pytest
 import torch
 from pyro.infer import TraceEnum_ELBO
 
-from inference.importance import estimate_log_likelihood
-from inference.train import fit_model
-from models import DataError, DataSplit, get_spec
-from models.student import (
+from pyro_zoo.inference.importance import estimate_log_likelihood
+from pyro_zoo.inference.train import fit_model
+from pyro_zoo.models import DataError, DataSplit, get_spec
+from pyro_zoo.models.student import (
     REPORTED_QUERIES,
     SPEC,
     VARIABLES,

@@ -6,8 +6,8 @@ import pyro
 import pytest
 import torch
 
-from inference.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
-from inference.train import TrainingDiverged, fit_model
+from pyro_zoo.inference.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from pyro_zoo.inference.train import TrainingDiverged, fit_model
 from tests.toy import Diverging, NormalNormal
 
 
@@ -77,7 +77,7 @@ def test_tol_stops_early_once_the_loss_settles():
 def test_closed_form_loss_follows_the_same_path_as_pyros_elbo():
     """For a mixture (deterministic full-batch loss) training on ``elbo_loss`` and on Pyro's
     TraceEnum_ELBO gives the same parameters after 30 Adam steps."""
-    from models.mixture import MixtureConfig, MixtureModel, load_data
+    from pyro_zoo.models.mixture import MixtureConfig, MixtureModel, load_data
 
     x = load_data("train", data="synthetic2d", smoke=True).x
     runs = []
@@ -136,7 +136,7 @@ def test_compiled_loss_trains_like_the_eager_one():
     """Same seed, same losses; fallback_random makes compiled code draw torch's random numbers."""
     import torch._inductor.config
 
-    from models.vae import VAE, VAEConfig
+    from pyro_zoo.models.vae import VAE, VAEConfig
 
     x = torch.rand(256, 16)
     runs = []

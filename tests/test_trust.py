@@ -18,12 +18,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from inference.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
-from inference.settings import SettingError
-from models import UnknownModelError, get_spec
-from zoo import runs
-from zoo.cli import main
-from zoo.folders import LOCK, MARKER, RunFolderError, check_folder, run_folder
+from pyro_zoo import runs
+from pyro_zoo.cli import main
+from pyro_zoo.folders import LOCK, MARKER, RunFolderError, check_folder, run_folder
+from pyro_zoo.inference.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from pyro_zoo.inference.settings import SettingError
+from pyro_zoo.models import UnknownModelError, get_spec
 
 
 def one_line_error(capsys, *argv) -> str:
@@ -136,8 +136,8 @@ def test_a_diverged_run_keeps_a_finite_usable_checkpoint(capsys, tmp_path):
 
 
 def _train(out: Path, *extra) -> subprocess.Popen:
-    command = [sys.executable, "-m", "zoo", "train", "vae", "--smoke", "--steps", "600", "--batch-size", "64",
-               "--out", str(out), "--checkpoint-every", "1e-9", "--no-progress", *extra]
+    command = [sys.executable, "-m", "pyro_zoo", "train", "vae", "--smoke", "--steps", "600",
+               "--batch-size", "64", "--out", str(out), "--checkpoint-every", "1e-9", "--no-progress", *extra]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     return subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
 
@@ -175,7 +175,7 @@ def test_importance_sampling_refuses_what_will_not_fit(capsys, trained):
 
 
 def test_importance_chunks_follow_the_memory_budget():
-    from inference.importance import CPU_CHUNK_ELEMENTS, WEIGHT_COPIES, memory_budget, plan_chunks
+    from pyro_zoo.inference.importance import CPU_CHUNK_ELEMENTS, WEIGHT_COPIES, memory_budget, plan_chunks
 
     cpu = torch.device("cpu")
     data_chunk, particle_chunk = plan_chunks(10_000, 784, 5000, cpu)
@@ -191,8 +191,8 @@ import pyro
 import pyro.distributions as dist
 import torch
 
-from models import DATA_PLATE, DataSplit
-from models.program import program_spec
+from pyro_zoo.models import DATA_PLATE, DataSplit
+from pyro_zoo.models.program import program_spec
 
 
 def model(x):
@@ -334,7 +334,7 @@ def _contents(folder: Path) -> dict:
 
 
 def test_fit_refuses_to_replace_another_runs_checkpoint(tmp_path):
-    from inference.train import fit_model
+    from pyro_zoo.inference.train import fit_model
     from tests.toy import NormalNormal
 
     path, x = tmp_path / "run.pt", torch.randn(40)

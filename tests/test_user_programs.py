@@ -12,14 +12,14 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-import models
-from inference.checkpoint import load_checkpoint
-from inference.evaluate import NO_IMPORTANCE_SAMPLING
-from models import ENTRY_POINT_GROUP, REGISTRY, UnknownModelError, get_spec
+import pyro_zoo.models
+from pyro_zoo.cli import main
+from pyro_zoo.inference.checkpoint import load_checkpoint
+from pyro_zoo.inference.evaluate import NO_IMPORTANCE_SAMPLING
+from pyro_zoo.models import ENTRY_POINT_GROUP, REGISTRY, UnknownModelError, get_spec
+from pyro_zoo.runs import load
 from tests.conftest import SEED
 from tests.test_contract import USER_FILE
-from zoo.cli import main
-from zoo.runs import load
 
 
 def _last_json(out: str):
@@ -50,7 +50,7 @@ def test_get_spec_resolves_a_name_a_file_and_an_entry_point(installed_package):
     assert get_spec("vae").source == "zoo"
     from_file = get_spec(USER_FILE)
     assert from_file.name == "sepal_length" and from_file.source == USER_FILE
-    assert models.is_file_spec(from_file)
+    assert pyro_zoo.models.is_file_spec(from_file)
     from_package = get_spec("sepal")
     assert from_package.source == "package my-zoo-models"
     with pytest.raises(UnknownModelError, match="sepal"):  # the error lists what exists
@@ -105,7 +105,7 @@ def test_a_user_file_checkpoint_is_loaded_only_when_its_file_is_named(tmp_path, 
     spec, model, _ = load(checkpoint, name=USER_FILE)
     assert spec.name == "sepal_length"
     saved = load_checkpoint(checkpoint)["params"]
-    store = models.base.pyro.get_param_store().get_state()["params"]
+    store = pyro_zoo.models.base.pyro.get_param_store().get_state()["params"]
     assert saved and all(torch.equal(store[name], value) for name, value in saved.items())
     assert main(["eval", "vae", "--checkpoint", str(checkpoint), "--no-progress"]) == 2
     error = capsys.readouterr().err.strip()

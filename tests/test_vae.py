@@ -12,10 +12,10 @@ import torch
 import torch.nn.functional as F
 from pyro import poutine
 
-from inference.train import fit_model
-from models import DataError
-from models import data as image_data
-from models.vae import SPEC, VAE, VAEConfig, hparams_for, load_data
+from pyro_zoo.inference.train import fit_model
+from pyro_zoo.models import DataError
+from pyro_zoo.models import data as image_data
+from pyro_zoo.models.vae import SPEC, VAE, VAEConfig, hparams_for, load_data
 from tests.conftest import SEED
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
@@ -195,7 +195,7 @@ def test_mnist_ten_epochs_reaches_103_nats(device):
 
 @pytest.mark.parametrize("grad", [True, False])
 def test_bernoulli_pixels_matches_torch_bernoulli(grad):
-    from models.nn import BernoulliPixels
+    from pyro_zoo.models.nn import BernoulliPixels
 
     logits = torch.randn(3, 5, 64) * 4
     x = torch.bernoulli(torch.full((5, 64), 0.3))
@@ -223,7 +223,7 @@ def test_elbo_loss_is_trace_mean_field_elbo_on_the_same_draw(device, digits):
 
 def test_iwae_bound_is_the_log_mean_of_pyro_importance_weights(device, digits):
     """L_k from the same k draws equals log (1/k) sum_i w_i with w_i from Pyro's model/guide traces."""
-    from inference.importance import log_weights
+    from pyro_zoo.inference.importance import log_weights
 
     x = digits[1].x[:20].to(device)
     vae = small_vae(device, z_dim=3)
@@ -284,7 +284,7 @@ def test_categorical_likelihood_is_a_softmax_over_the_levels(device, grey):
 def test_categorical_closed_form_is_the_pyro_objective(device, grey, train_samples):
     """The fast path of the categorical VAE on the same draws: TraceMeanField_ELBO (k = 1) or the
     IWAE bound from Pyro's importance weights (k = 4)."""
-    from inference.importance import log_weights
+    from pyro_zoo.inference.importance import log_weights
 
     x = grey[1].x[:30].to(device)
     vae = categorical_vae(device, train_samples=train_samples)
@@ -303,7 +303,7 @@ def test_categorical_vae_beats_independent_pixels(grey, one_thread):
     """After 20 epochs on Tomczak's 1,000 training digits, the importance-sampled test log p(x)
     (a stochastic lower bound) is above that of independent categorical pixels fitted to the same
     images (add-one smoothed frequencies, numpy): 106.5 nats; the VAE reaches about 101."""
-    from inference.importance import estimate_log_likelihood
+    from pyro_zoo.inference.importance import estimate_log_likelihood
     from tests.test_arm import independent_pixels_nll
 
     train, test = grey

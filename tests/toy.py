@@ -10,8 +10,8 @@ import pyro.distributions as dist
 import torch
 from torch import nn
 
-from models import ZooModel
-from models.dlgm import DLGM, DLGMConfig
+from pyro_zoo.models import ZooModel
+from pyro_zoo.models.dlgm import DLGM, DLGMConfig
 
 
 class NormalNormal(ZooModel):

@@ -18,8 +18,8 @@ import pyro.distributions as dist
 import torch
 from pyro.infer.autoguide import AutoNormal
 
-from models import DATA_PLATE, DataSplit
-from models.program import program_spec
+from pyro_zoo.models import DATA_PLATE, DataSplit
+from pyro_zoo.models.program import program_spec
 
 
 def model(x):

@@ -1,3 +1,3 @@
-from zoo.cli import main
+from pyro_zoo.cli import main
 
 raise SystemExit(main())

@@ -1,5 +1,5 @@
 """The command line's argument helpers: argparse types that name the fix, ``--set`` parsing, and
-the echo of a user's text cut to one line (used by :mod:`zoo.cli` and :mod:`zoo.commands`)."""
+the echo of a user's text cut to one line (used by :mod:`pyro_zoo.cli` and :mod:`pyro_zoo.commands`)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import argparse
 import ast
 import math
 
-from models import DataError
+from pyro_zoo.models import DataError
 
 MAX_SEED = 2**32 - 1
 ECHO_CHARS = 80

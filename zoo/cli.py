@@ -15,16 +15,16 @@ import re
 import sys
 from pathlib import Path
 
-from inference import distributed
-from inference.checkpoint import CheckpointError
-from inference.devices import DeviceError
-from inference.evaluate import AIS_SETTINGS
-from inference.importance import EstimateTooLarge
-from inference.settings import SettingError
-from inference.train import TrainingDiverged
-from models import DataError, UnknownModelError
-from zoo import commands
-from zoo.arguments import MAX_SEED, UsageError, positive_float, positive_int, seed_int
+from pyro_zoo import commands
+from pyro_zoo.arguments import MAX_SEED, UsageError, positive_float, positive_int, seed_int
+from pyro_zoo.inference import distributed
+from pyro_zoo.inference.checkpoint import CheckpointError
+from pyro_zoo.inference.devices import DeviceError
+from pyro_zoo.inference.evaluate import AIS_SETTINGS
+from pyro_zoo.inference.importance import EstimateTooLarge
+from pyro_zoo.inference.settings import SettingError
+from pyro_zoo.inference.train import TrainingDiverged
+from pyro_zoo.models import DataError, UnknownModelError
 
 USER_ERRORS = (CheckpointError, DataError, DeviceError, EstimateTooLarge, SettingError, TrainingDiverged,
                UnknownModelError, FileExistsError)

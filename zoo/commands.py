@@ -6,12 +6,12 @@ import json
 import sys
 from pathlib import Path
 
-from inference.devices import resolve_device
-from models import DataError, all_specs, get_spec
-from zoo import runs
-from zoo.arguments import echo, parse_hparams
-from zoo.demo import run_demo
-from zoo.validate import writable_folder
+from pyro_zoo import runs
+from pyro_zoo.arguments import echo, parse_hparams
+from pyro_zoo.demo import run_demo
+from pyro_zoo.inference.devices import resolve_device
+from pyro_zoo.models import DataError, all_specs, get_spec
+from pyro_zoo.validate import writable_folder
 
 
 def cmd_list(args) -> list[dict]:

@@ -16,11 +16,11 @@ import torch
 import torch.nn.functional as F
 from matplotlib.figure import Figure
 
-from inference.checkpoint import write_atomic
-from inference.evaluate import plot_ladder, write_index
-from models import REGISTRY
-from zoo import runs
-from zoo.folders import check_folder, run_folder
+from pyro_zoo import runs
+from pyro_zoo.folders import check_folder, run_folder
+from pyro_zoo.inference.checkpoint import write_atomic
+from pyro_zoo.inference.evaluate import plot_ladder, write_index
+from pyro_zoo.models import REGISTRY
 
 DEMO_PARTICLES = 1000
 DEMO_POINTS = 200

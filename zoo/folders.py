@@ -28,7 +28,7 @@ import os
 from contextlib import contextmanager
 from pathlib import Path
 
-from inference.checkpoint import remove_stale_temporaries, write_atomic
+from pyro_zoo.inference.checkpoint import remove_stale_temporaries, write_atomic
 
 LOCK = ".zoo.lock"
 MARKER = ".zoo-run.json"

@@ -1,19 +1,19 @@
 """Python API behind the CLI: train, load, evaluate and demo any registered model.
 
->>> from zoo.runs import train, evaluate
+>>> from pyro_zoo.runs import train, evaluate
 >>> metrics = train("mixture", smoke=True, out="runs/mixture")
 >>> report = evaluate("runs/mixture/checkpoint.pt", num_particles=100)
 
 A run folder holds ``checkpoint.pt``, ``history.json``, ``metrics.json``, ``loss.png`` and the
 model's figures. It is locked while a run writes it (a second ``train`` into it is refused), an
 existing run is replaced only with ``overwrite`` (which first removes the old run's files), a
-folder holding another kind of run (an evaluation, a demo) is refused (:mod:`zoo.folders`), and
+folder holding another kind of run (an evaluation, a demo) is refused (:mod:`pyro_zoo.folders`), and
 every file is written atomically. A resume takes its settings from the checkpoint: it may change
 the learning rate, the clipping and the fast path (one logged line says so); a differing batch
 size, data set or hyperparameter is refused, not ignored.
 
 Under ``torchrun`` every rank runs the same call: training is data-parallel and evaluation
-sharded (:mod:`inference.distributed`), ``cuda`` means each rank's own GPU, and rank 0 alone
+sharded (:mod:`pyro_zoo.inference.distributed`), ``cuda`` means each rank's own GPU, and rank 0 alone
 holds the lock and writes the run folder.
 """
 
@@ -28,14 +28,15 @@ import pyro
 import pyro.poutine as poutine
 import torch
 
-from inference import distributed
-from inference.checkpoint import CheckpointError, load_checkpoint, write_atomic
-from inference.devices import resolve_device
-from inference.evaluate import check_methods
-from inference.evaluate import evaluate as evaluate_model
-from inference.plots import plot_loss
-from inference.settings import SettingError
-from inference.train import (
+from pyro_zoo.folders import CHECKPOINT, RunFolderError, check_folder, run_folder
+from pyro_zoo.inference import distributed
+from pyro_zoo.inference.checkpoint import CheckpointError, load_checkpoint, write_atomic
+from pyro_zoo.inference.devices import resolve_device
+from pyro_zoo.inference.evaluate import check_methods
+from pyro_zoo.inference.evaluate import evaluate as evaluate_model
+from pyro_zoo.inference.plots import plot_loss
+from pyro_zoo.inference.settings import SettingError
+from pyro_zoo.inference.train import (
     CHECKPOINT_SECONDS,
     TrainConfig,
     as_objective,
@@ -43,7 +44,7 @@ from inference.train import (
     fit_model,
     load_params,
 )
-from models import (
+from pyro_zoo.models import (
     DataError,
     DataSplit,
     HparamError,
@@ -53,7 +54,6 @@ from models import (
     is_file_spec,
     registered_spec,
 )
-from zoo.folders import CHECKPOINT, RunFolderError, check_folder, run_folder
 
 UNITS = "nats per data point"
 #: settings a resumed run must share with its checkpoint (lr, clip_norm and fast may change; steps and
@@ -150,7 +150,7 @@ def train(name: str, *, out=None, smoke=False, device="cpu", seed=0, data_dir=No
           resume=False, overwrite=False, fast=None, progress=True,
           checkpoint_seconds: float = CHECKPOINT_SECONDS) -> dict:
     """Train model ``name`` (a registered name, a user's ``.py`` file or a package's entry point;
-    see :func:`models.get_spec`) by SVI on its Pyro objective (``fast``: its closed form; None: the
+    see :func:`pyro_zoo.models.get_spec`) by SVI on its Pyro objective (``fast``: its closed form; None: the
     checkpoint's choice when resuming, else False); writes checkpoint, history, loss curve,
     figures and metrics.json under ``out``. Everything asked is checked before anything is written."""
     spec = get_spec(name)
@@ -234,7 +234,7 @@ def load(checkpoint, device="cpu", name=None):
     only; a checkpoint of a user's file records the file's path, and that file is imported only
     when the caller names it too (``name``, e.g. ``zoo eval my_model.py --checkpoint ...``): a
     checkpoint alone never makes the zoo run code. The hyperparameters are checked, and the
-    model's size bounded (:meth:`models.ModelSpec.check_size`), before anything is built.
+    model's size bounded (:meth:`pyro_zoo.models.ModelSpec.check_size`), before anything is built.
     """
     device = resolve_device(device)
     state = load_checkpoint(checkpoint)
@@ -302,7 +302,7 @@ def _create_params(spec: ModelSpec, model, state: dict) -> None:
 def evaluate(checkpoint, *, name=None, num_particles=1000, split="test", limit=None, data_dir=None, data=None,
              device="cpu", out=None, overwrite=False, progress=True, seed=0, methods=("is",),
              ais_settings=None) -> dict:
-    """Evaluation report of a trained model with the estimators ``methods`` (see inference.evaluate;
+    """Evaluation report of a trained model with the estimators ``methods`` (see pyro_zoo.inference.evaluate;
     ``num_particles`` importance samples per data point, ``ais_settings`` over its AIS_SETTINGS),
     written to ``out`` (default: ``eval`` beside the checkpoint); a folder holding a report is
     replaced only with ``overwrite``, a folder holding another kind of run never."""

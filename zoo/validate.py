@@ -1,9 +1,9 @@
 """Checks of the CLI's inputs that must pass before any command writes a file.
 
 :func:`writable_folder` for every ``--out``. Hyperparameters are checked by
-:func:`models.check_hparams` (names and types here, bounds that depend on the data in
-:func:`zoo.runs.train`), resume settings by :func:`zoo.runs.train`. All raise one sentence
-naming the fix, which ``zoo.cli.main`` prints.
+:func:`pyro_zoo.models.check_hparams` (names and types here, bounds that depend on the data in
+:func:`pyro_zoo.runs.train`), resume settings by :func:`pyro_zoo.runs.train`. All raise one sentence
+naming the fix, which ``pyro_zoo.cli.main`` prints.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from __future__ import annotations
 import tempfile
 from pathlib import Path
 
-from models import DataError
+from pyro_zoo.models import DataError
 
 
 def writable_folder(path, flag: str = "--out") -> Path:

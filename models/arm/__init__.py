@@ -1,14 +1,15 @@
-"""The neural autoregressive model of the zoo: its spec (see :mod:`models.arm.model` for the maths)."""
+"""The neural autoregressive model of the zoo: its spec (see :mod:`pyro_zoo.models.arm.model` for the
+maths)."""
 
 from __future__ import annotations
 
-from models import data as image_data
-from models.arm.config import ARMConfig
-from models.arm.figures import figures
-from models.arm.model import ARM
-from models.base import DataSplit
-from models.nn import implied_pixels
-from models.spec import ModelSpec
+from pyro_zoo.models import data as image_data
+from pyro_zoo.models.arm.config import ARMConfig
+from pyro_zoo.models.arm.figures import figures
+from pyro_zoo.models.arm.model import ARM
+from pyro_zoo.models.base import DataSplit
+from pyro_zoo.models.nn import implied_pixels
+from pyro_zoo.models.spec import ModelSpec
 
 
 def load_data(split: str, data_dir=None, data=None, smoke: bool = False) -> DataSplit:

@@ -6,10 +6,10 @@ from pathlib import Path
 
 import torch
 
-from models.arm.model import ARM
-from models.base import DataSplit
-from models.nn import binarized
-from models.plots import image_grid, square_side
+from pyro_zoo.models.arm.model import ARM
+from pyro_zoo.models.base import DataSplit
+from pyro_zoo.models.nn import binarized
+from pyro_zoo.models.plots import image_grid, square_side
 
 #: test images shown with their conditionals
 SHOWN = 8

@@ -24,7 +24,7 @@ Network input: the pixels on the [0, 1] scale (x / (L - 1) for grey levels). Sha
 (N, D); the observed site ``"x"`` has batch shape (N,) and event shape (D,). Data: Tomczak's
 digits protocol (``--data digits17``, grey levels 0..16, the categorical likelihood) by
 default, binarised MNIST given a data folder (the Bernoulli likelihood, dynamic binarisation of
-the training images, the test images binarised once); :func:`models.arm.hparams_for` sets
+the training images, the test images binarised once); :func:`pyro_zoo.models.arm.hparams_for` sets
 ``data_dim``, ``likelihood`` and ``levels`` from the data.
 """
 
@@ -36,9 +36,9 @@ import pyro
 import torch
 from pyro.nn import AutoRegressiveNN
 
-from models.arm.config import ARMConfig
-from models.base import Capabilities, DataSplit, ZooModel
-from models.nn import ACTIVATIONS, Pixels, binarized
+from pyro_zoo.models.arm.config import ARMConfig
+from pyro_zoo.models.base import Capabilities, DataSplit, ZooModel
+from pyro_zoo.models.nn import ACTIVATIONS, Pixels, binarized
 
 
 class ARM(ZooModel):

@@ -1,12 +1,12 @@
-"""The Bayesian linear regression of the zoo: its spec (see :mod:`models.bayes_regression.model`
-for the maths and :mod:`models.bayes_regression.data` for the diabetes data)."""
+"""The Bayesian linear regression of the zoo: its spec (see :mod:`pyro_zoo.models.bayes_regression.model`
+for the maths and :mod:`pyro_zoo.models.bayes_regression.data` for the diabetes data)."""
 
 from __future__ import annotations
 
-from models.bayes_regression.config import BayesRegressionConfig
-from models.bayes_regression.data import hparams_for, load_data
-from models.bayes_regression.model import BayesRegression
-from models.spec import ModelSpec
+from pyro_zoo.models.bayes_regression.config import BayesRegressionConfig
+from pyro_zoo.models.bayes_regression.data import hparams_for, load_data
+from pyro_zoo.models.bayes_regression.model import BayesRegression
+from pyro_zoo.models.spec import ModelSpec
 
 SPEC = ModelSpec(
     name="bayes_regression",

@@ -1,10 +1,10 @@
-"""Hyperparameters of the Bayesian linear regression (:mod:`models.bayes_regression.model`)."""
+"""Hyperparameters of the Bayesian linear regression (:mod:`pyro_zoo.models.bayes_regression.model`)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from models.config import MAX_DIM, Config, hparam
+from pyro_zoo.models.config import MAX_DIM, Config, hparam
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,7 @@ import numpy as np
 import torch
 from sklearn.datasets import load_diabetes
 
-from models.base import DataError, DataSplit
+from pyro_zoo.models.base import DataError, DataSplit
 
 TEST_FRACTION = 0.2
 

@@ -20,7 +20,7 @@ posterior lies inside the variational family and the ELBO's optimum is the poste
 Shapes: ``x`` (N, D), ``y`` (N,); the latent site ``"w"`` has shape (D,); the observed site
 ``"y"`` has batch shape (N,). The latent is global, so per-data-point importance sampling does
 not apply: ``zoo eval`` compares guide, NUTS and the exact posterior instead. The data and their
-standardisation: :mod:`models.bayes_regression.data`.
+standardisation: :mod:`pyro_zoo.models.bayes_regression.data`.
 """
 
 from __future__ import annotations
@@ -30,8 +30,8 @@ import pyro.distributions as dist
 import torch
 from pyro.infer.autoguide import AutoMultivariateNormal
 
-from models.base import Capabilities, DataSplit, ZooModel
-from models.bayes_regression.config import BayesRegressionConfig
+from pyro_zoo.models.base import Capabilities, DataSplit, ZooModel
+from pyro_zoo.models.bayes_regression.config import BayesRegressionConfig
 
 
 class BayesRegression(ZooModel):

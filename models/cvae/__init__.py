@@ -1,13 +1,13 @@
-"""The conditional VAE of the zoo: its spec (see :mod:`models.cvae.model` for the maths)."""
+"""The conditional VAE of the zoo: its spec (see :mod:`pyro_zoo.models.cvae.model` for the maths)."""
 
 from __future__ import annotations
 
-from models import data as image_data
-from models.base import DataError, DataSplit
-from models.cvae.config import CVAEConfig
-from models.cvae.figures import figures
-from models.cvae.model import CVAE
-from models.spec import ModelSpec
+from pyro_zoo.models import data as image_data
+from pyro_zoo.models.base import DataError, DataSplit
+from pyro_zoo.models.cvae.config import CVAEConfig
+from pyro_zoo.models.cvae.figures import figures
+from pyro_zoo.models.cvae.model import CVAE
+from pyro_zoo.models.spec import ModelSpec
 
 
 def load_data(split: str, data_dir=None, data=None, smoke: bool = False) -> DataSplit:

@@ -1,12 +1,12 @@
-"""Hyperparameters of the conditional VAE (:mod:`models.cvae.model`)."""
+"""Hyperparameters of the conditional VAE (:mod:`pyro_zoo.models.cvae.model`)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import ClassVar
 
-from models.config import MAX_DIM, MAX_LAYERS, MAX_UNITS, Config, hparam
-from models.nn import ACTIVATIONS
+from pyro_zoo.models.config import MAX_DIM, MAX_LAYERS, MAX_UNITS, Config, hparam
+from pyro_zoo.models.nn import ACTIVATIONS
 
 
 @dataclass(frozen=True)

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import torch
 
-from models.base import DataSplit
-from models.cvae.model import CVAE
-from models.plots import image_grid, square_side
+from pyro_zoo.models.base import DataSplit
+from pyro_zoo.models.cvae.model import CVAE
+from pyro_zoo.models.plots import image_grid, square_side
 
 #: samples drawn per class
 PER_CLASS = 8

@@ -16,16 +16,17 @@ and SVI maximises the conditional ELBO
     L(x | y) = E_q[log p_theta(x | y, z)] - KL(q_phi(z | x, y) || N(0, I)) <= log p_theta(x | y),
 
 with Pyro's TraceMeanField_ELBO (the Gaussian KL analytic). The test score is log p(x | y) per
-image by importance sampling with the guide as proposal (K particles, :mod:`inference.importance`),
+image by importance sampling with the guide as proposal (K particles, :mod:`pyro_zoo.inference.importance`),
 a tighter bound than the ELBO, L = IWAE_1 <= IWAE_K <= log p(x | y).
 
 Shapes: inputs ``(x, y)``: ``x`` (N, D) in [0, 1] (binary on the test split), ``y`` (N,) int64;
 the latent site ``"z"`` has shape (N, K) (or (P, N, K) under an outer particles plate at dim -2);
 the observed site ``"x"`` has batch shape (N,) and event shape (D,).
 
-Data, binarisation and data sets are the VAE's (:mod:`models.vae`, :mod:`models.data`): MNIST
-with a data folder, else the embedded 8x8 digits (:func:`models.cvae.load_data`); training images
-are binarised afresh every minibatch, the test split once with a fixed generator.
+Data, binarisation and data sets are the VAE's (:mod:`pyro_zoo.models.vae`,
+:mod:`pyro_zoo.models.data`): MNIST with a data folder, else the embedded 8x8 digits
+(:func:`pyro_zoo.models.cvae.load_data`); training images are binarised afresh every minibatch, the
+test split once with a fixed generator.
 """
 
 from __future__ import annotations
@@ -39,9 +40,9 @@ import torch.nn.functional as F
 from torch import nn
 from torch.distributions import Normal, kl_divergence
 
-from models.base import Capabilities, DataError, DataSplit, ZooModel
-from models.cvae.config import CVAEConfig
-from models.nn import MIN_SCALE, BernoulliPixels, binarized, mlp
+from pyro_zoo.models.base import Capabilities, DataError, DataSplit, ZooModel
+from pyro_zoo.models.cvae.config import CVAEConfig
+from pyro_zoo.models.nn import MIN_SCALE, BernoulliPixels, binarized, mlp
 
 
 class CVAE(ZooModel):

@@ -1,12 +1,13 @@
-"""The deep latent Gaussian model of the slides: its spec (see :mod:`models.dlgm.model` for the maths)."""
+"""The deep latent Gaussian model of the slides: its spec (see :mod:`pyro_zoo.models.dlgm.model` for
+the maths)."""
 
 from __future__ import annotations
 
-from models.dlgm.config import DLGMConfig
-from models.dlgm.data import hparams_for, load_data
-from models.dlgm.figures import figures
-from models.dlgm.model import DLGM, TRUE_A, TRUE_B, TRUE_C, TRUE_D, true_model
-from models.spec import ModelSpec
+from pyro_zoo.models.dlgm.config import DLGMConfig
+from pyro_zoo.models.dlgm.data import hparams_for, load_data
+from pyro_zoo.models.dlgm.figures import figures
+from pyro_zoo.models.dlgm.model import DLGM, TRUE_A, TRUE_B, TRUE_C, TRUE_D, true_model
+from pyro_zoo.models.spec import ModelSpec
 
 SPEC = ModelSpec(
     name="dlgm",

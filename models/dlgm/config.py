@@ -1,11 +1,11 @@
-"""Hyperparameters of the deep latent Gaussian model (:mod:`models.dlgm.model`)."""
+"""Hyperparameters of the deep latent Gaussian model (:mod:`pyro_zoo.models.dlgm.model`)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import ClassVar
 
-from models.config import MAX_DIM, MAX_UNITS, Config, hparam
+from pyro_zoo.models.config import MAX_DIM, MAX_UNITS, Config, hparam
 
 
 @dataclass(frozen=True)

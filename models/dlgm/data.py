@@ -1,12 +1,12 @@
-"""The DLGM's data: draws from :func:`models.dlgm.model.true_model`, or a user's CSV file."""
+"""The DLGM's data: draws from :func:`pyro_zoo.models.dlgm.model.true_model`, or a user's CSV file."""
 
 from __future__ import annotations
 
 import torch
 
-from models.base import DataError, DataSplit
-from models.data import csv_split
-from models.dlgm.model import true_model
+from pyro_zoo.models.base import DataError, DataSplit
+from pyro_zoo.models.data import csv_split
+from pyro_zoo.models.dlgm.model import true_model
 
 DATA_SEED = 0
 NUM_TRAIN = 2000

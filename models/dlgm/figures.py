@@ -8,9 +8,9 @@ import pyro.distributions as dist
 import torch
 from matplotlib.figure import Figure
 
-from models.base import DataSplit
-from models.dlgm.model import DLGM
-from models.plots import DPI, data_vs_samples
+from pyro_zoo.models.base import DataSplit
+from pyro_zoo.models.dlgm.model import DLGM
+from pyro_zoo.models.plots import DPI, data_vs_samples
 
 #: at most this many data points enter a figure
 MAX_POINTS = 2000

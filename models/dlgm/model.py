@@ -28,7 +28,7 @@ Exact references (the latent is at most 2-dimensional):
   z = m + s * xi, xi ~ N(0, I) (401 nodes for d = 1, 81^2 for d = 2, on [-8, 8]^d), and
   KL(q(z | x) || p(z | x)) = log p(x) - ELBO(x).
 
-Default data (:mod:`models.dlgm.data`): 4000 draws (2000 train, 2000 test; seed 0) from the seed
+Default data (:mod:`pyro_zoo.models.dlgm.data`): 4000 draws (2000 train, 2000 test; seed 0) from the seed
 decoder with d = 1 and the fixed parameters TRUE_A, TRUE_B, TRUE_C, TRUE_D below; ``true_model()``
 builds that model.
 
@@ -46,9 +46,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from models.base import Capabilities, DataSplit, ZooModel
-from models.dlgm.config import DLGMConfig
-from models.nn import MIN_SCALE
+from pyro_zoo.models.base import Capabilities, DataSplit, ZooModel
+from pyro_zoo.models.dlgm.config import DLGMConfig
+from pyro_zoo.models.nn import MIN_SCALE
 
 #: true decoder of the default data (D = 2, d = 1): mu(z) = sigmoid(TRUE_A z + TRUE_C) moves
 #: from (0, 1) to (1, 0) as z goes from -inf to +inf ...

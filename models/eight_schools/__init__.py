@@ -1,4 +1,4 @@
-"""The eight schools of the zoo: its spec (see :mod:`models.eight_schools.model` for the maths).
+"""The eight schools of the zoo: its spec (see :mod:`pyro_zoo.models.eight_schools.model` for the maths).
 
 Data: Rubin's (1981) coaching effects y_j and standard errors sigma_j of eight schools
 (:data:`RUBIN`), the same rows in both splits (the posterior is over these schools), or a CSV
@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import torch
 
-from models.base import DataError, DataSplit
-from models.data import read_csv
-from models.eight_schools.config import EightSchoolsConfig
-from models.eight_schools.figures import figures
-from models.eight_schools.model import EightSchools, KnownScaleNormal, quadrature
-from models.spec import ModelSpec
+from pyro_zoo.models.base import DataError, DataSplit
+from pyro_zoo.models.data import read_csv
+from pyro_zoo.models.eight_schools.config import EightSchoolsConfig
+from pyro_zoo.models.eight_schools.figures import figures
+from pyro_zoo.models.eight_schools.model import EightSchools, KnownScaleNormal, quadrature
+from pyro_zoo.models.spec import ModelSpec
 
 #: (y_j, sigma_j): estimated coaching effects on SAT-V scores and their standard errors
 RUBIN = ((28.0, 15.0), (8.0, 10.0), (-3.0, 16.0), (7.0, 11.0), (-1.0, 9.0), (1.0, 11.0), (18.0, 10.0),

@@ -1,11 +1,11 @@
-"""Hyperparameters of the eight-schools model (:mod:`models.eight_schools.model`)."""
+"""Hyperparameters of the eight-schools model (:mod:`pyro_zoo.models.eight_schools.model`)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import ClassVar
 
-from models.config import NUM_DATA, Config, hparam
+from pyro_zoo.models.config import NUM_DATA, Config, hparam
 
 #: the AutoGuides the latents can take
 GUIDES = ("normal", "mvn", "iaf")

@@ -9,9 +9,9 @@ import pyro
 import torch
 from matplotlib.figure import Figure
 
-from models.base import DataSplit
-from models.eight_schools.model import EightSchools, quadrature
-from models.plots import DPI
+from pyro_zoo.models.base import DataSplit
+from pyro_zoo.models.eight_schools.model import EightSchools, quadrature
+from pyro_zoo.models.plots import DPI
 
 DRAWS = 2000
 

@@ -53,8 +53,8 @@ from pyro.distributions import TorchDistribution
 from pyro.infer.autoguide import AutoIAFNormal, AutoMultivariateNormal, AutoNormal
 from torch.distributions import constraints
 
-from models.base import Capabilities, DataError, DataSplit, ZooModel
-from models.eight_schools.config import EightSchoolsConfig
+from pyro_zoo.models.base import Capabilities, DataError, DataSplit, ZooModel
+from pyro_zoo.models.eight_schools.config import EightSchoolsConfig
 
 #: Gauss-Legendre nodes of the quadrature over u = 2 arctan(tau / s_tau) / pi
 NUM_NODES = 400
@@ -114,7 +114,7 @@ class EightSchools(ZooModel):
         self.local_name = "theta" if config.parameterisation == "centred" else "eta"
         self.autoguide = AUTOGUIDES[config.guide](self.model)
         # run the guide once so that it creates its parameters now (they depend on J only); forward,
-        # not __call__, which would also put them in Pyro's global param store (see models.hmm)
+        # not __call__, which would also put them in Pyro's global param store (see pyro_zoo.models.hmm)
         with torch.no_grad():
             self.autoguide.forward(torch.ones(config.num_schools, 2))
 

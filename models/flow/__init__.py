@@ -1,13 +1,13 @@
-"""The normalizing flow of the zoo: its spec (see :mod:`models.flow.model` for the maths)."""
+"""The normalizing flow of the zoo: its spec (see :mod:`pyro_zoo.models.flow.model` for the maths)."""
 
 from __future__ import annotations
 
-from models import data as image_data
-from models.base import DataSplit
-from models.flow.config import FLOW_LIKELIHOODS, FlowConfig
-from models.flow.figures import figures
-from models.flow.model import PADDING, Flow
-from models.spec import ModelSpec
+from pyro_zoo.models import data as image_data
+from pyro_zoo.models.base import DataSplit
+from pyro_zoo.models.flow.config import FLOW_LIKELIHOODS, FlowConfig
+from pyro_zoo.models.flow.figures import figures
+from pyro_zoo.models.flow.model import PADDING, Flow
+from pyro_zoo.models.spec import ModelSpec
 
 
 def load_data(split: str, data_dir=None, data=None, smoke: bool = False) -> DataSplit:

@@ -1,11 +1,11 @@
-"""Hyperparameters of the normalizing flow (:mod:`models.flow.model`)."""
+"""Hyperparameters of the normalizing flow (:mod:`pyro_zoo.models.flow.model`)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import ClassVar
 
-from models.config import MAX_DIM, MAX_LAYERS, MAX_UNITS, Config, hparam
+from pyro_zoo.models.config import MAX_DIM, MAX_LAYERS, MAX_UNITS, Config, hparam
 
 #: the data a flow takes: whole grey levels (dequantised) or real vectors
 FLOW_LIKELIHOODS = ("discrete", "continuous")

@@ -7,9 +7,9 @@ from pathlib import Path
 import torch
 from matplotlib.figure import Figure
 
-from models.base import DataSplit
-from models.flow.model import Flow
-from models.plots import DPI, data_vs_samples, image_grid, square_side
+from pyro_zoo.models.base import DataSplit
+from pyro_zoo.models.flow.model import Flow
+from pyro_zoo.models.plots import DPI, data_vs_samples, image_grid, square_side
 
 #: base draws shown with their images under the flow
 SHOWN = 10

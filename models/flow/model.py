@@ -39,7 +39,7 @@ refused (:meth:`Flow.check_data`). Samples are floor(y) clipped to 0..L-1.
 Shapes: data ``x`` (N, D); the site ``"u"`` (N, D) or (P, N, D) under a particle plate; the
 observed site ``"x"`` has batch shape (N,) (or (P, N)) and event shape (D,). Data: Tomczak's digits
 protocol (``--data digits17``, D = 64, L = 17) by default; the other image data sets as their
-whole grey levels (MNIST: 0..255); :func:`models.flow.hparams_for` sets ``data_dim`` and
+whole grey levels (MNIST: 0..255); :func:`pyro_zoo.models.flow.hparams_for` sets ``data_dim`` and
 ``levels`` from the data.
 """
 
@@ -53,8 +53,8 @@ import torch
 from pyro.distributions.transforms import AffineTransform, Permute, SigmoidTransform, affine_coupling
 from torch import nn
 
-from models.base import Capabilities, DataError, DataSplit, ZooModel
-from models.flow.config import FlowConfig
+from pyro_zoo.models.base import Capabilities, DataError, DataSplit, ZooModel
+from pyro_zoo.models.flow.config import FlowConfig
 
 #: alpha of the map onto the data box (RealNVP's logit pre-processing): the flow's box is the unit
 #: bins' box [0, L) widened by alpha / (1 - 2 alpha) of its side on each end

@@ -1,12 +1,12 @@
-"""The hidden Markov model of the zoo: its spec (see :mod:`models.hmm.model` for the maths)."""
+"""The hidden Markov model of the zoo: its spec (see :mod:`pyro_zoo.models.hmm.model` for the maths)."""
 
 from __future__ import annotations
 
-from models.hmm.config import HMMConfig
-from models.hmm.data import hparams_for, load_data
-from models.hmm.figures import figures
-from models.hmm.model import HMM, backward, forward, objective, posterior_marginals, viterbi
-from models.spec import ModelSpec
+from pyro_zoo.models.hmm.config import HMMConfig
+from pyro_zoo.models.hmm.data import hparams_for, load_data
+from pyro_zoo.models.hmm.figures import figures
+from pyro_zoo.models.hmm.model import HMM, backward, forward, objective, posterior_marginals, viterbi
+from pyro_zoo.models.spec import ModelSpec
 
 SPEC = ModelSpec(
     name="hmm",

@@ -1,11 +1,11 @@
-"""Hyperparameters of the hidden Markov model (:mod:`models.hmm.model`)."""
+"""Hyperparameters of the hidden Markov model (:mod:`pyro_zoo.models.hmm.model`)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import ClassVar
 
-from models.config import Config, hparam
+from pyro_zoo.models.config import Config, hparam
 
 #: the most hidden states and emission symbols (the forward pass holds (N, K, K) tensors per step)
 MAX_STATES = 64

@@ -19,7 +19,7 @@ import numpy as np
 import statsmodels.api as sm
 import torch
 
-from models.base import DataError, DataSplit
+from pyro_zoo.models.base import DataError, DataSplit
 
 TRUE_GAUSSIAN = {"initial": [0.5, 0.5], "transition": [[0.9, 0.1], [0.2, 0.8]],
                  "locs": [-1.0, 1.0], "scales": [0.6, 0.6]}

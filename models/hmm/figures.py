@@ -7,9 +7,9 @@ from pathlib import Path
 import torch
 from matplotlib.figure import Figure
 
-from models.base import DataSplit
-from models.hmm.model import HMM
-from models.plots import DPI
+from pyro_zoo.models.base import DataSplit
+from pyro_zoo.models.hmm.model import HMM
+from pyro_zoo.models.plots import DPI
 
 
 @torch.no_grad()

@@ -53,8 +53,8 @@ import torch
 from pyro.infer.autoguide import AutoDelta, AutoMultivariateNormal, AutoNormal
 from pyro.ops.indexing import Vindex
 
-from models.base import Capabilities, DataError, DataSplit, ZooModel, check_fits_memory
-from models.hmm.config import HMMConfig
+from pyro_zoo.models.base import Capabilities, DataError, DataSplit, ZooModel, check_fits_memory
+from pyro_zoo.models.hmm.config import HMMConfig
 
 AUTOGUIDES = {"delta": AutoDelta, "normal": AutoNormal, "mvn": AutoMultivariateNormal}
 GLOBALS = {"gaussian": ("initial", "transition", "loc_base", "loc_gaps", "scales"),
@@ -132,7 +132,7 @@ class HMM(ZooModel):
 
     def local_pair(self):
         """The states given theta = the guide's median: ``(model, None)``; with no guide the
-        estimators sum the enumerated states exactly (see ``inference.importance``)."""
+        estimators sum the enumerated states exactly (see ``pyro_zoo.inference.importance``)."""
         params = self.point_estimate()
 
         def local_model(x: torch.Tensor, num_data: int | None = None):

@@ -1,14 +1,14 @@
-"""The two-stochastic-layer VAE of the zoo: its spec (see :mod:`models.hvae.model` for the maths)."""
+"""The two-stochastic-layer VAE of the zoo: its spec (see :mod:`pyro_zoo.models.hvae.model` for the maths)."""
 
 from __future__ import annotations
 
-from models import data as image_data
-from models.base import DataSplit
-from models.hvae.config import HVAEConfig
-from models.hvae.figures import figures
-from models.hvae.model import HVAE, GaussianMLP, objective
-from models.nn import implied_pixels
-from models.spec import ModelSpec
+from pyro_zoo.models import data as image_data
+from pyro_zoo.models.base import DataSplit
+from pyro_zoo.models.hvae.config import HVAEConfig
+from pyro_zoo.models.hvae.figures import figures
+from pyro_zoo.models.hvae.model import HVAE, GaussianMLP, objective
+from pyro_zoo.models.nn import implied_pixels
+from pyro_zoo.models.spec import ModelSpec
 
 
 def load_data(split: str, data_dir=None, data=None, smoke: bool = False) -> DataSplit:

@@ -6,10 +6,10 @@ from pathlib import Path
 
 import torch
 
-from models.base import DataSplit
-from models.hvae.model import HVAE
-from models.nn import binarized
-from models.plots import image_grid, square_side
+from pyro_zoo.models.base import DataSplit
+from pyro_zoo.models.hvae.model import HVAE
+from pyro_zoo.models.nn import binarized
+from pyro_zoo.models.plots import image_grid, square_side
 
 
 @torch.no_grad()

@@ -28,7 +28,7 @@ same weights in torch, reparametrised; :meth:`HVAE.elbo_loss` is the opt-in fast
 
 Shapes: data ``x`` (N, D); sites ``"z2"`` (N, K2) and ``"z1"`` (N, K1), or (P, N, .) under a
 particle plate; the observed site ``"x"`` has batch shape (N,) and event shape (D,). Data and
-likelihood as for the VAE (:mod:`models.vae.model`): binarised MNIST with a data folder (dynamic
+likelihood as for the VAE (:mod:`pyro_zoo.models.vae.model`): binarised MNIST with a data folder (dynamic
 binarisation), Tomczak's digits (``--data digits17``, 17-way categorical) by default.
 """
 
@@ -43,9 +43,9 @@ import torch.nn.functional as F
 from torch import nn
 from torch.distributions import Normal
 
-from models.base import Capabilities, DataSplit, ZooModel
-from models.hvae.config import HVAEConfig
-from models.nn import MIN_SCALE, Pixels, binarized, mlp
+from pyro_zoo.models.base import Capabilities, DataSplit, ZooModel
+from pyro_zoo.models.hvae.config import HVAEConfig
+from pyro_zoo.models.nn import MIN_SCALE, Pixels, binarized, mlp
 
 
 class GaussianMLP(nn.Module):

@@ -1,12 +1,12 @@
-"""The linear-Gaussian state space model of the zoo: its spec (see :mod:`models.lgssm.model`)."""
+"""The linear-Gaussian state space model of the zoo: its spec (see :mod:`pyro_zoo.models.lgssm.model`)."""
 
 from __future__ import annotations
 
-from models.lgssm.config import LGSSMConfig
-from models.lgssm.data import hparams_for, load_data
-from models.lgssm.figures import figures
-from models.lgssm.model import LGSSM, kalman_filter, rts_smoother
-from models.spec import ModelSpec
+from pyro_zoo.models.lgssm.config import LGSSMConfig
+from pyro_zoo.models.lgssm.data import hparams_for, load_data
+from pyro_zoo.models.lgssm.figures import figures
+from pyro_zoo.models.lgssm.model import LGSSM, kalman_filter, rts_smoother
+from pyro_zoo.models.spec import ModelSpec
 
 SPEC = ModelSpec(
     name="lgssm",

@@ -1,11 +1,11 @@
-"""Hyperparameters of the linear-Gaussian state space model (:mod:`models.lgssm.model`)."""
+"""Hyperparameters of the linear-Gaussian state space model (:mod:`pyro_zoo.models.lgssm.model`)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import ClassVar
 
-from models.config import Config, hparam
+from pyro_zoo.models.config import Config, hparam
 
 #: the largest latent and observed dimensions (the Kalman filter inverts (D, D) and holds (d, d) matrices)
 MAX_STATE_DIM = 256

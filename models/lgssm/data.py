@@ -14,7 +14,7 @@ import numpy as np
 import statsmodels.api as sm
 import torch
 
-from models.base import DataError, DataSplit
+from pyro_zoo.models.base import DataError, DataSplit
 
 TRUE = {"A": [[0.9, 0.2], [-0.2, 0.9]], "C": [[1.0, 0.5]], "m0": [0.0, 0.0], "s0": [1.0, 1.0],
         "q": [0.3, 0.3], "r": [0.5]}

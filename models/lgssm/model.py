@@ -42,8 +42,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from models.base import Capabilities, DataSplit, ZooModel, check_fits_memory
-from models.lgssm.config import LGSSMConfig
+from pyro_zoo.models.base import Capabilities, DataSplit, ZooModel, check_fits_memory
+from pyro_zoo.models.lgssm.config import LGSSMConfig
 
 #: smallest noise sd (softplus(.) + MIN_SD), so that no covariance becomes singular
 MIN_SD = 1e-3

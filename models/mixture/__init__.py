@@ -1,13 +1,13 @@
-"""The Gaussian mixture of the zoo: its spec (see :mod:`models.mixture.model` for the maths and
-:mod:`models.mixture.data` for the data sets)."""
+"""The Gaussian mixture of the zoo: its spec (see :mod:`pyro_zoo.models.mixture.model` for the maths and
+:mod:`pyro_zoo.models.mixture.data` for the data sets)."""
 
 from __future__ import annotations
 
-from models.mixture.config import MixtureConfig
-from models.mixture.data import CATS, DATASETS, SYNTHETIC2D, hparams_for, load_data, true_parameters
-from models.mixture.figures import figures
-from models.mixture.model import KMEANS_POINTS, MIN_SCALE, GaussianComponents, MixtureModel
-from models.spec import ModelSpec
+from pyro_zoo.models.mixture.config import MixtureConfig
+from pyro_zoo.models.mixture.data import CATS, DATASETS, SYNTHETIC2D, hparams_for, load_data, true_parameters
+from pyro_zoo.models.mixture.figures import figures
+from pyro_zoo.models.mixture.model import KMEANS_POINTS, MIN_SCALE, GaussianComponents, MixtureModel
+from pyro_zoo.models.spec import ModelSpec
 
 SPEC = ModelSpec(
     name="mixture",

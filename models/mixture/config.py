@@ -1,10 +1,10 @@
-"""Hyperparameters of the Gaussian mixture (:mod:`models.mixture.model`)."""
+"""Hyperparameters of the Gaussian mixture (:mod:`pyro_zoo.models.mixture.model`)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from models.config import MAX_DIM, NUM_DATA, Config, hparam
+from pyro_zoo.models.config import MAX_DIM, NUM_DATA, Config, hparam
 
 
 @dataclass(frozen=True)

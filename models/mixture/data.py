@@ -14,8 +14,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from models.base import DataError, DataSplit
-from models.data import csv_split
+from pyro_zoo.models.base import DataError, DataSplit
+from pyro_zoo.models.data import csv_split
 
 #: Cat weights in kg (seed 000): z = 0 female N(4.0, 0.5^2), z = 1 male N(5.5, 0.7^2), P(male) = 0.45.
 CATS = {
@@ -92,7 +92,7 @@ def _synthetic(name: str, split: str, smoke: bool) -> DataSplit:
     return DataSplit(
         torch.as_tensor(x[part], dtype=torch.float32),
         torch.as_tensor(z[part], dtype=torch.long),
-        source=f"synthetic {name} (models.mixture.{name.upper()}, seed {DATA_SEED})",
+        source=f"synthetic {name} (pyro_zoo.models.mixture.{name.upper()}, seed {DATA_SEED})",
         info={"num_components": k, "dim": d},
     )
 

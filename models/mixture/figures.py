@@ -13,9 +13,9 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.patches import Ellipse
 
-from models.base import DataSplit
-from models.mixture.model import MixtureModel
-from models.plots import DPI
+from pyro_zoo.models.base import DataSplit
+from pyro_zoo.models.mixture.model import MixtureModel
+from pyro_zoo.models.plots import DPI
 
 
 @torch.no_grad()

@@ -13,7 +13,7 @@ diagonal (``covariance="diag"``, Sigma_k = diag(s_k^2)). All mixture parameters 
 estimates (``nn.Parameter``s); the site ``"assignment"`` is enumerated in parallel and the
 guide is empty, so ``TraceEnum_ELBO`` equals the exact marginal log-likelihood and SVI is
 gradient ascent on log p(x) (the seed's second training route besides EM). ``elbo_loss`` computes
-that same -log p(x) directly (``-exact_log_prob``), which is what :func:`inference.train.fit`
+that same -log p(x) directly (``-exact_log_prob``), which is what :func:`pyro_zoo.inference.train.fit`
 trains on, without the enumeration machinery.
 
 Parameters (``weight_logits`` (K,), ``unit_locs`` (K, D), and ``unit_scale_tril`` (K, D, D)
@@ -46,7 +46,7 @@ units, so tiny clusters stay positive definite), leaving the whole likelihood cl
 :meth:`MixtureModel.set_parameters` also marks the module initialised. When the first batch is
 a minibatch the estimates come from that minibatch (a random subsample) and SVI refines them.
 
-Data sets: :mod:`models.mixture.data` (the seed's cat weights, a 2-D synthetic set, or a CSV file).
+Data sets: :mod:`pyro_zoo.models.mixture.data` (the seed's cat weights, a 2-D synthetic set, or a CSV file).
 """
 
 from __future__ import annotations
@@ -67,8 +67,8 @@ from sklearn.mixture import GaussianMixture
 from torch import nn
 from torch.distributions import constraints
 
-from models.base import Capabilities, DataError, DataSplit, ZooModel
-from models.mixture.config import MixtureConfig
+from pyro_zoo.models.base import Capabilities, DataError, DataSplit, ZooModel
+from pyro_zoo.models.mixture.config import MixtureConfig
 
 #: Floor on every Cholesky diagonal entry, in standard deviations of the data.
 MIN_SCALE = 1e-3

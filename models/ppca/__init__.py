@@ -1,12 +1,12 @@
-"""Probabilistic PCA: its spec (see :mod:`models.ppca.model` for the maths)."""
+"""Probabilistic PCA: its spec (see :mod:`pyro_zoo.models.ppca.model` for the maths)."""
 
 from __future__ import annotations
 
-from models.ppca.config import PPCAConfig
-from models.ppca.data import hparams_for, load_data, synthetic_parameters
-from models.ppca.figures import figures
-from models.ppca.model import PPCA, closed_form_ml
-from models.spec import ModelSpec
+from pyro_zoo.models.ppca.config import PPCAConfig
+from pyro_zoo.models.ppca.data import hparams_for, load_data, synthetic_parameters
+from pyro_zoo.models.ppca.figures import figures
+from pyro_zoo.models.ppca.model import PPCA, closed_form_ml
+from pyro_zoo.models.spec import ModelSpec
 
 SPEC = ModelSpec(
     name="ppca",

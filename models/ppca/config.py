@@ -1,10 +1,10 @@
-"""Hyperparameters of probabilistic PCA (:mod:`models.ppca.model`)."""
+"""Hyperparameters of probabilistic PCA (:mod:`pyro_zoo.models.ppca.model`)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from models.config import MAX_DIM, MAX_UNITS, Config, hparam
+from pyro_zoo.models.config import MAX_DIM, MAX_UNITS, Config, hparam
 
 
 @dataclass(frozen=True)

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import torch
 
-from models.base import DataError, DataSplit
-from models.data import csv_split, load_digits
-from models.ppca.config import PPCAConfig
+from pyro_zoo.models.base import DataError, DataSplit
+from pyro_zoo.models.data import csv_split, load_digits
+from pyro_zoo.models.ppca.config import PPCAConfig
 
 SYNTHETIC_SEED = 1
 SYNTHETIC_SIGMA = 0.1

@@ -8,9 +8,9 @@ from pathlib import Path
 import torch
 from matplotlib.figure import Figure
 
-from models.base import DataSplit
-from models.plots import DPI, data_vs_samples, square_side, tile
-from models.ppca.model import PPCA
+from pyro_zoo.models.base import DataSplit
+from pyro_zoo.models.plots import DPI, data_vs_samples, square_side, tile
+from pyro_zoo.models.ppca.model import PPCA
 
 #: at most this many data points enter the scatter figure
 MAX_POINTS = 2000

@@ -20,8 +20,8 @@ MLP and a learned constant Cholesky factor L -- the linear one contains the exac
 the ELBO is tight at the optimum; "exact" q(z | x) = p(z | x) computed from the current (W, mu,
 sigma), so p(x, z) / q(z | x) = p(x) for every z and importance sampling is exact.
 
-Default data (:mod:`models.ppca.data`): scikit-learn's 8x8 digits scaled to [0, 1] (D = 64; the
-zoo's fixed split of ``models.data.load_digits``, 1438 train / 359 test images). data="synthetic"
+Default data (:mod:`pyro_zoo.models.ppca.data`): scikit-learn's 8x8 digits scaled to [0, 1] (D = 64; the
+zoo's fixed split of ``pyro_zoo.models.data.load_digits``, 1438 train / 359 test images). data="synthetic"
 draws from ``synthetic_parameters()`` (fixed seed); data="<path>.csv" reads a user file.
 
 Shapes: x is (N, D); inside an outer particles plate z is (k, N, q); ``exact_log_prob`` returns
@@ -36,8 +36,8 @@ import torch
 from torch import nn
 from torch.distributions import constraints, kl_divergence, transform_to
 
-from models.base import Capabilities, DataSplit, ZooModel
-from models.ppca.config import PPCAConfig
+from pyro_zoo.models.base import Capabilities, DataSplit, ZooModel
+from pyro_zoo.models.ppca.config import PPCAConfig
 
 
 class PPCA(ZooModel):

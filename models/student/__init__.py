@@ -1,13 +1,13 @@
-"""The student Bayesian network of the zoo: its spec (see :mod:`models.student.model` for the maths,
-:mod:`models.student.queries` for the text queries of ``zoo query student``)."""
+"""The student Bayesian network of the zoo: its spec (see :mod:`pyro_zoo.models.student.model` for the maths,
+:mod:`pyro_zoo.models.student.queries` for the text queries of ``zoo query student``)."""
 
 from __future__ import annotations
 
-from models.spec import ModelSpec
-from models.student.config import StudentConfig
-from models.student.data import load_data
-from models.student.figures import draw_cpd_bars, draw_dag, figures
-from models.student.model import (
+from pyro_zoo.models.spec import ModelSpec
+from pyro_zoo.models.student.config import StudentConfig
+from pyro_zoo.models.student.data import load_data
+from pyro_zoo.models.student.figures import draw_cpd_bars, draw_dag, figures
+from pyro_zoo.models.student.model import (
     CARDINALITY,
     GRADES,
     PARENTS,
@@ -26,7 +26,7 @@ from models.student.model import (
     swap_intelligence,
     true_cpds,
 )
-from models.student.queries import answer, answer_network, parse_query
+from pyro_zoo.models.student.queries import answer, answer_network, parse_query
 
 SPEC = ModelSpec(
     name="student",

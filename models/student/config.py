@@ -1,10 +1,10 @@
-"""Hyperparameters of the student network (:mod:`models.student.model`)."""
+"""Hyperparameters of the student network (:mod:`pyro_zoo.models.student.model`)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from models.config import Config, hparam
+from pyro_zoo.models.config import Config, hparam
 
 
 @dataclass(frozen=True)

@@ -1,9 +1,10 @@
 """Data of the student network: ancestral samples of the textbook network, or a user's CSV file.
 
 ``x`` is a LongTensor of shape (N, 5), columns D, I, G, S, L, with -1 for a missing entry.
-Samples come from the true network (Koller & Friedman's tables, :data:`models.student.model.TRUE_CPDS`)
-with a fixed seed per split: 20,000 train and 5,000 test rows (2,000 each with ``smoke``);
-``data="hidden_I"`` hides column I in every row. A CSV file's first 80% rows are "train".
+Samples come from the true network (Koller & Friedman's tables,
+:data:`pyro_zoo.models.student.model.TRUE_CPDS`) with a fixed seed per split: 20,000 train and
+5,000 test rows (2,000 each with ``smoke``); ``data="hidden_I"`` hides column I in every row. A CSV
+file's first 80% rows are "train".
 """
 
 from __future__ import annotations
@@ -14,9 +15,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from models.base import DataError, DataSplit
-from models.data import read_csv
-from models.student.model import CARDINALITY, VARIABLES, ancestral_sample, true_cpds
+from pyro_zoo.models.base import DataError, DataSplit
+from pyro_zoo.models.data import read_csv
+from pyro_zoo.models.student.model import CARDINALITY, VARIABLES, ancestral_sample, true_cpds
 
 SIZES = {"train": 20_000, "test": 5_000}
 SMOKE_SIZE = 2_000

@@ -9,9 +9,9 @@ import torch
 from matplotlib.figure import Figure
 from matplotlib.patches import Circle, FancyArrowPatch
 
-from models.base import DataSplit
-from models.plots import DPI
-from models.student.model import (
+from pyro_zoo.models.base import DataSplit
+from pyro_zoo.models.plots import DPI
+from pyro_zoo.models.student.model import (
     CARDINALITY,
     GRADES,
     PARENTS,
@@ -58,7 +58,7 @@ def _cpd_text(name: str, table: torch.Tensor) -> str:
 
 def draw_dag(cpds: dict[str, torch.Tensor]) -> Figure:
     """The DAG, each node beside its CPD table ``cpds[name]`` (the shape of
-    :func:`~models.student.model.cpd_shape`)."""
+    :func:`~pyro_zoo.models.student.model.cpd_shape`)."""
     fig = Figure(figsize=(11, 6))
     ax = fig.add_subplot()
     radius = 0.28

@@ -45,7 +45,7 @@ along log Σα the ELBO's curvature is about (K - 1) / 2 while the reparameteris
 grows like √(row count), so Adam wanders (measured 20-60 % off after 1000-2000 steps on 20,000
 rows, tests/test_student.py). Two remedies, both driven by the Pyro program:
 
-* ``inference.train.fit_model(..., fast=True)`` (``zoo train student --fast``) trains on
+* ``pyro_zoo.inference.train.fit_model(..., fast=True)`` (``zoo train student --fast``) trains on
   :meth:`StudentNetwork.elbo_loss`, for complete data the closed-form expectation of that same
   ELBO (E_q[log θ_k] = ψ(α_k) - ψ(Σα); held equal to Pyro's by tests/test_contract.py), whose
   exact gradient lets Adam, with the strength as its own parameter, reach the exact posterior
@@ -66,7 +66,7 @@ Exact inference ignores Pyro: the joint table p(d, i, g, s, l), shape ``(2, 2, 3
 one ``torch.einsum`` of the CPD posterior means, and queries and log p(x) (with missing entries
 summed out) are sums over it: :func:`query` takes the target and evidence as names and values
 (``query("I", {"G": "C", "S": 1})`` -> ``tensor([0.4217, 0.5783])``); the text form
-``"I | G=C, S=1"`` is parsed by :mod:`models.student.queries`.
+``"I | G=C, S=1"`` is parsed by :mod:`pyro_zoo.models.student.queries`.
 
 Data: ``x`` is a LongTensor of shape ``(N, 5)``, columns (D, I, G, S, L), -1 = missing.
 Reference: D. Koller, N. Friedman, Probabilistic Graphical Models, MIT Press 2009, sec. 3.2.
@@ -87,8 +87,8 @@ from pyro.ops.indexing import Vindex
 from torch import nn
 from torch.distributions import kl_divergence
 
-from models.base import Capabilities, DataError, DataSplit, ZooModel
-from models.student.config import StudentConfig
+from pyro_zoo.models.base import Capabilities, DataError, DataSplit, ZooModel
+from pyro_zoo.models.student.config import StudentConfig
 
 VARIABLES = ("D", "I", "G", "S", "L")
 CARDINALITY = {"D": 2, "I": 2, "G": 3, "S": 2, "L": 2}

@@ -4,7 +4,7 @@ A query is ``targets | evidence``, optionally wrapped in ``P( ... )``. Targets a
 names (their joint posterior) or all ``name=value`` (the probability of that event); evidence is
 ``name=value``, comma-separated. Names are D, I, G, S, L or difficulty, intelligence, grade,
 sat, letter; G takes A, B, C (or 0, 1, 2), the others 0 or 1. :func:`parse_query` turns the text
-into the target and evidence of :func:`models.student.model.query`, which answers by enumeration;
+into the target and evidence of :func:`pyro_zoo.models.student.model.query`, which answers by enumeration;
 :func:`answer` labels the result. ``zoo query student TEXT`` calls :func:`answer_network`.
 """
 
@@ -14,7 +14,7 @@ import re
 
 import torch
 
-from models.student.model import (
+from pyro_zoo.models.student.model import (
     QueryError,
     StudentNetwork,
     code,

@@ -1,14 +1,14 @@
-"""The VAE of the zoo: its spec (see :mod:`models.vae.model` for the maths)."""
+"""The VAE of the zoo: its spec (see :mod:`pyro_zoo.models.vae.model` for the maths)."""
 
 from __future__ import annotations
 
-from models import data as image_data
-from models.base import DataSplit
-from models.nn import implied_pixels
-from models.spec import ModelSpec
-from models.vae.config import VAEConfig
-from models.vae.figures import figures
-from models.vae.model import VAE, objective
+from pyro_zoo.models import data as image_data
+from pyro_zoo.models.base import DataSplit
+from pyro_zoo.models.nn import implied_pixels
+from pyro_zoo.models.spec import ModelSpec
+from pyro_zoo.models.vae.config import VAEConfig
+from pyro_zoo.models.vae.figures import figures
+from pyro_zoo.models.vae.model import VAE, objective
 
 
 def load_data(split: str, data_dir=None, data=None, smoke: bool = False) -> DataSplit:

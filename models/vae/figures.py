@@ -6,10 +6,10 @@ from pathlib import Path
 
 import torch
 
-from models.base import DataSplit
-from models.nn import binarized
-from models.plots import image_grid, latent_scatter, square_side
-from models.vae.model import VAE
+from pyro_zoo.models.base import DataSplit
+from pyro_zoo.models.nn import binarized
+from pyro_zoo.models.plots import image_grid, latent_scatter, square_side
+from pyro_zoo.models.vae.model import VAE
 
 #: at most this many test images enter a figure
 MAX_IMAGES = 2000

@@ -35,7 +35,7 @@ Data: for the Bernoulli likelihood, training images are grey levels in [0, 1] an
 Bernoulli(x)); the test split from :func:`load_data` is binarised once with a fixed generator
 (seed 0), so every evaluation sees the same binary images. For the categorical likelihood the
 data are whole grey levels, used as they are (data set digits17, Tomczak's protocol). Data sets
-(see :mod:`models.data`): MNIST when a data folder is given (the default shape 784-400-50), else
+(see :mod:`pyro_zoo.models.data`): MNIST when a data folder is given (the default shape 784-400-50), else
 the embedded 8x8 digits (smoke shape 64-256-8); :func:`hparams_for` sets ``data_dim`` and the
 likelihood from the data, so any of them fits any shape.
 
@@ -55,9 +55,9 @@ import torch.nn.functional as F
 from torch import nn
 from torch.distributions import Normal, kl_divergence
 
-from models.base import Capabilities, DataSplit, ZooModel
-from models.nn import MIN_SCALE, Pixels, bernoulli_log_prob, binarized, mlp
-from models.vae.config import VAEConfig
+from pyro_zoo.models.base import Capabilities, DataSplit, ZooModel
+from pyro_zoo.models.nn import MIN_SCALE, Pixels, bernoulli_log_prob, binarized, mlp
+from pyro_zoo.models.vae.config import VAEConfig
 
 
 class VAE(ZooModel):
