@@ -1,9 +1,9 @@
 """Checks of the CLI's inputs that must pass before any command writes a file.
 
-:func:`writable_folder` for every ``--out``. Hyperparameters are checked by
-:func:`pyro_zoo.models.check_hparams` (names and types here, bounds that depend on the data in
-:func:`pyro_zoo.runs.train`), resume settings by :func:`pyro_zoo.runs.train`. All raise one sentence
-naming the fix, which ``pyro_zoo.cli.main`` prints.
+:func:`writable_folder` for every ``--out``. Hyperparameters are checked once, by the model's
+config (:meth:`pyro_zoo.models.spec.ModelSpec.resolve`, bounds that depend on the data included),
+resume settings by :func:`pyro_zoo.runs.train`. All raise one sentence naming the fix, which
+``pyro_zoo.cli.main`` prints.
 """
 
 from __future__ import annotations
