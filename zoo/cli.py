@@ -49,6 +49,27 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("list", help="list the registered models")
     p.add_argument("--json", action="store_true")
 
+    common = common_arguments()
+    add_train(sub, common)
+    add_eval(sub, common)
+
+    p = sub.add_parser("query", help="exact posterior query, e.g. zoo query student 'I | G=C,S=1'")
+    p.add_argument("name")
+    p.add_argument("text")
+    p.add_argument("--checkpoint", default=None)
+    p.add_argument("--json", action="store_true")
+
+    p = sub.add_parser("demo", help="every model, small, on embedded data; writes a report")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--out", default="report")
+    p.add_argument("--overwrite", action="store_true", help="replace the runs of an earlier demo in --out")
+    p.add_argument("--seed", type=seed_int, default=0)
+    p.add_argument("--no-progress", action="store_true")
+    return parser
+
+
+def common_arguments() -> argparse.ArgumentParser:
+    """The flags train and eval share: device, data, seed, output."""
     common = Parser(add_help=False)
     common.add_argument("--device", default="cpu", help="cpu, cuda or auto (default: cpu)")
     common.add_argument("--data-dir", default=None, help="folder holding data sets (e.g. ../shared/data)")
@@ -56,7 +77,10 @@ def build_parser() -> argparse.ArgumentParser:
     common.add_argument("--seed", type=seed_int, default=0, help=f"0 .. {MAX_SEED}")
     common.add_argument("--json", action="store_true", help="print one JSON object on the last line")
     common.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    return common
 
+
+def add_train(sub, common: argparse.ArgumentParser) -> None:
     p = sub.add_parser("train", parents=[common], help="train a model by SVI")
     p.add_argument("name")
     length = p.add_mutually_exclusive_group()
@@ -76,6 +100,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--checkpoint-every", type=positive_float, default=60.0, metavar="SECONDS",
                    help="seconds between checkpoints, > 0 (one is always written at the end; default 60)")
 
+
+def add_eval(sub, common: argparse.ArgumentParser) -> None:
     p = sub.add_parser("eval", parents=[common], help="evaluate a trained model")
     p.add_argument("name")
     p.add_argument("--checkpoint", required=True)
@@ -91,20 +117,6 @@ def build_parser() -> argparse.ArgumentParser:
                    help="estimators beyond the report's base (is): ais, bdmc, sbc; several allowed")
     p.add_argument("--out", default=None, help="report folder (default: eval/ next to the checkpoint)")
     p.add_argument("--overwrite", action="store_true", help="replace the report in --out (removes its files)")
-
-    p = sub.add_parser("query", help="exact posterior query, e.g. zoo query student 'I | G=C,S=1'")
-    p.add_argument("name")
-    p.add_argument("text")
-    p.add_argument("--checkpoint", default=None)
-    p.add_argument("--json", action="store_true")
-
-    p = sub.add_parser("demo", help="every model, small, on embedded data; writes a report")
-    p.add_argument("--device", default="cpu")
-    p.add_argument("--out", default="report")
-    p.add_argument("--overwrite", action="store_true", help="replace the runs of an earlier demo in --out")
-    p.add_argument("--seed", type=seed_int, default=0)
-    p.add_argument("--no-progress", action="store_true")
-    return parser
 
 
 def main(argv: list[str] | None = None) -> int:
