@@ -64,6 +64,7 @@ from pyro_zoo.inference.arviz_io import summary as arviz_summary
 from pyro_zoo.inference.checkpoint import write_atomic
 from pyro_zoo.inference.diagnostics import ess_summary, latent_usage, model_latent_usage
 from pyro_zoo.inference.importance import estimate_evidence, estimate_log_likelihood
+from pyro_zoo.inference.plain import to_json
 from pyro_zoo.inference.psis import FINITE_VARIANCE_K, khat_summary
 from pyro_zoo.models.base import DataError, DataSplit
 
@@ -681,21 +682,6 @@ def write_index(out_dir, title: str, sections) -> Path:
     return index
 
 
-def to_json(value):
-    """``value`` with tensors, numpy values and tuples made plain, non-finite floats as ``None``."""
-    if isinstance(value, dict):
-        return {str(k): to_json(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [to_json(v) for v in value]
-    if isinstance(value, Path):
-        return str(value)
-    if hasattr(value, "tolist"):
-        return to_json(value.tolist())
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
-
-
 def _finite(value) -> float:
     return value if isinstance(value, (int, float)) and math.isfinite(value) else 0.0
 
@@ -735,5 +721,5 @@ def _relative(path, out_dir: Path) -> str:
 __all__ = [
     "AIS_SETTINGS", "METHODS", "NO_IMPORTANCE_SAMPLING", "SBC_SETTINGS", "SWEEP_FRACTIONS", "UNITS",
     "check_methods", "compare_posteriors", "evaluate", "evidence_report", "ladder", "length_sweep",
-    "plot_ladder", "posterior_table_markdown", "to_json", "write_index"
+    "plot_ladder", "posterior_table_markdown", "write_index"
 ]

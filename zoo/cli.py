@@ -13,7 +13,6 @@ import json
 import logging
 import re
 import sys
-from pathlib import Path
 
 from pyro_zoo import commands
 from pyro_zoo.arguments import MAX_SEED, UsageError, positive_float, positive_int, seed_int
@@ -22,6 +21,7 @@ from pyro_zoo.inference.checkpoint import CheckpointError
 from pyro_zoo.inference.devices import DeviceError
 from pyro_zoo.inference.evaluate import AIS_SETTINGS
 from pyro_zoo.inference.importance import EstimateTooLarge
+from pyro_zoo.inference.plain import to_json
 from pyro_zoo.inference.settings import SettingError
 from pyro_zoo.inference.train import TrainingDiverged
 from pyro_zoo.models import DataError, UnknownModelError
@@ -131,7 +131,7 @@ def main(argv: list[str] | None = None) -> int:
         distributed.report_error(f"zoo: error: {one_line(err)}")
         return 2
     if getattr(args, "json", False):
-        print(json.dumps(result, default=_jsonable))
+        print(json.dumps(to_json(result)))
     return 0
 
 
@@ -155,11 +155,3 @@ class _LogLine(logging.Handler):
 
 
 LOG_HANDLER = _LogLine(logging.INFO)
-
-
-def _jsonable(value):
-    if isinstance(value, Path):
-        return str(value)
-    if hasattr(value, "tolist"):
-        return value.tolist()
-    raise TypeError(f"cannot serialise {type(value).__name__}")
