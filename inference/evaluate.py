@@ -256,7 +256,7 @@ def _check_applicable(methods, model, local_model, local_guide, inputs: tuple, m
     x = inputs[0]
     if len(inputs) > 1 and {"ais", "bdmc", "sbc"} & set(methods):
         raise DataError(f"AIS, BDMC and SBC take models of one input; {type(model).__name__} takes "
-                        f"{len(inputs)} ({', '.join(model.inputs)}): use --method is")
+                        f"{len(inputs)} ({', '.join(model.inputs)}): use `methods` is")
 
     capabilities = model.capabilities
     if "ais" in methods and not (capabilities.importance_sampling or capabilities.exact_evidence):
@@ -273,8 +273,9 @@ def _check_applicable(methods, model, local_model, local_guide, inputs: tuple, m
         with torch.no_grad():
             trace = poutine.trace(poutine.uncondition(model.model)).get_trace(x[:1])
         if not global_sites(trace):
-            raise DataError(f"SBC does not apply to this model: {type(model).__name__} has no global latent "
-                            "variables (sample sites outside the 'data' plate); use --method is, ais or bdmc")
+            raise DataError(f"SBC does not apply to this model: {type(model).__name__} has no global "
+                            "latent variables (sample sites outside the 'data' plate); use `methods` is, ais or "
+                            "bdmc")
 
 
 def _ais(local_model, local_guide, x: torch.Tensor, settings: dict) -> dict:

@@ -32,7 +32,8 @@ USER_ERRORS = (CheckpointError, DataError, DeviceError, EstimateTooLarge, Settin
 FLAGS = {"steps": "--steps", "epochs": "--epochs", "batch_size": "--batch-size", "lr": "--lr",
          "clip_norm": "--clip-norm", "checkpoint_seconds": "--checkpoint-every",
          "num_particles": "--num-particles", "fast": "--fast", "seed": "--seed", "resume=True": "--resume",
-         "overwrite=True": "--overwrite"}
+         "overwrite=True": "--overwrite", "device": "--device", "data": "--data", "data_dir": "--data-dir",
+         "methods": "--method", "checkpoint": "--checkpoint"}
 
 
 class Parser(argparse.ArgumentParser):
@@ -142,8 +143,15 @@ def one_line(err: BaseException) -> str:
 
 
 def flagged(text: str) -> str:
-    """``text`` with each setting in backquotes (```lr```) written as its flag (``--lr``)."""
-    return re.sub(r"`([^`]+)`", lambda found: FLAGS.get(found[1], found[0]), text)
+    """``text`` with each setting in backquotes (```lr```) written as its flag (``--lr``), and each
+    hyperparameter assignment (```covariance=diag```) as ``--set covariance=diag``."""
+    return re.sub(r"`([^`]+)`", lambda found: _flag(found[1]) or found[0], text)
+
+
+def _flag(setting: str) -> str | None:
+    if setting in FLAGS:
+        return FLAGS[setting]
+    return f"--set {setting}" if re.fullmatch(r"\w+=\S+", setting) else None
 
 
 class _LogLine(logging.Handler):
