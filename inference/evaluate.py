@@ -274,8 +274,8 @@ def _check_applicable(methods, model, local_model, local_guide, inputs: tuple, m
             trace = poutine.trace(poutine.uncondition(model.model)).get_trace(x[:1])
         if not global_sites(trace):
             raise DataError(f"SBC does not apply to this model: {type(model).__name__} has no global "
-                            "latent variables (sample sites outside the 'data' plate); use `methods` is, ais or "
-                            "bdmc")
+                            "latent variables (sample sites outside the 'data' plate); use `methods` is, ais "
+                            "or bdmc")
 
 
 def _ais(local_model, local_guide, x: torch.Tensor, settings: dict) -> dict:
