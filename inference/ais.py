@@ -363,15 +363,9 @@ def ais(
     num_chains, num_steps, num_leapfrog, pilot_chains = (whole_number(name, value) for name, value in (
         ("num_chains", num_chains), ("num_steps", num_steps), ("num_leapfrog", num_leapfrog),
         ("pilot_chains", pilot_chains)))
-    data_chunk = None if data_chunk is None else whole_number("data_chunk", data_chunk)
-    chunk_elements = whole_number("chunk_elements", chunk_elements)
     adapt_rate = positive_number("adapt_rate", adapt_rate)
-    if proposal == "guide" and guide is None:
-        raise ValueError("proposal='guide' needs a guide; pass one or use proposal='prior'")
-    if adaptation not in ADAPTATIONS:
-        raise ValueError(f"unknown adaptation {adaptation!r}; choose one of {', '.join(ADAPTATIONS)}")
-    width = max(1, x[0].numel())
-    chunk = data_chunk or max(1, min(x.shape[0], chunk_elements // (num_chains * width)))
+    _check_proposal(guide, proposal, adaptation)
+    chunk = _data_chunk(x, num_chains, data_chunk, chunk_elements)
     parts = []
     common = (num_steps, proposal, schedule, num_leapfrog)
     tuning = (target_accept, adapt_rate, max_plate_nesting)
@@ -385,25 +379,48 @@ def ais(
                 given = _run(model, guide, x[rows], pilot_size, *common, given, True, *tuning, start_from)[3]
             online = adaptation == "online"
             parts.append(_run(model, guide, x[rows], num_chains, *common, given, online, *tuning, start_from))
+    settings = {"proposal": proposal, "schedule": schedule, "num_leapfrog": num_leapfrog,
+                "adaptation": adaptation}
+    return _result(parts, num_chains, num_steps, reverse_from is None, settings, start)
+
+
+def _check_proposal(guide, proposal: str, adaptation: str) -> None:
+    if proposal == "guide" and guide is None:
+        raise ValueError("proposal='guide' needs a guide; pass one or use proposal='prior'")
+    if adaptation not in ADAPTATIONS:
+        raise ValueError(f"unknown adaptation {adaptation!r}; choose one of {', '.join(ADAPTATIONS)}")
+
+
+def _data_chunk(x: torch.Tensor, num_chains: int, data_chunk: int | None, chunk_elements: int) -> int:
+    """Data points per vectorised pass: ``data_chunk``, or as many as keep a (chains, points, data
+    dimension) tensor under ``chunk_elements`` floats."""
+    if data_chunk is not None:
+        return whole_number("data_chunk", data_chunk)
+    width = max(1, x[0].numel())
+    return max(1, min(x.shape[0], whole_number("chunk_elements", chunk_elements) // (num_chains * width)))
+
+
+def _result(parts: list, num_chains: int, num_steps: int, forward: bool, settings: dict, start: float
+            ) -> AISResult:
+    """The :class:`AISResult` of the chunks' runs ``parts`` (log weights, acceptance per step,
+    acceptance per point, step sizes)."""
     log_w = torch.cat([p[0] for p in parts], 1)
     stats = weight_statistics(log_w, ())
-    sign = 1.0 if reverse_from is None else -1.0
     step_sizes = torch.cat([p[3] for p in parts], 1).cpu()
     n = [p[0].shape[1] for p in parts]
     return AISResult(
         num_chains=num_chains,
         num_steps=num_steps,
-        log_px=sign * stats["log_px"],
+        log_px=stats["log_px"] if forward else -stats["log_px"],
         log_px_se=stats["log_px_se"],
         log_weights=log_w,
         acceptance=torch.cat([p[2] for p in parts]),
         acceptance_per_step=sum(p[1] * k for p, k in zip(parts, n, strict=True)) / sum(n),
         step_size_per_step=step_sizes.mean(1),
         step_sizes=step_sizes,
-        direction="forward" if reverse_from is None else "reverse",
+        direction="forward" if forward else "reverse",
         seconds=time.perf_counter() - start,
-        settings={"proposal": proposal, "schedule": schedule, "num_leapfrog": num_leapfrog,
-                  "adaptation": adaptation},
+        settings=settings,
     )
 
 

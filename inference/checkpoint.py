@@ -84,11 +84,11 @@ def load_checkpoint(path: str | Path, map_location="cpu") -> dict:
         raise CheckpointError(
             f"checkpoint {path} is corrupt, or not a zoo checkpoint, or holds objects other than tensors "
             f"and plain values ({type(err).__name__}); nothing in it was run: retrain or point "
-            "--checkpoint at a file written by `zoo train`") from None
+            "`checkpoint` at a file written by `zoo train`") from None
     missing = [key for key in REQUIRED_KEYS if not isinstance(state, dict) or key not in state]
     if missing:
         raise CheckpointError(f"{path} is not a zoo checkpoint (it lacks {', '.join(missing)}); point "
-                              "--checkpoint at a file written by `zoo train`")
+                              "`checkpoint` at a file written by `zoo train`")
     check_state(state, path)
     return state
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-DEVICE_HELP = "use --device cpu, cuda (or cuda:N) or auto"
+DEVICE_HELP = "use `device` cpu, cuda (or cuda:N) or auto"
 
 
 class DeviceError(RuntimeError):
@@ -22,8 +22,8 @@ def resolve_device(device: str | torch.device | None = None) -> torch.device:
     if device.type not in ("cpu", "cuda"):
         raise DeviceError(f"device {str(device)!r} is not supported; {DEVICE_HELP}")
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise DeviceError("CUDA was requested but no GPU is available; use --device cpu")
+        raise DeviceError("CUDA was requested but no GPU is available; use `device` cpu")
     if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
         raise DeviceError(f"there is no GPU {device.index} (this machine has {torch.cuda.device_count()}); "
-                          "use --device cuda:0")
+                          "use `device` cuda:0")
     return device

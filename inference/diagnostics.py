@@ -23,6 +23,7 @@ import torch
 from pyro.distributions import constraints
 from torch.distributions import Independent, kl_divergence
 
+from pyro_zoo.inference.plain import to_json
 from pyro_zoo.inference.programs import as_tensors
 from pyro_zoo.inference.psis import khat_summary, pareto_khat
 from pyro_zoo.inference.sites import is_local_latent
@@ -117,7 +118,7 @@ def _kl(q, p, value: torch.Tensor) -> torch.Tensor:
 def model_latent_usage(model, x: torch.Tensor) -> dict:
     """The model's own ``kl_per_dim(x)`` and ``active_units(x)`` (``capabilities.latent_usage``)."""
     with torch.no_grad():
-        return {"kl_per_dim": _plain(model.kl_per_dim(x)), "active_units": _plain(model.active_units(x))}
+        return {"kl_per_dim": to_json(model.kl_per_dim(x)), "active_units": to_json(model.active_units(x))}
 
 
 def _is_local_real_latent(site) -> bool:
@@ -143,16 +144,6 @@ def _per_unit(t: torch.Tensor, shape: tuple[int, int], max_plate_nesting: int) -
     t = t.expand(shape[:1] + t.shape[1:])
     t = t.movedim(batch_dims - 1, 1)
     return t.reshape(shape[0], shape[1], -1)
-
-
-def _plain(value):
-    if isinstance(value, torch.Tensor):
-        return value.item() if value.numel() == 1 else value.detach().cpu().tolist()
-    if isinstance(value, dict):
-        return {str(k): _plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    return value
 
 
 __all__ = [

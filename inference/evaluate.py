@@ -64,6 +64,7 @@ from pyro_zoo.inference.arviz_io import summary as arviz_summary
 from pyro_zoo.inference.checkpoint import write_atomic
 from pyro_zoo.inference.diagnostics import ess_summary, latent_usage, model_latent_usage
 from pyro_zoo.inference.importance import estimate_evidence, estimate_log_likelihood
+from pyro_zoo.inference.plain import to_json
 from pyro_zoo.inference.psis import FINITE_VARIANCE_K, khat_summary
 from pyro_zoo.models.base import DataError, DataSplit
 
@@ -96,46 +97,30 @@ def check_methods(methods) -> tuple[str, ...]:
     return methods
 
 
-def evaluate(
-    model,
-    data,
-    *,
-    num_particles: int = 1000,
-    iwae_ks=(1, 10, 100, 1000),
-    max_plate_nesting: int = 1,
-    out_dir=None,
-    progress: bool = True,
-    seed: int | None = None,
-    methods=("is",),
-    ais_settings: dict | None = None,
-    sbc_settings: dict | None = None,
-    nuts_samples: int = 500,
-    posterior_data: DataSplit | None = None,
-    figures: Callable | None = None,
-) -> dict:
-    """Evaluate ``model`` (a ``ZooModel``) on ``data`` (a ``DataSplit`` or a tensor (N, ...)).
-
-    The model's declared ``inputs`` are taken from ``data`` (e.g. ``(x, y)`` for log p(x | y)).
-    ``methods``: any of :data:`METHODS` ("is" always runs where it applies); ``ais_settings``
-    override :data:`AIS_SETTINGS` (keyword arguments of :func:`pyro_zoo.inference.ais.ais`),
-    ``sbc_settings`` :data:`SBC_SETTINGS` (plus ``fit_guide``, see :func:`pyro_zoo.inference.sbc.sbc`).
-    A model that declares no importance sampling (global latents) gets instead the posterior
-    comparison of :func:`compare_posteriors` (``num_particles`` guide draws, ``nuts_samples``
-    NUTS draws after as many warm-up steps; 0 skips NUTS) on ``posterior_data`` (the data the
-    guide was trained on; ``data`` if not given). ``seed`` seeds the importance sampler per chunk
-    of data points (see :func:`estimate_log_likelihood`). Under ``torchrun`` the data points are
-    sampled by all ranks and rank 0 alone builds the report; the other ranks return
-    ``{"rank": r}``. Returns a JSON-serialisable dict (non-finite numbers become ``None``); writes
-    ``report.json`` and PNG figures under ``out_dir`` when given.
+def evaluate(model, data, *, num_particles: int = 1000, iwae_ks=(1, 10, 100, 1000), max_plate_nesting=1,
+             out_dir=None, progress: bool = True, seed: int | None = None, methods=("is",),
+             ais_settings: dict | None = None, sbc_settings: dict | None = None, nuts_samples: int = 500,
+             posterior_data: DataSplit | None = None, figures: Callable | None = None) -> dict:
+    """Evaluate ``model`` (a ``ZooModel``) on ``data`` (a ``DataSplit``, or a tensor (N, ...)), whose
+    ``inputs`` the model declares (``(x, y)`` for log p(x | y)). ``methods``: any of :data:`METHODS`
+    ("is" always runs where it applies); ``ais_settings`` and ``sbc_settings`` override
+    :data:`AIS_SETTINGS` and :data:`SBC_SETTINGS`. A model with global latents (no importance
+    sampling) gets the posterior comparison of :func:`compare_posteriors` instead (``num_particles``
+    guide draws, ``nuts_samples`` NUTS draws, 0 skips NUTS) on ``posterior_data`` (the guide's
+    training data; default ``data``). ``seed`` seeds the importance sampler per chunk of data
+    points. Under ``torchrun`` all ranks sample and rank 0 alone reports (the others return
+    ``{"rank": r}``). Returns a JSON-serialisable dict (non-finite numbers as ``None``); writes
+    ``report.json`` and the figures (``figures(model, data, out_dir)``: the model's own) under ``out_dir``.
     """
-    methods = check_methods(methods)
-    start = time.perf_counter()
-    data = data if isinstance(data, DataSplit) else DataSplit(x=data)
-    data = data.to(model.device)
+    methods, start = check_methods(methods), time.perf_counter()
+    out_dir = None if out_dir is None else Path(out_dir)
+    data = (data if isinstance(data, DataSplit) else DataSplit(x=data)).to(model.device)
     inputs = data.inputs(model.inputs)
     model.check_inputs(inputs)
     model.eval()
     x = inputs[0]
+    ais_run = {**AIS_SETTINGS, "max_plate_nesting": max_plate_nesting, **(ais_settings or {})}
+    ais_run = ais_run if "ais" in methods else None
     local_model, local_guide = model.local_pair()
     _check_applicable(methods, model, local_model, local_guide, inputs, max_plate_nesting)
     report = {"model": type(model).__name__, "units": UNITS, "num_data": x.shape[0],
@@ -145,57 +130,67 @@ def evaluate(
         result = estimate_log_likelihood(local_model, local_guide, inputs, num_particles,
                                          max_plate_nesting=max_plate_nesting, iwae_ks=iwae_ks,
                                          progress=progress, seed=seed)
-        # the hook for other per-data-point estimators (AIS...): run them through
-        # pyro_zoo.inference.distributed.map_chunks, as estimate_log_likelihood does, before this line
+        # other per-data-point estimators go through distributed.map_chunks, before this line
         here = distributed.world()
         if not here.main:
             return {"rank": here.rank}
         idata = _importance_report(model, local_model, local_guide, inputs, result, max_plate_nesting, report)
     else:
-        report["log_px"] = {"value": None, "se": None, "estimator": NO_IMPORTANCE_SAMPLING}
         conditioned = data if posterior_data is None else posterior_data.to(model.device)
-        extra = compare_posteriors(model, conditioned.inputs(model.inputs), num_particles, nuts_samples,
-                                   max_plate_nesting)
-        report["posterior_comparison"] = extra["table"]
-        report["posterior_data"] = conditioned.source
-        report["seconds"] = {"posterior_comparison": extra["seconds"]}
-        if model.capabilities.exact_evidence:
-            ais_run = {**AIS_SETTINGS, "max_plate_nesting": max_plate_nesting, **(ais_settings or {})}
-            report["evidence"] = evidence_report(model, conditioned.inputs(model.inputs), num_particles,
-                                                 ais_run if "ais" in methods else None, max_plate_nesting)
-            report["seconds"]["evidence"] = report["evidence"]["seconds"]
+        extra = _posterior_report(model, conditioned, num_particles, nuts_samples, max_plate_nesting, ais_run,
+                                  report)
     report["metrics"] = model.metrics(data)
     sbc_result = _other_methods(methods, model, local_model, local_guide, x, max_plate_nesting, ais_settings,
                                 sbc_settings, report)
     if result is not None:
         report["ladder"] = ladder(report)
     if result is not None and model.capabilities.sequences and model.capabilities.exact_log_prob:
-        ais_run = {**AIS_SETTINGS, "max_plate_nesting": max_plate_nesting, **(ais_settings or {})}
-        report["length_sweep"] = length_sweep(model, local_model, local_guide, x, num_particles,
-                                              ais_run if "ais" in methods else None, max_plate_nesting, seed)
+        report["length_sweep"] = length_sweep(model, local_model, local_guide, x, num_particles, ais_run,
+                                              max_plate_nesting, seed)
         report["seconds"]["length_sweep"] = sum(row["seconds"] for row in report["length_sweep"])
-    report["figures"] = {}
-    if out_dir is not None:
-        out_dir = Path(out_dir)
-        out_dir.mkdir(parents=True, exist_ok=True)
-        report["figures"] = _figures(model, data, result, report, out_dir, idata, extra)
-        if figures is not None:
-            report["figures"].update({caption: _relative(path, out_dir)
-                                      for caption, path in figures(model, data, out_dir).items()})
-        if result is not None:
-            report["figures"]["estimator ladder"] = _relative(_ladder_figure(report, out_dir / "ladder.png"),
-                                                              out_dir)
-        if "length_sweep" in report:
-            report["figures"]["error against the exact log p(x) vs sequence length T"] = _relative(
-                _sweep_figure(report["length_sweep"], out_dir / "error_vs_length.png"), out_dir)
-        if sbc_result is not None:
-            sbc_result.figure().savefig(out_dir / "sbc.png", dpi=100)
-            report["figures"]["SBC rank histograms"] = "sbc.png"
+    report["figures"] = {} if out_dir is None else _report_figures(
+        model, data, result, report, out_dir, idata, extra, figures, sbc_result)
     report["seconds"]["total"] = time.perf_counter() - start
     report = to_json(report)
     if out_dir is not None:
         write_atomic(out_dir / "report.json", json.dumps(report, indent=2, allow_nan=False) + "\n")
     return report
+
+
+def _posterior_report(model, data: DataSplit, num_particles: int, nuts_samples: int, max_plate_nesting: int,
+                      ais_run: dict | None, report: dict) -> dict:
+    """The report of a model with global latents: the posterior comparison on ``data`` (the data
+    its guide was trained on) and, where the model declares it, the evidence; returns
+    :func:`compare_posteriors`' result."""
+    report["log_px"] = {"value": None, "se": None, "estimator": NO_IMPORTANCE_SAMPLING}
+    inputs = data.inputs(model.inputs)
+    extra = compare_posteriors(model, inputs, num_particles, nuts_samples, max_plate_nesting)
+    report["posterior_comparison"] = extra["table"]
+    report["posterior_data"] = data.source
+    report["seconds"] = {"posterior_comparison": extra["seconds"]}
+    if model.capabilities.exact_evidence:
+        report["evidence"] = evidence_report(model, inputs, num_particles, ais_run, max_plate_nesting)
+        report["seconds"]["evidence"] = report["evidence"]["seconds"]
+    return extra
+
+
+def _report_figures(model, data, result, report: dict, out_dir: Path, idata, extra: dict, figures,
+                    sbc_result) -> dict:
+    """Every figure of the report, written under ``out_dir``: ``{caption: path relative to it}``."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written = _figures(model, data, result, report, out_dir, idata, extra)
+    if figures is not None:
+        own = figures(model, data, out_dir)
+        written.update({caption: _relative(path, out_dir) for caption, path in own.items()})
+    if result is not None:
+        written["estimator ladder"] = _relative(_ladder_figure(report, out_dir / "ladder.png"), out_dir)
+    if "length_sweep" in report:
+        written["error against the exact log p(x) vs sequence length T"] = _relative(
+            _sweep_figure(report["length_sweep"], out_dir / "error_vs_length.png"), out_dir)
+    if sbc_result is not None:
+        sbc_result.figure().savefig(out_dir / "sbc.png", dpi=100)
+        written["SBC rank histograms"] = "sbc.png"
+    return written
 
 
 def _importance_report(model, local_model, local_guide, inputs, result, max_plate_nesting, report):
@@ -261,7 +256,7 @@ def _check_applicable(methods, model, local_model, local_guide, inputs: tuple, m
     x = inputs[0]
     if len(inputs) > 1 and {"ais", "bdmc", "sbc"} & set(methods):
         raise DataError(f"AIS, BDMC and SBC take models of one input; {type(model).__name__} takes "
-                        f"{len(inputs)} ({', '.join(model.inputs)}): use --method is")
+                        f"{len(inputs)} ({', '.join(model.inputs)}): use `methods` is")
 
     capabilities = model.capabilities
     if "ais" in methods and not (capabilities.importance_sampling or capabilities.exact_evidence):
@@ -278,8 +273,9 @@ def _check_applicable(methods, model, local_model, local_guide, inputs: tuple, m
         with torch.no_grad():
             trace = poutine.trace(poutine.uncondition(model.model)).get_trace(x[:1])
         if not global_sites(trace):
-            raise DataError(f"SBC does not apply to this model: {type(model).__name__} has no global latent "
-                            "variables (sample sites outside the 'data' plate); use --method is, ais or bdmc")
+            raise DataError(f"SBC does not apply to this model: {type(model).__name__} has no global "
+                            "latent variables (sample sites outside the 'data' plate); use `methods` is, ais "
+                            "or bdmc")
 
 
 def _ais(local_model, local_guide, x: torch.Tensor, settings: dict) -> dict:
@@ -687,21 +683,6 @@ def write_index(out_dir, title: str, sections) -> Path:
     return index
 
 
-def to_json(value):
-    """``value`` with tensors, numpy values and tuples made plain, non-finite floats as ``None``."""
-    if isinstance(value, dict):
-        return {str(k): to_json(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [to_json(v) for v in value]
-    if isinstance(value, Path):
-        return str(value)
-    if hasattr(value, "tolist"):
-        return to_json(value.tolist())
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
-
-
 def _finite(value) -> float:
     return value if isinstance(value, (int, float)) and math.isfinite(value) else 0.0
 
@@ -741,5 +722,5 @@ def _relative(path, out_dir: Path) -> str:
 __all__ = [
     "AIS_SETTINGS", "METHODS", "NO_IMPORTANCE_SAMPLING", "SBC_SETTINGS", "SWEEP_FRACTIONS", "UNITS",
     "check_methods", "compare_posteriors", "evaluate", "evidence_report", "ladder", "length_sweep",
-    "plot_ladder", "posterior_table_markdown", "to_json", "write_index"
+    "plot_ladder", "posterior_table_markdown", "write_index"
 ]

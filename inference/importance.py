@@ -306,6 +306,11 @@ def estimate_log_likelihood(
     with pyro.validation_enabled(validate):
         chunks = distributed.map_chunks(one_chunk, x.shape[0], data_chunk, seed=seed, device=x.device,
                                         progress=progress)
+    return _joined(chunks, num_particles, start)
+
+
+def _joined(chunks: list[dict], num_particles: int, start: float) -> ImportanceResult:
+    """One :class:`ImportanceResult` of the chunks' statistics (in data order)."""
     cat = {key: torch.cat([chunk[key] for chunk in chunks]) for key in chunks[0]}
     khat = cat.pop("khat", None)
     ks = sorted(int(key.split("_")[1]) for key in cat if key.startswith("iwae_") and "se" not in key)

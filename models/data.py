@@ -82,7 +82,7 @@ def _check_split(split: str, splits: tuple[str, ...] = SPLITS) -> None:
 
 def _missing_mnist(data_dir: Path) -> DataError:
     return DataError(
-        f"MNIST not found under {data_dir} and it could not be downloaded; pass --data-dir "
+        f"MNIST not found under {data_dir} and it could not be downloaded; pass `data_dir` "
         "pointing at a folder with MNIST/raw/ (e.g. ../shared/data) or connect to the network"
     )
 

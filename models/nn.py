@@ -161,11 +161,11 @@ class Pixels:
             top = self.levels - 1
             if bool((x != x.round()).any() | (x < 0).any() | (x > top).any()):
                 raise DataError(f"the {model} with the categorical likelihood takes whole grey levels "
-                                f"0..{top}; load grey-level data (--data digits17) or use "
-                                "--set likelihood=bernoulli for images scaled to [0, 1]")
+                                f"0..{top}; load grey-level data (`data` digits17) or use "
+                                "`likelihood=bernoulli` for images scaled to [0, 1]")
         elif x.min() < 0 or x.max() > 1:
             raise DataError(f"the {model} with the Bernoulli likelihood takes pixel values in [0, 1]; "
-                            "rescale the images (e.g. divide by 255), or use --set likelihood=categorical "
+                            "rescale the images (e.g. divide by 255), or use `likelihood=categorical` "
                             "for whole grey levels")
 
 

@@ -197,3 +197,4 @@ def test_layer_lists_are_bounded():
 def test_the_command_line_names_settings_by_their_flags():
     assert flagged("`num_particles` must be ..., lower `lr`, `resume=True`, `zoo train`, `other`") == (
         "--num-particles must be ..., lower --lr, --resume, `zoo train`, `other`")
+    assert flagged("use `covariance=diag`, pass `data_dir`") == "use --set covariance=diag, pass --data-dir"

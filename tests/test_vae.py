@@ -59,7 +59,7 @@ def test_data_name_rule(tmp_path):
 
 
 def test_missing_mnist_without_download(tmp_path):
-    with pytest.raises(DataError, match="--data-dir") as info:
+    with pytest.raises(DataError, match="`data_dir`") as info:
         image_data.load_mnist("train", tmp_path, download=False)
     assert str(tmp_path) in str(info.value)
 

@@ -13,7 +13,6 @@ import json
 import logging
 import re
 import sys
-from pathlib import Path
 
 from pyro_zoo import commands
 from pyro_zoo.arguments import MAX_SEED, UsageError, positive_float, positive_int, seed_int
@@ -22,6 +21,7 @@ from pyro_zoo.inference.checkpoint import CheckpointError
 from pyro_zoo.inference.devices import DeviceError
 from pyro_zoo.inference.evaluate import AIS_SETTINGS
 from pyro_zoo.inference.importance import EstimateTooLarge
+from pyro_zoo.inference.plain import to_json
 from pyro_zoo.inference.settings import SettingError
 from pyro_zoo.inference.train import TrainingDiverged
 from pyro_zoo.models import DataError, UnknownModelError
@@ -32,7 +32,8 @@ USER_ERRORS = (CheckpointError, DataError, DeviceError, EstimateTooLarge, Settin
 FLAGS = {"steps": "--steps", "epochs": "--epochs", "batch_size": "--batch-size", "lr": "--lr",
          "clip_norm": "--clip-norm", "checkpoint_seconds": "--checkpoint-every",
          "num_particles": "--num-particles", "fast": "--fast", "seed": "--seed", "resume=True": "--resume",
-         "overwrite=True": "--overwrite"}
+         "overwrite=True": "--overwrite", "device": "--device", "data": "--data", "data_dir": "--data-dir",
+         "methods": "--method", "checkpoint": "--checkpoint"}
 
 
 class Parser(argparse.ArgumentParser):
@@ -49,6 +50,27 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("list", help="list the registered models")
     p.add_argument("--json", action="store_true")
 
+    common = common_arguments()
+    add_train(sub, common)
+    add_eval(sub, common)
+
+    p = sub.add_parser("query", help="exact posterior query, e.g. zoo query student 'I | G=C,S=1'")
+    p.add_argument("name")
+    p.add_argument("text")
+    p.add_argument("--checkpoint", default=None)
+    p.add_argument("--json", action="store_true")
+
+    p = sub.add_parser("demo", help="every model, small, on embedded data; writes a report")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--out", default="report")
+    p.add_argument("--overwrite", action="store_true", help="replace the runs of an earlier demo in --out")
+    p.add_argument("--seed", type=seed_int, default=0)
+    p.add_argument("--no-progress", action="store_true")
+    return parser
+
+
+def common_arguments() -> argparse.ArgumentParser:
+    """The flags train and eval share: device, data, seed, output."""
     common = Parser(add_help=False)
     common.add_argument("--device", default="cpu", help="cpu, cuda or auto (default: cpu)")
     common.add_argument("--data-dir", default=None, help="folder holding data sets (e.g. ../shared/data)")
@@ -56,7 +78,10 @@ def build_parser() -> argparse.ArgumentParser:
     common.add_argument("--seed", type=seed_int, default=0, help=f"0 .. {MAX_SEED}")
     common.add_argument("--json", action="store_true", help="print one JSON object on the last line")
     common.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    return common
 
+
+def add_train(sub, common: argparse.ArgumentParser) -> None:
     p = sub.add_parser("train", parents=[common], help="train a model by SVI")
     p.add_argument("name")
     length = p.add_mutually_exclusive_group()
@@ -76,6 +101,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--checkpoint-every", type=positive_float, default=60.0, metavar="SECONDS",
                    help="seconds between checkpoints, > 0 (one is always written at the end; default 60)")
 
+
+def add_eval(sub, common: argparse.ArgumentParser) -> None:
     p = sub.add_parser("eval", parents=[common], help="evaluate a trained model")
     p.add_argument("name")
     p.add_argument("--checkpoint", required=True)
@@ -92,20 +119,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default=None, help="report folder (default: eval/ next to the checkpoint)")
     p.add_argument("--overwrite", action="store_true", help="replace the report in --out (removes its files)")
 
-    p = sub.add_parser("query", help="exact posterior query, e.g. zoo query student 'I | G=C,S=1'")
-    p.add_argument("name")
-    p.add_argument("text")
-    p.add_argument("--checkpoint", default=None)
-    p.add_argument("--json", action="store_true")
-
-    p = sub.add_parser("demo", help="every model, small, on embedded data; writes a report")
-    p.add_argument("--device", default="cpu")
-    p.add_argument("--out", default="report")
-    p.add_argument("--overwrite", action="store_true", help="replace the runs of an earlier demo in --out")
-    p.add_argument("--seed", type=seed_int, default=0)
-    p.add_argument("--no-progress", action="store_true")
-    return parser
-
 
 def main(argv: list[str] | None = None) -> int:
     distributed.quiet_unless_main()  # under torchrun, rank 0 alone prints the result
@@ -119,7 +132,7 @@ def main(argv: list[str] | None = None) -> int:
         distributed.report_error(f"zoo: error: {one_line(err)}")
         return 2
     if getattr(args, "json", False):
-        print(json.dumps(result, default=_jsonable))
+        print(json.dumps(to_json(result)))
     return 0
 
 
@@ -130,8 +143,15 @@ def one_line(err: BaseException) -> str:
 
 
 def flagged(text: str) -> str:
-    """``text`` with each setting in backquotes (```lr```) written as its flag (``--lr``)."""
-    return re.sub(r"`([^`]+)`", lambda found: FLAGS.get(found[1], found[0]), text)
+    """``text`` with each setting in backquotes (```lr```) written as its flag (``--lr``), and each
+    hyperparameter assignment (```covariance=diag```) as ``--set covariance=diag``."""
+    return re.sub(r"`([^`]+)`", lambda found: _flag(found[1]) or found[0], text)
+
+
+def _flag(setting: str) -> str | None:
+    if setting in FLAGS:
+        return FLAGS[setting]
+    return f"--set {setting}" if re.fullmatch(r"\w+=\S+", setting) else None
 
 
 class _LogLine(logging.Handler):
@@ -143,11 +163,3 @@ class _LogLine(logging.Handler):
 
 
 LOG_HANDLER = _LogLine(logging.INFO)
-
-
-def _jsonable(value):
-    if isinstance(value, Path):
-        return str(value)
-    if hasattr(value, "tolist"):
-        return value.tolist()
-    raise TypeError(f"cannot serialise {type(value).__name__}")

@@ -34,6 +34,7 @@ from pyro_zoo.inference.checkpoint import CheckpointError, load_checkpoint, writ
 from pyro_zoo.inference.devices import resolve_device
 from pyro_zoo.inference.evaluate import check_methods
 from pyro_zoo.inference.evaluate import evaluate as evaluate_model
+from pyro_zoo.inference.plain import to_json
 from pyro_zoo.inference.plots import plot_loss
 from pyro_zoo.inference.settings import SettingError
 from pyro_zoo.inference.train import (
@@ -117,7 +118,7 @@ def _resumed_settings(state: dict, given: dict, hparams: dict, smoke: bool, data
     differing setting is an error."""
     for name, value in (hparams or {}).items():
         trained = state["config"].get(name)
-        if _plain(trained) != _plain(value):
+        if to_json(trained) != to_json(value):
             raise CheckpointError(f"the checkpoint was trained with {name}={trained!r}; drop --set {name} "
                                   "to resume it, or start a new run with --overwrite")
     saved = state.get("settings", {})
@@ -131,7 +132,7 @@ def _resumed_settings(state: dict, given: dict, hparams: dict, smoke: bool, data
     have = {**{k: saved.get(k) for k in RESUME_FIXED}, "smoke": state.get("smoke") or None,
             "data": state.get("data"), "data_dir": state.get("data_dir")}
     for key, value in asked.items():
-        if value is not None and _plain(value) != _plain(have[key]):
+        if value is not None and to_json(value) != to_json(have[key]):
             raise CheckpointError(f"the checkpoint was trained with {key} = {have[key]!r}, not {value!r}; "
                                   "drop that option to resume with the checkpoint's, or start a new run "
                                   "with --overwrite")
@@ -139,10 +140,6 @@ def _resumed_settings(state: dict, given: dict, hparams: dict, smoke: bool, data
     settings.update({k: given[k] for k in ("lr", "clip_norm") if given.get(k) is not None})
     length = {k: given[k] for k in ("steps", "epochs") if given.get(k) is not None}
     return {**settings, **(length or {k: saved[k] for k in ("steps", "epochs") if k in saved})}
-
-
-def _plain(value):
-    return json.loads(json.dumps(value, default=str))
 
 
 def train(name: str, *, out=None, smoke=False, device="cpu", seed=0, data_dir=None, data=None,

@@ -24,7 +24,7 @@ def load_data(split: str, data_dir=None, data=None, smoke: bool = False) -> Data
         raise DataError(f"split must be 'train' or 'test', got {split!r}")
     if data not in (None, "diabetes"):
         raise DataError(f"bayes_regression reads scikit-learn's diabetes data only, not {data!r}; "
-                        "drop --data")
+                        "drop `data`")
     features, target = load_diabetes(return_X_y=True)
     order = np.random.RandomState(0).permutation(len(target))
     num_test = int(round(TEST_FRACTION * len(order)))

@@ -119,7 +119,7 @@ class Flow(ZooModel):
         top = self.config.levels - 1
         if self.discrete and bool((x != x.round()).any() | (x < 0).any() | (x > top).any()):
             raise DataError(f"the flow with the discrete likelihood takes whole grey levels 0..{top}; load "
-                            "grey-level data (--data digits17), or use --set likelihood=continuous for real "
+                            "grey-level data (`data` digits17), or use `likelihood=continuous` for real "
                             "data")
 
     def exact_log_prob(self, x: torch.Tensor) -> torch.Tensor:

@@ -263,8 +263,8 @@ class MixtureModel(ZooModel):
         if self.covariance == "full" and n <= d:
             raise DataError(
                 f"the mixture is initialised from {n} training row(s) of {d} column(s), too few for a full "
-                f"{d}x{d} covariance; give more rows than columns (or a larger --batch-size), drop "
-                "columns, or use --set covariance=diag"
+                f"{d}x{d} covariance; give more rows than columns (or a larger `batch_size`), drop "
+                "columns, or use `covariance=diag`"
             )
         try:
             if self.init == "em" and n > self.num_components:
@@ -276,7 +276,7 @@ class MixtureModel(ZooModel):
         except (torch.linalg.LinAlgError, np.linalg.LinAlgError) as err:
             raise DataError(
                 f"the mixture's initial covariances are not positive definite ({str(err)[:80]}); "
-                "drop constant or duplicated columns, standardise them, or use --set covariance=diag"
+                "drop constant or duplicated columns, standardise them, or use `covariance=diag`"
             ) from None
 
     @torch.no_grad()

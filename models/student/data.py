@@ -55,7 +55,7 @@ def load_data(split: str, data_dir=None, data: str | None = None, smoke: bool = 
 
 def _load_csv(path: Path, split: str, smoke: bool) -> DataSplit:
     if not path.is_file():
-        raise DataError(f"CSV file {path} not found; pass an existing path with --data")
+        raise DataError(f"CSV file {path} not found; pass an existing path as `data`")
     values = read_csv(path, hint="every row must be 5 integers D,I,G,S,L (-1 for missing)")
     if values.shape[1] != len(VARIABLES):
         raise DataError(f"{path} has {values.shape[1]} columns; every row must be 5 integers D,I,G,S,L "
