@@ -189,7 +189,7 @@ def test_fit_compiled_trains_like_fit_uncompiled_and_traces_each_batch_shape_onc
         pyro.set_rng_seed(0)
         model = Regression()
         guide = AutoNormal(model)
-        with caplog.at_level(logging.INFO, logger="inference"):
+        with caplog.at_level(logging.INFO, logger="pyro_zoo.inference"):
             result = fit(model, guide, (x, y), steps=12, batch_size=16, lr=0.05, progress=False, log_every=4,
                          compile=compile)
         runs.append((result.losses, [p.detach().clone() for p in result.param_state["params"].values()]))
@@ -209,7 +209,7 @@ def test_fit_model_compiled_on_the_vae_matches_the_eager_run(caplog):
     for compile in (False, True):
         pyro.set_rng_seed(0)
         model = spec.make(smoke=True, data_dim=data.shape[1])
-        with caplog.at_level(logging.INFO, logger="inference"):
+        with caplog.at_level(logging.INFO, logger="pyro_zoo.inference"):
             runs.append(fit_model(model, data, objective="TraceMeanField_ELBO", steps=10, batch_size=64,
                                   lr=1e-2, progress=False, compile=compile).losses)
     assert not caplog.records
@@ -255,7 +255,7 @@ def test_a_program_reading_tensor_values_in_python_trains_uncompiled(caplog):
     for compile in (False, True):
         pyro.clear_param_store()
         pyro.set_rng_seed(0)
-        with caplog.at_level(logging.WARNING, logger="inference"):
+        with caplog.at_level(logging.WARNING, logger="pyro_zoo.inference"):
             runs.append(fit(model, lambda x: None, x, steps=8, batch_size=10, lr=0.1, progress=False,
                             compile=compile).losses)
     assert runs[1] == runs[0]
@@ -265,7 +265,7 @@ def test_a_program_reading_tensor_values_in_python_trains_uncompiled(caplog):
 
 def test_objectives_without_a_traced_form_train_uncompiled_with_one_sentence(caplog):
     x = torch.randn(20)
-    with caplog.at_level(logging.WARNING, logger="inference"):
+    with caplog.at_level(logging.WARNING, logger="pyro_zoo.inference"):
         result = fit(local_model, local_guide, x, steps=3, progress=False, compile=True,
                      objective={"name": "RenyiELBO", "num_particles": 2, "options": {"alpha": 0.0}})
     assert len(result.losses) == 3

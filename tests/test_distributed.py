@@ -129,7 +129,7 @@ def library_scenarios(out: Path, rank: int):
     found["regression"] = (result.losses, params)
     found["regression_skewed"] = train_regression(skew=True)[0].losses
     compile_log = logging.handlers.BufferingHandler(100)
-    logging.getLogger("inference").addHandler(compile_log)
+    logging.getLogger("pyro_zoo.inference").addHandler(compile_log)
     found["regression_compiled"] = train_regression(compile=True)
     found["compile_log"] = [record.getMessage() for record in compile_log.buffer]  # a fallback would log
     found["toy_full"] = train_toy(out / "full.pt", steps=9)

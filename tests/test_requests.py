@@ -147,7 +147,7 @@ def test_resume_refuses_another_batch_size_and_fewer_steps_than_done(tmp_path):
 def test_resume_takes_the_rate_and_clipping_asked_now_and_says_so_once(tmp_path, caplog):
     path, x = tmp_path / "run.pt", torch.randn(40)
     fit_model(NormalNormal(), x, steps=10, lr=0.05, progress=False, checkpoint=path)
-    with caplog.at_level(logging.INFO, logger="inference"):
+    with caplog.at_level(logging.INFO, logger="pyro_zoo.inference"):
         fit_model(NormalNormal(), x, steps=15, lr=0.05, progress=False, checkpoint=path, resume=True)
         assert not caplog.records  # nothing changed, nothing said
         fit_model(NormalNormal(), x, steps=20, lr=0.001, clip_norm=1.0, progress=False, checkpoint=path,

@@ -122,7 +122,7 @@ def add_eval(sub, common: argparse.ArgumentParser) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     distributed.quiet_unless_main()  # under torchrun, rank 0 alone prints the result
-    logger = logging.getLogger("inference")
+    logger = logging.getLogger("pyro_zoo.inference")
     if LOG_HANDLER not in logger.handlers:
         logger.addHandler(LOG_HANDLER)
     try:

@@ -29,13 +29,14 @@ def cmd_train(args) -> dict:
     resolve_device(args.device)
     writable_folder(Path("runs") / spec.name if args.out is None else args.out)
     hparams = parse_hparams(args.set)
-    metrics = runs.train(
-        args.name, out=args.out, smoke=args.smoke, device=args.device, seed=args.seed,
-        data_dir=args.data_dir, data=args.data, hparams=hparams,
-        epochs=args.epochs, steps=args.steps, batch_size=args.batch_size, lr=args.lr,
-        clip_norm=args.clip_norm, resume=args.resume, overwrite=args.overwrite, fast=args.fast,
+    settings = {"epochs": args.epochs, "steps": args.steps, "batch_size": args.batch_size, "lr": args.lr,
+                "clip_norm": args.clip_norm}
+    metrics = runs.train(runs.TrainRequest(
+        args.name, out=args.out, smoke=args.smoke, data=args.data, data_dir=args.data_dir, hparams=hparams,
+        settings={key: value for key, value in settings.items() if value is not None}, fast=args.fast,
+        resume=args.resume, overwrite=args.overwrite, device=args.device, seed=args.seed,
         progress=not args.no_progress, checkpoint_seconds=args.checkpoint_every,
-    )
+    ))
     _say(args, f"{args.name}: trained on {metrics['objective']}; test loss {metrics['test_loss']:.4f} "
                f"{metrics['units']} after {metrics['steps']} steps ({metrics['train_seconds']:.1f} s); "
                f"checkpoint {metrics['checkpoint']}")

@@ -19,9 +19,11 @@ holds the lock and writes the run folder.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from contextlib import nullcontext
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pyro
@@ -55,6 +57,7 @@ from pyro_zoo.models import (
     is_file_spec,
     registered_spec,
 )
+from pyro_zoo.models.spec import TRAIN_SETTINGS
 
 UNITS = "nats per data point"
 #: settings a resumed run must share with its checkpoint (lr, clip_norm and fast may change; steps and
@@ -70,13 +73,41 @@ def load_split(spec: ModelSpec, split: str, *, data_dir=None, data=None, smoke=F
     return spec.load_data(split, data_dir=data_dir, data=data, smoke=smoke).to(device)
 
 
-def _settings(spec: ModelSpec, smoke: bool, **given) -> dict:
-    settings = spec.train_settings(smoke, **given)
-    if given.get("epochs") is not None:
-        settings.pop("steps", None)
-    if given.get("steps") is not None:
-        settings.pop("epochs", None)
-    return settings
+@dataclass(frozen=True)
+class TrainRequest:
+    """A training run as asked, the one value :func:`train` passes down.
+
+    ``name``: a registered model, a user's ``.py`` file or a package's entry point (see
+    :func:`pyro_zoo.models.get_spec`). ``data`` (a model-specific data set name or a CSV file) and
+    ``data_dir`` locate the data; ``hparams`` are the hyperparameters given, over the config's
+    defaults (or its smoke variant with ``smoke``); ``settings`` the training settings given
+    (``steps`` or ``epochs``, ``batch_size``, ``lr``, ``clip_norm``), over the spec's. ``fast``
+    trains on the closed form (None: the checkpoint's choice when resuming, else False).
+    """
+
+    name: str
+    out: str | Path | None = None
+    smoke: bool = False
+    data: str | None = None
+    data_dir: str | Path | None = None
+    hparams: dict = field(default_factory=dict)
+    settings: dict = field(default_factory=dict)
+    fast: bool | None = None
+    resume: bool = False
+    overwrite: bool = False
+    device: str = "cpu"
+    seed: int = 0
+    progress: bool = True
+    checkpoint_seconds: float = CHECKPOINT_SECONDS
+
+    @classmethod
+    def of(cls, name: str, **keywords) -> TrainRequest:
+        """The request of ``train(name, **keywords)``: training settings (``steps=``, ``lr=``...) given
+        as keywords of their own go to ``settings``; None means not given."""
+        settings = {key: keywords.pop(key) for key in TRAIN_SETTINGS if keywords.get(key) is not None}
+        for key in TRAIN_SETTINGS:
+            keywords.pop(key, None)
+        return cls(name, settings=settings, **{k: v for k, v in keywords.items() if v is not None})
 
 
 def out_folder(out, default: Path) -> Path:
@@ -99,24 +130,26 @@ def _check_folder(out: Path, resume: bool, overwrite: bool) -> None:
                               "a new run")
 
 
-def _resumed(spec: ModelSpec, out: Path, overwrite: bool, given: dict, hparams, smoke: bool, data, data_dir,
-             fast) -> tuple:
-    """(settings, smoke, data, data_dir, hparams, fast) of the run in ``out``, resumed with ``given``."""
-    _check_folder(out, True, overwrite)
+def _resumed(spec: ModelSpec, request: TrainRequest, out: Path) -> TrainRequest:
+    """``request`` as the run in ``out`` continues it: its data, smoke mode, hyperparameters and
+    settings from the checkpoint, with the run length, ``lr`` and ``clip_norm`` asked now."""
+    _check_folder(out, True, request.overwrite)
     path = out / CHECKPOINT
     state = load_checkpoint(path)
     if (state.get("model"), state.get("model_file")) != (spec.name, _model_file(spec)):
         raise CheckpointError(f"{path} holds a {state.get('model')!r} run, not {spec.name!r}")
-    settings = _resumed_settings(state, given, hparams, smoke, data, data_dir, path)
-    fast = state.get("fast", False) if fast is None else fast
-    return (settings, state.get("smoke", False), state.get("data"), state.get("data_dir"),
-            state.get("explicit_hparams") or {}, fast)
+    settings = _resumed_settings(state, request, path)
+    return dataclasses.replace(
+        request, settings=settings, smoke=state.get("smoke", False), data=state.get("data"),
+        data_dir=state.get("data_dir"), hparams=state.get("explicit_hparams") or {},
+        fast=state.get("fast", False) if request.fast is None else request.fast)
 
 
-def _resumed_settings(state: dict, given: dict, hparams: dict, smoke: bool, data, data_dir, path) -> dict:
-    """The checkpoint's settings with the run length, ``lr`` and ``clip_norm`` given now; any other
+def _resumed_settings(state: dict, request: TrainRequest, path) -> dict:
+    """The checkpoint's settings with the run length, ``lr`` and ``clip_norm`` asked now; any other
     differing setting is an error."""
-    for name, value in (hparams or {}).items():
+    given = request.settings
+    for name, value in request.hparams.items():
         trained = state["config"].get(name)
         if to_json(trained) != to_json(value):
             raise CheckpointError(f"the checkpoint was trained with {name}={trained!r}; drop --set {name} "
@@ -127,8 +160,8 @@ def _resumed_settings(state: dict, given: dict, hparams: dict, smoke: bool, data
     except (SettingError, TypeError) as err:
         raise CheckpointError(f"{path} is damaged: its training settings are not valid ({err}); retrain it "
                               "or use another checkpoint") from None
-    asked = {**{k: given.get(k) for k in RESUME_FIXED}, "smoke": smoke or None, "data": data,
-             "data_dir": data_dir}
+    asked = {**{k: given.get(k) for k in RESUME_FIXED}, "smoke": request.smoke or None, "data": request.data,
+             "data_dir": request.data_dir}
     have = {**{k: saved.get(k) for k in RESUME_FIXED}, "smoke": state.get("smoke") or None,
             "data": state.get("data"), "data_dir": state.get("data_dir")}
     for key, value in asked.items():
@@ -142,48 +175,54 @@ def _resumed_settings(state: dict, given: dict, hparams: dict, smoke: bool, data
     return {**settings, **(length or {k: saved[k] for k in ("steps", "epochs") if k in saved})}
 
 
-def train(name: str, *, out=None, smoke=False, device="cpu", seed=0, data_dir=None, data=None,
-          hparams=None, epochs=None, steps=None, batch_size=None, lr=None, clip_norm=None,
-          resume=False, overwrite=False, fast=None, progress=True,
-          checkpoint_seconds: float = CHECKPOINT_SECONDS) -> dict:
-    """Train model ``name`` (a registered name, a user's ``.py`` file or a package's entry point;
-    see :func:`pyro_zoo.models.get_spec`) by SVI on its Pyro objective (``fast``: its closed form; None: the
-    checkpoint's choice when resuming, else False); writes checkpoint, history, loss curve,
-    figures and metrics.json under ``out``. Everything asked is checked before anything is written."""
-    spec = get_spec(name)
-    device = distributed.local_device(resolve_device(device))
+def train(request: TrainRequest | str, **keywords) -> dict:
+    """Train the model of ``request`` (a :class:`TrainRequest`, or a model name with the request's
+    fields as keywords, e.g. ``train("vae", smoke=True, epochs=2)``) by SVI on its Pyro objective
+    (or its closed form with ``fast``); writes checkpoint, history, loss curve, figures and
+    metrics.json under ``out`` (default ``runs/NAME``). Everything asked is checked before anything
+    is written."""
+    request = request if isinstance(request, TrainRequest) else TrainRequest.of(request, **keywords)
+    spec = get_spec(request.name)
+    device = distributed.local_device(resolve_device(request.device))
     main = distributed.world(device).main
-    out = out_folder(out, Path("runs") / spec.name)
-    given = {"epochs": epochs, "steps": steps, "batch_size": batch_size, "lr": lr, "clip_norm": clip_norm}
-    if resume:
-        settings, smoke, data, data_dir, hparams, fast = _resumed(spec, out, overwrite, given, hparams, smoke,
-                                                                  data, data_dir, fast)
+    out = out_folder(request.out, Path("runs") / spec.name)
+    if request.resume:
+        request = _resumed(spec, request, out)
+        settings = request.settings
     else:
-        settings, fast = _settings(spec, smoke, **given), bool(fast)
-    train_set = load_split(spec, "train", data_dir=data_dir, data=data, smoke=smoke, device=device)
-    test_set = load_split(spec, "test", data_dir=data_dir, data=data, smoke=smoke, device=device)
-    TrainConfig(**settings).total_steps(len(train_set.x))  # bounded and well-typed before anything runs
-    config = spec.resolve(smoke=smoke, data=train_set, overrides=hparams)
+        settings = spec.train_settings(request.smoke, **request.settings)
+    splits = {split: load_split(spec, split, data_dir=request.data_dir, data=request.data,
+                                smoke=request.smoke, device=device) for split in ("train", "test")}
+    TrainConfig(**settings).total_steps(len(splits["train"].x))  # bounded and well-typed before anything runs
+    config = spec.resolve(smoke=request.smoke, data=splits["train"], overrides=request.hparams)
     spec.check_size(config)
-    pyro.set_rng_seed(seed)
+    pyro.set_rng_seed(request.seed)
     model = spec.build(config).to(device)
-    model.check_inputs(train_set.inputs(model.inputs))
-    model.check_inputs(test_set.inputs(model.inputs))
+    for split in splits.values():
+        model.check_inputs(split.inputs(model.inputs))
+    _check_folder(out, request.resume, request.overwrite)
+    with run_folder(out, "train", spec.name, resume=request.resume, overwrite=request.overwrite) if main \
+            else nullcontext():
+        return _fit(spec, request, model, config, settings, splits, out, device, main)
+
+
+def _fit(spec: ModelSpec, request: TrainRequest, model, config, settings: dict, splits: dict, out: Path,
+         device, main: bool) -> dict:
+    """Train ``model`` as ``request`` asks, in the run folder ``out``; returns the run's metrics."""
     objective = as_objective(spec.objective_for(config))
+    fast = bool(request.fast)
     meta = {"model": spec.name, "model_file": _model_file(spec), "config": config.to_dict(),
-            "explicit_hparams": hparams or {}, "smoke": smoke,
-            "data": data, "data_dir": None if data_dir is None else str(data_dir), "seed": seed,
+            "explicit_hparams": request.hparams, "smoke": request.smoke, "data": request.data,
+            "data_dir": None if request.data_dir is None else str(request.data_dir), "seed": request.seed,
             "settings": settings, "fast": fast}
-    _check_folder(out, resume, overwrite)
-    with run_folder(out, "train", spec.name, resume=resume, overwrite=overwrite) if main else nullcontext():
-        result = fit_model(model, train_set.inputs(model.inputs), objective=objective, fast=fast,
-                           max_plate_nesting=spec.max_plate_nesting, checkpoint=out / CHECKPOINT,
-                           resume=resume, overwrite=overwrite, meta=meta, progress=progress,
-                           checkpoint_seconds=checkpoint_seconds, **settings)
-        metrics = _train_metrics(spec, model, objective, result, test_set, settings, device, fast)
-        metrics["checkpoint"] = str(out / CHECKPOINT)
-        if main:
-            _write_run(out, spec, model, objective, result, test_set, metrics)
+    result = fit_model(model, splits["train"].inputs(model.inputs), objective=objective, fast=fast,
+                       max_plate_nesting=spec.max_plate_nesting, checkpoint=out / CHECKPOINT,
+                       resume=request.resume, overwrite=request.overwrite, meta=meta,
+                       progress=request.progress, checkpoint_seconds=request.checkpoint_seconds, **settings)
+    metrics = _train_metrics(spec, model, objective, result, splits["test"], settings, device, fast)
+    metrics["checkpoint"] = str(out / CHECKPOINT)
+    if main:
+        _write_run(out, spec, model, objective, result, splits["test"], metrics)
     return metrics
 
 
