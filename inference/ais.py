@@ -326,6 +326,12 @@ def _leapfrog_transition(path: _Path, state: dict, beta: float, step_size: torch
     return keep, accept_prob
 
 
+def check_applies(model, guide, x: torch.Tensor, proposal: str = "guide", max_plate_nesting: int = 1) -> None:
+    """Raise ``ValueError`` saying why when AIS cannot run on ``model`` (a discrete latent, a latent
+    outside the data plate, an unsupported support), by drawing one chain for the first data point."""
+    _Path(model, guide, x[:1], 1, proposal, max_plate_nesting).initial()
+
+
 def ais(
     model,
     guide,
@@ -577,5 +583,5 @@ def bdmc(model, guide, x_template: torch.Tensor, num_chains: int = 16, num_steps
 
 __all__ = [
     "ADAPTATIONS", "AISResult", "BDMCResult", "PROPOSALS", "SCHEDULES", "ais", "ais_evidence", "bdmc",
-    "beta_schedule", "simulate", "simulated_data"
+    "beta_schedule", "check_applies", "simulate", "simulated_data",
 ]

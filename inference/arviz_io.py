@@ -29,6 +29,7 @@ from pathlib import Path
 import pyro
 import pyro.poutine as poutine
 import torch
+from matplotlib.figure import Figure
 from pyro.infer import MCMC, NUTS
 from pyro.poutine.util import site_is_subsample
 
@@ -47,7 +48,7 @@ def arviz():
     """The ``arviz`` module, imported without its once-a-day refactor notice."""
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=ARVIZ_REFACTOR_WARNING, category=FutureWarning)
-        import arviz as az
+        import arviz as az  # here, not at the top: the notice is raised at import
     return az
 
 
@@ -199,8 +200,6 @@ def _log_level(name: str, level: int | None):
 def plot_vi_vs_nuts(idata_vi, idata_nuts, path, var_names=None) -> Path:
     """Forest plot (94% HDI) of the variables both posteriors share, VI and NUTS side by side."""
     az = arviz()
-    from matplotlib.figure import Figure
-
     if var_names is None:
         var_names = [v for v in idata_vi.posterior.data_vars if v in idata_nuts.posterior.data_vars]
     size = sum(idata_vi.posterior[v].isel(chain=0, draw=0).size for v in var_names)

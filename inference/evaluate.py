@@ -55,17 +55,20 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import pyro.poutine as poutine
 import torch
+from matplotlib.figure import Figure
 
 from pyro_zoo.inference import distributed
-from pyro_zoo.inference.ais import ais_evidence
-from pyro_zoo.inference.arviz_io import from_guide, from_nuts, plot_vi_vs_nuts
+from pyro_zoo.inference.ais import ais, ais_evidence, bdmc, check_applies
+from pyro_zoo.inference.arviz_io import arviz, from_guide, from_nuts, plot_vi_vs_nuts
 from pyro_zoo.inference.arviz_io import summary as arviz_summary
 from pyro_zoo.inference.checkpoint import write_atomic
 from pyro_zoo.inference.diagnostics import ess_summary, latent_usage, model_latent_usage
 from pyro_zoo.inference.importance import estimate_evidence, estimate_log_likelihood
 from pyro_zoo.inference.plain import to_json
 from pyro_zoo.inference.psis import FINITE_VARIANCE_K, khat_summary
+from pyro_zoo.inference.sbc import DEFAULT_FIT, global_sites, sbc
 from pyro_zoo.models.base import DataError, DataSplit
 
 UNITS = "nats per data point"
@@ -248,11 +251,6 @@ def _other_methods(methods, model, local_model, local_guide, x, max_plate_nestin
 
 def _check_applicable(methods, model, local_model, local_guide, inputs: tuple, max_plate_nesting: int):
     """Raise :class:`DataError` before any estimation when a requested method cannot run on ``model``."""
-    import pyro.poutine as poutine
-
-    from pyro_zoo.inference.ais import _Path
-    from pyro_zoo.inference.sbc import global_sites
-
     x = inputs[0]
     if len(inputs) > 1 and {"ais", "bdmc", "sbc"} & set(methods):
         raise DataError(f"AIS, BDMC and SBC take models of one input; {type(model).__name__} takes "
@@ -265,7 +263,7 @@ def _check_applicable(methods, model, local_model, local_guide, inputs: tuple, m
     if ("ais" in methods and model.capabilities.importance_sampling) or "bdmc" in methods:
         proposal = "guide" if local_guide is not None else "prior"
         try:
-            _Path(local_model, local_guide, x[:1], 1, proposal, max_plate_nesting).initial()
+            check_applies(local_model, local_guide, x, proposal, max_plate_nesting)
         except ValueError as err:
             name = "AIS" if "ais" in methods else "BDMC"
             raise DataError(f"{name} does not apply to this model: {err}") from None
@@ -279,8 +277,6 @@ def _check_applicable(methods, model, local_model, local_guide, inputs: tuple, m
 
 
 def _ais(local_model, local_guide, x: torch.Tensor, settings: dict) -> dict:
-    from pyro_zoo.inference.ais import ais
-
     settings = dict(settings)
     if local_guide is None:
         settings["proposal"] = "prior"
@@ -301,8 +297,6 @@ def _ais(local_model, local_guide, x: torch.Tensor, settings: dict) -> dict:
 
 
 def _bdmc(model, local_model, local_guide, x: torch.Tensor, settings: dict) -> dict:
-    from pyro_zoo.inference.ais import bdmc
-
     settings = dict(settings)
     if local_guide is None:
         settings["proposal"] = "prior"
@@ -318,14 +312,10 @@ def _bdmc(model, local_model, local_guide, x: torch.Tensor, settings: dict) -> d
 
 
 def _fit_text() -> str:
-    from pyro_zoo.inference.sbc import DEFAULT_FIT
-
     return ", ".join(f"{k}={v}" for k, v in DEFAULT_FIT.items())
 
 
 def _sbc(model, x: torch.Tensor, max_plate_nesting: int, settings: dict):
-    from pyro_zoo.inference.sbc import sbc
-
     settings = dict(settings)
     template = x[: settings.pop("num_data")]
     # every replication refits a copy of the evaluated model (its start is the trained guide)
@@ -427,8 +417,6 @@ def length_sweep(model, local_model, local_guide, x: torch.Tensor, num_particles
 
 
 def _sweep_figure(rows: list[dict], path: Path) -> Path:
-    from matplotlib.figure import Figure
-
     fig = Figure(figsize=(6.5, 4.2), dpi=100)
     ax = fig.add_subplot()
     lengths = [row["length"] for row in rows]
@@ -448,8 +436,6 @@ def _sweep_figure(rows: list[dict], path: Path) -> Path:
 
 
 def _ladder_figure(report: dict, path: Path) -> Path:
-    from matplotlib.figure import Figure
-
     groups = [("evaluated", f"{report['num_data']} evaluated data points")]
     if "bdmc" in report:
         groups.append(("simulated", report["bdmc"]["data"]))
@@ -586,11 +572,7 @@ def _global_posterior(model, inputs: tuple, num_samples: int = 500):
 
 
 def _forest_figure(idata, path: Path) -> Path:
-    from pyro_zoo.inference.arviz_io import arviz
-
     az = arviz()
-    from matplotlib.figure import Figure
-
     size = sum(idata.posterior[v].isel(chain=0, draw=0).size for v in idata.posterior.data_vars)
     fig = Figure(figsize=(7, 1.5 + 0.3 * size))
     ax = fig.add_subplot()
@@ -603,8 +585,6 @@ def _forest_figure(idata, path: Path) -> Path:
 
 
 def _bound_figure(report: dict, path: Path) -> Path:
-    from matplotlib.figure import Figure
-
     ks = sorted(int(k) for k in report["iwae"])
     values = [report["iwae"][str(k)]["value"] for k in ks]
     errors = [_finite(report["iwae"][str(k)]["se"]) * 2 for k in ks]
@@ -627,8 +607,6 @@ def _bound_figure(report: dict, path: Path) -> Path:
 
 
 def _khat_figure(khat: torch.Tensor, summary: dict, path: Path) -> Path:
-    from matplotlib.figure import Figure
-
     k = khat[torch.isfinite(khat)].numpy()
     bounded = int(torch.isneginf(khat).sum())
     missing = int(torch.isnan(khat).sum())

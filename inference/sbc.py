@@ -35,6 +35,8 @@ import numpy as np
 import pyro
 import pyro.poutine as poutine
 import torch
+from matplotlib.figure import Figure
+from scipy.stats import binom, chi2
 
 from pyro_zoo.inference.ais import simulated_data
 from pyro_zoo.inference.sites import is_global_latent
@@ -67,8 +69,6 @@ class SBCResult:
     p_values: dict[str, float] = field(default_factory=dict)
 
     def __post_init__(self):
-        from scipy.stats import chi2
-
         expected = self.num_replications / self.bins
         for name in self.ranks:
             counts = self.histogram(name)
@@ -106,9 +106,6 @@ class SBCResult:
 
     def figure(self, columns: int = 6):
         """Rank histograms, one panel per parameter, with the 99% band of a uniform histogram."""
-        from matplotlib.figure import Figure
-        from scipy.stats import binom
-
         names = list(self.ranks)
         rows = math.ceil(len(names) / columns)
         fig = Figure(figsize=(2.2 * columns, 1.9 * rows + 0.6), dpi=100)

@@ -95,7 +95,7 @@ def load_mnist(split: str, data_dir: str | Path, download: bool = True) -> DataS
     and the empty folders the attempt made are removed again.
     """
     _check_split(split)
-    from torchvision.datasets import MNIST
+    from torchvision.datasets import MNIST  # heavy, and needed only for MNIST: imported when asked
 
     root = Path(data_dir).expanduser()
     train = split == "train"
