@@ -1,4 +1,4 @@
-"""`zoo list | train | eval | query | demo` — see README.md for the contract.
+"""`zoo list | train | eval | judge | query | demo` — see README.md for the contract.
 
 Every command validates its inputs (model name, device, data, checkpoint) before it writes
 anything; user errors print one sentence on stderr and exit with status 2 (under ``torchrun``:
@@ -53,6 +53,7 @@ def build_parser() -> argparse.ArgumentParser:
     common = common_arguments()
     add_train(sub, common)
     add_eval(sub, common)
+    add_judge(sub)
 
     p = sub.add_parser("query", help="exact posterior query, e.g. zoo query student 'I | G=C,S=1'")
     p.add_argument("name")
@@ -118,6 +119,32 @@ def add_eval(sub, common: argparse.ArgumentParser) -> None:
                    help="estimators beyond the report's base (is): ais, bdmc, sbc; several allowed")
     p.add_argument("--out", default=None, help="report folder (default: eval/ next to the checkpoint)")
     p.add_argument("--overwrite", action="store_true", help="replace the report in --out (removes its files)")
+
+
+def add_judge(sub) -> None:
+    """The `zoo judge` sub-command and its flags."""
+    p = sub.add_parser("judge", help="score guides and objectives against every model's known answer")
+    p.add_argument("--models", nargs="+", default=None, metavar="NAME",
+                   help="default: every registered model")
+    p.add_argument("--guides", nargs="+", default=None, metavar="GUIDE",
+                   help="own, AutoNormal, AutoDiagonalNormal, AutoLowRankMultivariateNormal, "
+                        "AutoMultivariateNormal, AutoIAFNormal, AutoDelta, or file.py:function "
+                        "(model) -> guide")
+    p.add_argument("--objectives", nargs="+", default=None, metavar="OBJECTIVE",
+                   help="elbo (the model's own), iwae (RenyiELBO alpha=0), or file.py:function () -> "
+                        "Pyro ELBO")
+    p.add_argument("--budget", type=positive_float, default=None, metavar="SECONDS",
+                   help="start no cell after this many seconds (the rest are listed as skipped)")
+    p.add_argument("--out", default="judge",
+                   help="folder of the cells, leaderboard and figure (default: judge)")
+    p.add_argument("--smoke", action="store_true", help="tiny recipe, seconds per cell")
+    p.add_argument("--small-models", action="store_true",
+                   help="models and data in their smoke sizes, trained and scored in full")
+    p.add_argument("--references", action="store_true",
+                   help="judge models with global latents and no exact posterior against cached NUTS runs")
+    p.add_argument("--seed", type=seed_int, default=0, help=f"0 .. {MAX_SEED}")
+    p.add_argument("--json", action="store_true", help="print one JSON object on the last line")
+    p.add_argument("--no-progress", action="store_true", help="hide progress bars")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -10,6 +10,8 @@ from pyro_zoo import runs
 from pyro_zoo.arguments import echo, parse_hparams
 from pyro_zoo.demo import run_demo
 from pyro_zoo.inference.devices import resolve_device
+from pyro_zoo.inference.judge import GUIDES, OBJECTIVES, judge
+from pyro_zoo.inference.plain import to_json
 from pyro_zoo.models import DataError, all_specs, get_spec
 from pyro_zoo.validate import writable_folder
 
@@ -56,6 +58,36 @@ def cmd_eval(args) -> dict:
     if not args.json:
         print(json.dumps(report, indent=2, default=str))
     return report
+
+
+def cmd_judge(args) -> dict:
+    for name in args.models or ():
+        get_spec(name)
+    writable_folder(args.out)
+    summary = judge(args.models, args.guides or GUIDES, args.objectives or OBJECTIVES, out=args.out,
+                    smoke=args.smoke, small_models=args.small_models,
+                    references=args.references, budget=args.budget, seed=args.seed,
+                    progress=not args.no_progress, command=judge_command(args))
+    if summary.get("rank"):  # under torchrun a rank other than 0 ran its share of the cells; rank 0 reports
+        return to_json(summary)
+    if not args.json:
+        print((Path(args.out) / "leaderboard.md").read_text())
+    _say(args, f"judge: {len(summary['cells'])} cells, {len(summary['skipped'])} skipped, "
+               f"{summary['seconds']:.0f} s; leaderboard {Path(args.out) / 'leaderboard.md'}")
+    return to_json(summary)
+
+
+def judge_command(args) -> str:
+    """The `zoo judge` command line of ``args``, flags that change the result only."""
+    words = ["zoo", "judge"]
+    for flag in ("models", "guides", "objectives"):
+        if getattr(args, flag):
+            words += [f"--{flag}", *getattr(args, flag)]
+    words += [flag for flag, on in (("--smoke", args.smoke), ("--small-models", args.small_models),
+                                    ("--references", args.references)) if on]
+    words += [f"--budget {args.budget:g}"] if args.budget else []
+    words += [f"--seed {args.seed}"] if args.seed else []
+    return " ".join(words + ["--out", str(args.out)])
 
 
 def cmd_query(args) -> dict:
