@@ -47,6 +47,7 @@ import pyro.poutine as poutine
 import torch
 from pyro.infer import RenyiELBO, Trace_ELBO, TraceEnum_ELBO, TraceGraph_ELBO, TraceMeanField_ELBO
 from pyro.poutine.messenger import Messenger
+from pyro.poutine.runtime import effectful
 from tqdm.auto import tqdm
 
 from pyro_zoo.inference import compiled, distributed
@@ -493,6 +494,7 @@ def _step_function(model, guide, objective: Objective, max_plate_nesting: int, l
         return closed_step
     elbo = objective.build(max_plate_nesting)
     pyro_loss = _pyro_loss(elbo, model, guide, compile)
+    marked_guide = _with_parameters_mark(guide)
 
     def pyro_step(batch, scale, backward=True):
         if objective.name in DIFFERENTIABLE and backward:
@@ -502,10 +504,25 @@ def _step_function(model, guide, objective: Objective, max_plate_nesting: int, l
         with _DataScale(scale):
             if not backward:
                 return torch.as_tensor(elbo.loss(model, guide, *batch))
-            return torch.as_tensor(elbo.loss_and_grads(model, guide, *batch))
+            return torch.as_tensor(elbo.loss_and_grads(model, marked_guide, *batch))
 
     pyro_step.loss = pyro_loss if objective.name in DIFFERENTIABLE else None
     return pyro_step
+
+
+#: a ``param`` site with no parameter behind it. Pyro's ``loss_and_grads`` (RenyiELBO, TraceGraph_ELBO)
+#: backpropagates its surrogate only when a trace holds a ``param`` site, and the zoo's parameters live
+#: in ``nn.Module``s, outside Pyro's param store: without this mark the IWAE bound trained nothing.
+_parameters_present = effectful(lambda: torch.zeros(()), type="param")
+
+
+def _with_parameters_mark(guide):
+    """``guide`` recording the ``param`` site :data:`_parameters_present` before it runs."""
+    def marked(*args, **kwargs):
+        _parameters_present(name="zoo.parameters")
+        return guide(*args, **kwargs)
+
+    return marked
 
 
 def _pyro_loss(elbo, model, guide, compile: bool):
