@@ -50,13 +50,16 @@ def _no_guide(*args, **kwargs):
     return None
 
 
+@torch.no_grad()
 def log_weights(model, guide, data, num_particles: int, max_plate_nesting: int = 1) -> torch.Tensor:
     """Log importance weights of shape ``(num_particles, N)`` from one vectorised pass over
-    ``data`` (a tensor or a tuple of tensors, see :mod:`pyro_zoo.inference.programs`)."""
+    ``data`` (a tensor or a tuple of tensors, see :mod:`pyro_zoo.inference.programs`). No autograd
+    graph, also not for the log-densities: kept alive by the weights, it held every pass's
+    activations until the estimate's end (RealNVP on the digits, K = 5000: 1 GB per pass)."""
     data = as_tensors(data)
     x = data[0]
     guide = guide or _no_guide
-    with torch.no_grad(), pyro.plate("particles", num_particles, dim=-(max_plate_nesting + 1)):
+    with pyro.plate("particles", num_particles, dim=-(max_plate_nesting + 1)):
         guide_trace = poutine.trace(guide).get_trace(*data)
         enumerated_model = poutine.enum(model, first_available_dim=-(max_plate_nesting + 2))
         model_trace = poutine.trace(poutine.replay(enumerated_model, trace=guide_trace)).get_trace(*data)
@@ -326,12 +329,13 @@ def _joined(chunks: list[dict], num_particles: int, start: float) -> ImportanceR
     )
 
 
+@torch.no_grad()
 def evidence_log_weights(model, guide, data, num_particles: int, max_plate_nesting: int = 1) -> torch.Tensor:
     """Log weights (num_particles,) of the whole data set as one point: log p(D, z_k) - log q(z_k | D)
     with every latent, global or local, drawn by ``guide`` (an AutoGuide's auxiliary site and
     Jacobian terms count in log q) and every plate summed."""
     data = as_tensors(data)
-    with torch.no_grad(), pyro.plate("particles", num_particles, dim=-(max_plate_nesting + 1)):
+    with pyro.plate("particles", num_particles, dim=-(max_plate_nesting + 1)):
         guide_trace = poutine.trace(guide).get_trace(*data)
         model_trace = poutine.trace(poutine.replay(model, trace=guide_trace)).get_trace(*data)
     model_trace.compute_log_prob()
