@@ -58,12 +58,13 @@ def test_sample_size_aware_threshold():
 
 @pytest.mark.statistical
 @pytest.mark.parametrize("particles", [100, 1000, 5000])
-def test_share_over_the_threshold_by_chance_at_finite_variance(particles):
-    """At k = 1/2 (the edge of finite variance) the share of k̂ over tau(S) is the normal
+def test_share_over_the_threshold_by_chance_at_the_threshold(particles):
+    """At k = tau(S) (the edge of reliability) the share of k̂ over tau(S) is the normal
     approximation's, within 4 binomial SEs over 400 independent columns."""
     generator = torch.Generator().manual_seed(SEED + 2)
     u = torch.rand(particles, 400, generator=generator, dtype=torch.float64)
-    over = (pareto_khat(torch.log1p((u.pow(-0.5) - 1) / 0.5)) > khat_threshold(particles)).double().mean()
+    xi = khat_threshold(particles)
+    over = (pareto_khat(torch.log1p((u.pow(-xi) - 1) / xi)) > xi).double().mean()
     chance = khat_over_by_chance(particles)
     assert abs(over.item() - chance) < 4 * math.sqrt(chance * (1 - chance) / 400), (over, chance)
 
