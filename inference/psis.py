@@ -105,8 +105,8 @@ def khat_summary(khat: torch.Tensor, num_particles: int) -> dict:
     if over > allowed:
         out["warning"] = (
             f"k̂ > {threshold:.2f} at {over:.0%} of the data points, more than chance puts there where "
-            f"every point's estimate is reliable (up to {allowed:.0%}): there the importance-sampling estimate "
-            "and its SE are unreliable; use more particles, a better proposal or AIS")
+            f"every point's estimate is reliable (up to {allowed:.0%}): there the importance-sampling "
+            "estimate and its SE are unreliable; use more particles, a better proposal or AIS")
     return out
 
 
