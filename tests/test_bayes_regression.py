@@ -14,7 +14,13 @@ from pyro_zoo.inference.train import fit_model
 from pyro_zoo.models import get_spec
 from tests.conftest import SEED
 
-STEPS = 2000
+#: with a rate decaying 100-fold over these steps the guide's mean is within 0.07 posterior sd of
+#: the exact one at each of 20 seeds (ZOO_TEST_SEED 1..20: the guide's loc against m_N); over
+#: 2000 steps it was not, 0.63 sd at seed 7: the posterior's ridge (the collinear serum features
+#: s1, s2) converges slowly under Adam
+STEPS = 4000
+#: the guide's optimisation error allowed, in exact posterior sds: the 0.07 above, rounded up
+OPTIMISATION_ERROR = 0.1
 NUTS_SAMPLES = 200
 GUIDE_DRAWS = 4000
 
@@ -80,14 +86,15 @@ def test_nuts_matches_the_exact_posterior(fitted):
 
 @pytest.mark.statistical
 def test_guide_and_nuts_means_agree(fitted):
-    """Guide and NUTS means within 4 combined MC standard errors, sqrt(MCSE_guide^2 + MCSE_nuts^2).
-    Both estimate the same posterior mean (the family holds it exactly); what is not Monte Carlo
-    error is the guide's optimisation error, which the decaying rate keeps far below the NUTS
-    MCSE (a few hundredths of a posterior sd against a tenth or more), so it needs no allowance."""
+    """Guide and NUTS means within 4 combined MC standard errors, sqrt(MCSE_guide^2 + MCSE_nuts^2),
+    plus the guide's optimisation error (:data:`OPTIMISATION_ERROR` posterior sds, measured): both
+    estimate the same posterior mean (the family holds it exactly), and that error, 0.015 on w[4]
+    whose posterior sd is 0.21, is of the size of NUTS's MCSE from 200 draws (0.018)."""
     _, _, comparison = fitted
     for name, row in comparison["table"].items():
         se = math.hypot(row["guide_mcse"], row["nuts_mcse"])
-        assert abs(row["guide_mean"] - row["nuts_mean"]) < 4 * se, (name, row)
+        allowed = 4 * se + OPTIMISATION_ERROR * row["exact_sd"]
+        assert abs(row["guide_mean"] - row["nuts_mean"]) < allowed, (name, row)
 
 
 def test_report_says_why_there_is_no_importance_sampling(fitted, tmp_path):
