@@ -66,6 +66,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="report")
     p.add_argument("--overwrite", action="store_true", help="replace the runs of an earlier demo in --out")
     p.add_argument("--seed", type=seed_int, default=0)
+    p.add_argument("--workers", type=positive_int, default=None,
+                   help="models trained at once, each in its own process (default: one per CPU core)")
     p.add_argument("--no-progress", action="store_true")
     return parser
 

@@ -115,7 +115,7 @@ def cmd_demo(args) -> dict:
     resolve_device(args.device)
     writable_folder(args.out)
     return run_demo(args.out, device=args.device, seed=args.seed, progress=not args.no_progress,
-                    overwrite=args.overwrite)
+                    overwrite=args.overwrite, workers=args.workers)
 
 
 def _say(args, text: str) -> None:

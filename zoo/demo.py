@@ -7,20 +7,25 @@ digits, their reconstructions, its samples and its estimator ladder side by side
 
 from __future__ import annotations
 
+import functools
 import json
 import math
+import multiprocessing
+import os
 import time
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from matplotlib.figure import Figure
+from tqdm.auto import tqdm
 
 from pyro_zoo import runs
 from pyro_zoo.folders import check_folder, run_folder
 from pyro_zoo.inference.checkpoint import write_atomic
 from pyro_zoo.inference.evaluate import plot_ladder, write_index
-from pyro_zoo.models import REGISTRY
+from pyro_zoo.models import REGISTRY, get_spec
 
 DEMO_PARTICLES = 1000
 DEMO_POINTS = 200
@@ -28,35 +33,60 @@ DEMO_POINTS = 200
 OVERVIEW_MODEL = "vae"
 
 
-def run_demo(out="report", *, device="cpu", seed=0, progress=True, overwrite=False) -> dict:
+def run_demo(out="report", *, device="cpu", seed=0, progress=True, overwrite=False, models=None,
+             workers=None) -> dict:
     """Train each model in smoke mode, evaluate it, write ``out/index.md`` and ``out/report.json``.
 
+    ``models``: the names to run (default every registered model). They run in ``workers``
+    processes at once (default one per CPU core, at most one per model), each on one intra-op
+    thread: small tensors, where a second thread mostly waits at barriers while a second model
+    keeps the core busy; ``workers=1`` runs them one after the other in this process. The results
+    do not depend on ``workers``: every model draws from its own stream seeded by ``seed``.
     An earlier demo in ``out`` (its report and its runs under ``out/<model>``) is replaced only
     with ``overwrite``, which removes its files first; a folder holding another kind of run (a
     training run, an evaluation) is refused. Every check is made before any training starts.
-    Runs on one intra-op thread.
     """
+    names = sorted(REGISTRY) if models is None else [get_spec(name).name for name in models]
+    workers = min(len(names), workers or _cores())
     out = runs.out_folder(out, Path("report"))
     check_folder(out, "demo", overwrite=overwrite)
-    for name in sorted(REGISTRY):
+    for name in names:
         check_folder(out / name, "train", overwrite=overwrite)
         check_folder(out / name / "eval", "eval", overwrite=overwrite)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # small tensors: a second intra-op thread mostly waits at barriers
-    try:
-        with run_folder(out, "demo", overwrite=overwrite):
-            seconds = _run_all(out, device, seed, progress, overwrite)
-    finally:
-        torch.set_num_threads(threads)
+    with run_folder(out, "demo", overwrite=overwrite):
+        start = time.perf_counter()
+        job = functools.partial(_one_model, out=out, device=device, seed=seed, overwrite=overwrite)
+        if workers == 1:
+            results = {name: job(name, progress=progress) for name in names}
+        else:
+            results = _in_processes(job, names, workers, progress)
+        seconds = _write_report(out, results, time.perf_counter() - start)
     if progress:
-        print(f"demo report: {out / 'index.md'} ({seconds:.0f} s)")
+        print(f"demo report: {out / 'index.md'} ({seconds:.0f} s, {workers} process(es))")
     return {"report": str(out / "index.md"), "seconds": seconds}
 
 
-def _run_all(out: Path, device, seed, progress, overwrite) -> float:
-    results, sections = {}, []
-    start = time.perf_counter()
-    for name in sorted(REGISTRY):
+def _cores() -> int:
+    """The CPU cores this process may run on."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def _in_processes(job, names: list[str], workers: int, progress: bool) -> dict:
+    """``{name: job(name)}`` from ``workers`` fresh processes (spawned: no forked torch state)."""
+    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+        futures = {pool.submit(job, name): name for name in names}
+        for future in tqdm(as_completed(futures), total=len(names), unit="model", desc="demo",
+                           disable=not progress):
+            future.result()  # a model's error stops the demo here
+        done = {futures[future]: future.result() for future in futures}
+    return {name: done[name] for name in names}
+
+
+def _one_model(name: str, *, out: Path, device, seed: int, overwrite: bool, progress: bool = False) -> dict:
+    """Train and evaluate model ``name`` of the demo under ``out / name`` on one intra-op thread."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
         run_dir = out / name
         if progress:
             print(f"== {name}", flush=True)
@@ -65,22 +95,27 @@ def _run_all(out: Path, device, seed, progress, overwrite) -> float:
         report = runs.evaluate(run_dir / "checkpoint.pt", num_particles=DEMO_PARTICLES, limit=DEMO_POINTS,
                                device=device, out=run_dir / "eval", overwrite=overwrite, progress=False,
                                seed=seed)
-        results[name] = {"train": metrics, "eval": report}
+    finally:
+        torch.set_num_threads(threads)
+    return {"train": metrics, "eval": report}
+
+
+def _write_report(out: Path, results: dict, seconds: float) -> float:
+    """``out/report.json``, the overview figure and ``out/index.md`` from each model's results."""
+    sections = []
+    for name, result in results.items():
+        run_dir, metrics, report = out / name, result["train"], result["eval"]
         figures = {caption: Path(path).resolve() for caption, path in metrics["figures"].items()}
         figures.update({caption: (run_dir / "eval" / path).resolve()
                         for caption, path in report["figures"].items()})
         figures["evaluation report (JSON)"] = (run_dir / "eval" / "report.json").resolve()
         sections.append((name, _headline(metrics, report), figures))
-    results["seconds"] = time.perf_counter() - start
-    write_atomic(out / "report.json", json.dumps(results, indent=2, default=str))
+    write_atomic(out / "report.json", json.dumps({**results, "seconds": seconds}, indent=2, default=str))
     if OVERVIEW_MODEL in results:
         figure = overview_figure(out / OVERVIEW_MODEL, results[OVERVIEW_MODEL]["eval"], out / "overview.png")
         sections.insert(0, ("overview", {}, {"the VAE at a glance": figure}))
     write_index(out, "Model zoo demo", sections)
-    return results["seconds"]
-    if progress:
-        print(f"demo report: {out / 'index.md'} ({results['seconds']:.0f} s)")
-    return {"report": str(out / "index.md"), "seconds": results["seconds"]}
+    return seconds
 
 
 def _headline(metrics: dict, report: dict) -> dict:
