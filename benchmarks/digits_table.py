@@ -25,11 +25,13 @@ and the correct minibatch scaling of the IWAE bound); the ARM and the flow on th
 
     python -m benchmarks.digits_table --part digits --json digits.json --figure digits_ladder.png
     python -m benchmarks.digits_table --part mnist --data-dir ../shared/data --json mnist.json
+    python -m benchmarks.digits_table --figure-from digits.json mnist.json --figure one_scale.png
     python -m benchmarks.digits_table --smoke                      # seconds: tiny models, few steps
 """
 
 from __future__ import annotations
 
+import json
 import math
 import time
 from dataclasses import dataclass, field
@@ -248,6 +250,16 @@ def figure(parts: dict[str, list[dict]], path: Path) -> Path:
     return path
 
 
+def parts_from(paths: list[str]) -> dict[str, list[dict]]:
+    """The parts (title: rows) saved by earlier runs' ``--json`` files, in the order given."""
+    parts = {}
+    for path in paths:
+        saved = json.loads(Path(path).read_text())["settings"]
+        parts.update({title: part["rows"] for title, part in saved.items()
+                      if isinstance(part, dict) and "rows" in part})
+    return parts
+
+
 def plain(rows: list[dict]) -> list[dict]:
     """``rows`` without the per-image tensors, for JSON."""
     def without_values(rung: dict) -> dict:
@@ -280,7 +292,7 @@ def benchmark(args, device: torch.device) -> Report:
     return Report(NAME, "", [], settings=settings, notes=[])
 
 
-def main(argv: list[str] | None = None) -> Report:
+def main(argv: list[str] | None = None) -> Report | None:
     p = parser("test log p(x) of ARM, flow, VAE and HVAE on one scale (digits, binarised MNIST)", repeats=1)
     p.add_argument("--part", choices=("digits", "mnist", "all"), default="digits")
     p.add_argument("--num-particles", type=int, default=5000,
@@ -293,8 +305,15 @@ def main(argv: list[str] | None = None) -> Report:
     p.add_argument("--mnist-epochs", type=int, default=10, help="MNIST: epochs per model")
     p.add_argument("--mnist-test", type=int, default=None, help="MNIST: first N test images")
     p.add_argument("--figure", default=None, metavar="PATH", help="write the ladder figure (PNG)")
+    p.add_argument("--figure-from", nargs="+", default=None, metavar="JSON",
+                   help="only draw --figure, one panel per part, from the --json files of earlier runs")
     p.add_argument("--progress", action="store_true", help="progress bars (MNIST training)")
     args = p.parse_args(argv)
+    if args.figure_from:
+        if not args.figure:
+            p.error("--figure-from needs --figure PATH")
+        figure(parts_from(args.figure_from), Path(args.figure))
+        return None
     report = run_main(NAME, benchmark, args, argv)
     print(report.settings["markdown"])
     for title, part in report.settings.items():

@@ -102,7 +102,7 @@ def main(argv=None) -> int:
     parser.add_argument("--out", type=Path, default=REPO / "seed-sweep")
     parser.add_argument("-k", dest="keyword", help="only the statistical tests pytest -k selects")
     parser.add_argument("--notebooks", nargs="*", default=None,
-                        help="only notebooks whose name starts with these (default: all; the flag alone: none)")
+                        help="only notebooks named with these prefixes (default: all; the flag alone: none)")
     parser.add_argument("--no-tests", action="store_true", help="notebooks only")
     args = parser.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)

@@ -64,3 +64,6 @@ def test_smoke_run_scores_every_family(tmp_path):
     assert len(orders) == 5 and all(c["passed"] for c in orders)
     assert json.loads(out.read_text())["name"] == "digits_table"
     assert picture.stat().st_size > 0 and "| ARM (MADE) | exact |" in report.settings["markdown"]
+    redrawn = tmp_path / "redrawn.png"
+    assert digits_table.main(["--figure-from", str(out), "--figure", str(redrawn)]) is None
+    assert redrawn.stat().st_size > 0
