@@ -18,6 +18,7 @@ import platform
 import re
 import statistics
 import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -174,7 +175,8 @@ def run_main(name: str, body: Callable[[argparse.Namespace, torch.device], Repor
         # SystemExit with a message: printed on stderr, exit status 1
         raise SystemExit(f"error: {err}") from None
     report.seconds = time.perf_counter() - start
-    report.command = portable("python -m benchmarks." + name + "".join(f" {a}" for a in (argv or [])))
+    given = sys.argv[1:] if argv is None else argv  # run as a script, argparse read sys.argv
+    report.command = portable("python -m benchmarks." + name + "".join(f" {a}" for a in given))
     report.notes = [portable(note) for note in report.notes]
     report.settings.update(threads=args.threads, device=str(device), smoke=args.smoke,
                            repeats=args.repeats, seed=args.seed)
