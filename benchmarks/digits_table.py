@@ -239,7 +239,7 @@ def figure(parts: dict[str, list[dict]], path: Path) -> Path:
                 ax.errorbar(r["value"], y, xerr=2 * r["se"], fmt="o", color=colour, label=kind(name),
                             mfc=colour if name == best(row)[0] else "white")
         labels = {label: handle for handle, label in zip(*ax.get_legend_handles_labels(), strict=True)}
-        ax.legend(labels.values(), labels.keys(), fontsize=7, loc="lower left")
+        ax.legend(labels.values(), labels.keys(), fontsize=7, loc="best")
         ax.set_yticks(range(len(rows)), [row["label"] for row in rows])
         ax.set_ylim(-0.6, len(rows) - 0.4)
         ax.invert_yaxis()
