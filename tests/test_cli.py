@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 
@@ -33,6 +34,17 @@ def test_module_entry_point():
     done = subprocess.run([sys.executable, "-m", "pyro_zoo", "list"], capture_output=True, text=True,
                           check=True)
     assert all(name in done.stdout for name in REGISTRY)
+
+
+def test_a_reader_that_stops_early_gets_no_traceback():
+    """`zoo list | head -1`: the pipe's reader is gone before zoo writes; zoo stops quietly
+    (status 1, as Python's documentation advises) instead of printing a BrokenPipeError."""
+    read, write = os.pipe()
+    os.close(read)
+    with os.fdopen(write, "w") as closed_pipe:
+        done = subprocess.run([sys.executable, "-m", "pyro_zoo", "list"], stdout=closed_pipe,
+                              stderr=subprocess.PIPE, text=True)
+    assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr
 
 
 @pytest.fixture(scope="module")

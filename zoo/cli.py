@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import re
 import sys
 
@@ -157,11 +158,15 @@ def main(argv: list[str] | None = None) -> int:
     try:
         args = build_parser().parse_args(argv)
         result = getattr(commands, f"cmd_{args.command}")(args)
+        if getattr(args, "json", False):
+            print(json.dumps(to_json(result)))
+        sys.stdout.flush()  # here, not at exit, so that a reader gone early is caught below
     except (UsageError, *USER_ERRORS) as err:
         distributed.report_error(f"zoo: error: {one_line(err)}")
         return 2
-    if getattr(args, "json", False):
-        print(json.dumps(to_json(result)))
+    except BrokenPipeError:  # the reader stopped early (`zoo list | head -3`): no traceback
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # what is left goes nowhere
+        return 1
     return 0
 
 
