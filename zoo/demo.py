@@ -60,7 +60,8 @@ def run_demo(out="report", *, device="cpu", seed=0, progress=True, overwrite=Fal
             results = {name: job(name, progress=progress) for name in names}
         else:
             results = _in_processes(job, names, workers, progress)
-        seconds = _write_report(out, results, time.perf_counter() - start)
+        seconds = time.perf_counter() - start
+        _write_report(out, results, seconds)
     if progress:
         print(f"demo report: {out / 'index.md'} ({seconds:.0f} s, {workers} process(es))")
     return {"report": str(out / "index.md"), "seconds": seconds}
@@ -75,10 +76,10 @@ def _in_processes(job, names: list[str], workers: int, progress: bool) -> dict:
     """``{name: job(name)}`` from ``workers`` fresh processes (spawned: no forked torch state)."""
     with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
         futures = {pool.submit(job, name): name for name in names}
+        done = {}
         for future in tqdm(as_completed(futures), total=len(names), unit="model", desc="demo",
                            disable=not progress):
-            future.result()  # a model's error stops the demo here
-        done = {futures[future]: future.result() for future in futures}
+            done[futures[future]] = future.result()  # a model's error stops the demo here
     return {name: done[name] for name in names}
 
 
@@ -100,7 +101,7 @@ def _one_model(name: str, *, out: Path, device, seed: int, overwrite: bool, prog
     return {"train": metrics, "eval": report}
 
 
-def _write_report(out: Path, results: dict, seconds: float) -> float:
+def _write_report(out: Path, results: dict, seconds: float) -> None:
     """``out/report.json``, the overview figure and ``out/index.md`` from each model's results."""
     sections = []
     for name, result in results.items():
@@ -115,7 +116,6 @@ def _write_report(out: Path, results: dict, seconds: float) -> float:
         figure = overview_figure(out / OVERVIEW_MODEL, results[OVERVIEW_MODEL]["eval"], out / "overview.png")
         sections.insert(0, ("overview", {}, {"the VAE at a glance": figure}))
     write_index(out, "Model zoo demo", sections)
-    return seconds
 
 
 def _headline(metrics: dict, report: dict) -> dict:
